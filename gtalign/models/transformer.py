@@ -1,0 +1,268 @@
+"""Pure-functional Flax Linen decoder for the Llama and Qwen2 families.
+
+`Decoder(config).apply({"params": params}, tokens_bt, positions_bt, cache)` returns
+`(logits_btv, cache)`. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+`kv_heads`, `head_dim`, `mlp`) so that sharding rules can map them onto any device mesh later.
+Parameter names mirror the Hugging Face module names, which keeps checkpoint conversion a table.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gtalign.models.config import ModelConfig, RopeScaling
+
+_NEG_INF = float(np.finfo(np.float32).min)
+
+
+class KVCache(flax.struct.PyTreeNode):
+  """Keys and values of every layer, written left to right in slot order.
+
+  All rows share one write offset (`length`); prompts are left-padded so that their last tokens
+  line up, and `valid_bs` marks which slots hold real tokens, so padding is never attended to.
+  """
+
+  k: tuple[jax.Array, ...]  # per layer: [batch, slots, kv_heads, head_dim]
+  v: tuple[jax.Array, ...]
+  valid_bs: jax.Array  # [batch, slots] bool
+  length: jax.Array  # int32 scalar: slots written so far
+
+  @classmethod
+  def init(cls, config: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+    dtype = jnp.dtype(dtype or config.dtype)
+    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+               valid_bs=jnp.zeros((batch, max_len), bool), length=jnp.zeros((), jnp.int32))
+
+  @property
+  def capacity(self) -> int:
+    return self.valid_bs.shape[1]
+
+
+def rope_inverse_frequencies(head_dim: int, theta: float,
+                             scaling: RopeScaling | None = None) -> np.ndarray:
+  """Inverse frequencies of rotary embeddings, with optional Llama-3 frequency scaling."""
+  inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32)
+                              / head_dim))
+  if scaling is None:
+    return inv_freq.astype(np.float32)
+  # Llama 3.1+: long wavelengths are slowed by `factor`, short ones kept, the band between
+  # interpolated smoothly.
+  old_len = scaling.original_max_position_embeddings
+  low_wavelen = old_len / scaling.low_freq_factor
+  high_wavelen = old_len / scaling.high_freq_factor
+  wavelen = 2 * np.pi / inv_freq
+  scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+  smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+      scaling.high_freq_factor - scaling.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x_bthd: jax.Array, positions_bt: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotate-half RoPE (the Hugging Face convention), computed in float32."""
+  angles_btf = positions_bt[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
+  cos = jnp.cos(jnp.concatenate([angles_btf, angles_btf], -1))[:, :, None, :]
+  sin = jnp.sin(jnp.concatenate([angles_btf, angles_btf], -1))[:, :, None, :]
+  x = x_bthd.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], -1)
+  return (x * cos + rotated * sin).astype(x_bthd.dtype)
+
+
+class RMSNorm(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), self.config.jnp_param_dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.config.norm_eps)
+    return scale.astype(self.config.jnp_dtype) * x32.astype(self.config.jnp_dtype)
+
+
+class Linear(nn.Module):
+  """An einsum against one named parameter, accumulating in float32.
+
+  bfloat16 matmuls are only fast on CPUs (and exact enough everywhere) when they accumulate in
+  float32, which `nn.DenseGeneral` does not let us ask for.
+  """
+
+  config: ModelConfig
+  equation: str
+  shape: Sequence[int]
+  axes: Sequence[str]
+  bias_axes: Sequence[str] | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    fan_in = self.shape[0] if self.axes[0] == "embed" else int(np.prod(self.shape[:-1]))
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(nn.initializers.normal(fan_in ** -0.5), tuple(self.axes)),
+        tuple(self.shape), cfg.jnp_param_dtype)
+    y = jnp.einsum(self.equation, x.astype(cfg.jnp_dtype), kernel.astype(cfg.jnp_dtype),
+                   preferred_element_type=jnp.float32)
+    if self.bias_axes is not None:
+      bias_shape = self.shape[len(self.shape) - len(self.bias_axes):]
+      bias = self.param("bias",
+                        nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.bias_axes)),
+                        tuple(bias_shape), cfg.jnp_param_dtype)
+      y = y + bias.astype(jnp.float32)
+    return y.astype(cfg.jnp_dtype)
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_bte, positions_bt, mask_bts, cache_kv):
+    cfg = self.config
+    e, h, kv, d = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    bias = lambda axes: axes if cfg.qkv_bias else None
+    q_bthd = Linear(cfg, "bte,ehd->bthd", (e, h, d), ("embed", "heads", "head_dim"),
+                    bias(("heads", "head_dim")), name="q_proj")(x_bte)
+    k_btkd = Linear(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"),
+                    bias(("kv_heads", "head_dim")), name="k_proj")(x_bte)
+    v_btkd = Linear(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"),
+                    bias(("kv_heads", "head_dim")), name="v_proj")(x_bte)
+    inv_freq = rope_inverse_frequencies(d, cfg.rope_theta, cfg.rope_scaling)
+    q_bthd = apply_rope(q_bthd, positions_bt, inv_freq)
+    k_btkd = apply_rope(k_btkd, positions_bt, inv_freq)
+
+    if cache_kv is not None:  # write this chunk at the cache offset, attend to the whole cache
+      cache_k, cache_v, offset = cache_kv
+      cache_k = jax.lax.dynamic_update_slice(cache_k, k_btkd.astype(cache_k.dtype),
+                                             (0, offset, 0, 0))
+      cache_v = jax.lax.dynamic_update_slice(cache_v, v_btkd.astype(cache_v.dtype),
+                                             (0, offset, 0, 0))
+      k_bskd, v_bskd, new_kv = cache_k, cache_v, (cache_k, cache_v)
+    else:
+      k_bskd, v_bskd, new_kv = k_btkd, v_btkd, None
+
+    b, t = q_bthd.shape[:2]
+    q_btkgd = q_bthd.reshape(b, t, kv, h // kv, d)
+    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd.astype(cfg.jnp_dtype),
+                              preferred_element_type=jnp.float32) * (d ** -0.5)
+    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts, _NEG_INF)
+    probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1).astype(cfg.jnp_dtype)
+    out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts, v_bskd.astype(cfg.jnp_dtype),
+                           preferred_element_type=jnp.float32).astype(cfg.jnp_dtype)
+    out_bthd = out_btkgd.reshape(b, t, h, d)
+    out_bte = Linear(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"),
+                     name="o_proj")(out_bthd)
+    return out_bte, new_kv
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_bte):
+    cfg = self.config
+    e, f = cfg.embed_dim, cfg.mlp_dim
+    gate = Linear(cfg, "bte,ef->btf", (e, f), ("embed", "mlp"), name="gate_proj")(x_bte)
+    up = Linear(cfg, "bte,ef->btf", (e, f), ("embed", "mlp"), name="up_proj")(x_bte)
+    return Linear(cfg, "btf,fe->bte", (f, e), ("mlp", "embed"), name="down_proj")(
+        nn.silu(gate) * up)
+
+
+class DecoderBlock(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_bte, positions_bt, mask_bts, cache_kv):
+    attn_out, new_kv = Attention(self.config, name="self_attn")(
+        RMSNorm(self.config, name="input_layernorm")(x_bte), positions_bt, mask_bts, cache_kv)
+    x_bte = x_bte + attn_out
+    x_bte = x_bte + MLP(self.config, name="mlp")(
+        RMSNorm(self.config, name="post_attention_layernorm")(x_bte))
+    return x_bte, new_kv
+
+
+class Decoder(nn.Module):
+  """Token ids in, float32 logits out; an optional KVCache makes incremental decoding cheap."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_bt, positions_bt, cache: KVCache | None = None,
+               attention_mask_bt=None):
+    """`attention_mask_bt` (True = real token) defaults to all tokens being real."""
+    cfg = self.config
+    b, t = tokens_bt.shape
+    if attention_mask_bt is None:
+      attention_mask_bt = jnp.ones((b, t), bool)
+    attention_mask_bt = attention_mask_bt.astype(bool)
+
+    embed = nn.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.jnp_dtype,
+                     param_dtype=cfg.jnp_param_dtype,
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(cfg.embed_dim ** -0.5), ("vocab", "embed")),
+                     name="embed_tokens")
+    x_bte = embed(tokens_bt)
+
+    if cache is None:
+      q_slot_t = jnp.arange(t)
+      valid_bs = attention_mask_bt
+      offset = None
+    else:
+      offset = cache.length
+      q_slot_t = offset + jnp.arange(t)
+      valid_bs = jax.lax.dynamic_update_slice(cache.valid_bs, attention_mask_bt, (0, offset))
+    s = valid_bs.shape[1]
+    causal_ts = jnp.arange(s)[None, :] <= q_slot_t[:, None]
+    mask_bts = causal_ts[None] & valid_bs[:, None, :]
+
+    block_cls = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
+    new_k, new_v = [], []
+    for i in range(cfg.num_layers):
+      layer_kv = None if cache is None else (cache.k[i], cache.v[i], offset)
+      x_bte, kv_out = block_cls(cfg, name=f"layers_{i}")(x_bte, positions_bt, mask_bts, layer_kv)
+      if kv_out is not None:
+        new_k.append(kv_out[0])
+        new_v.append(kv_out[1])
+    x_bte = RMSNorm(cfg, name="norm")(x_bte)
+
+    if cfg.tie_embeddings:
+      table_ve = embed.embedding
+      logits_btv = jnp.einsum("bte,ve->btv", x_bte, table_ve.astype(cfg.jnp_dtype),
+                              preferred_element_type=jnp.float32)
+    else:
+      logits_btv = Linear(cfg, "bte,ev->btv", (cfg.embed_dim, cfg.vocab_size),
+                          ("embed", "vocab"), name="lm_head")(x_bte).astype(jnp.float32)
+    if cache is None:
+      return logits_btv, None
+    return logits_btv, KVCache(k=tuple(new_k), v=tuple(new_v), valid_bs=valid_bs,
+                               length=cache.length + t)
+
+
+def init_params(config: ModelConfig, rng: jax.Array):
+  """Random parameters (plain arrays, no partitioning boxes)."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  boxed = Decoder(config).init(rng, tokens, tokens)["params"]
+  return nn.unbox(boxed)
+
+
+def logical_axes(config: ModelConfig):
+  """PartitionSpecs of logical axis names, in the same tree structure as the params."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  abstract = jax.eval_shape(lambda r: Decoder(config).init(r, tokens, tokens)["params"],
+                            jax.random.PRNGKey(0))
+  return nn.get_partition_spec(abstract)
+
+
+def positions_from_mask(attention_mask_bt: jax.Array) -> jax.Array:
+  """RoPE positions for left-padded rows: 0 at each row's first real token."""
+  mask = attention_mask_bt.astype(jnp.int32)
+  return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)

@@ -1,0 +1,39 @@
+"""gtalign: Game-Theoretic Alignment of LLM assistants in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "tensorflow-datasets>=4.9.10",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.5.1",
+    "numpy>=2.0",
+    "sentencepiece>=0.2.0",
+    "tokenizers>=0.21",
+    "safetensors>=0.5",
+    "gguf>=0.17",
+    "jinja2>=3.1",
+]
+
+TEST_REQUIRES = [
+    "pytest>=8.0",
+    # The CPU build the local package index serves; an unpinned torch pulls a multi-GB CUDA build.
+    "torch==2.13.0",
+    "transformers>=5.0",
+    "accelerate>=1.0",
+    "pyarrow>=15",
+]
+
+setup(
+    name="gtalign",
+    version="0.1.0",
+    description="Game-Theoretic Alignment (GTAlign) for LLM assistants in JAX/Flax",
+    packages=find_packages(include=["gtalign", "gtalign.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    license="Apache-2.0",
+)

@@ -1,0 +1,21 @@
+"""Shared fixtures: the real SmolLM2 GGUF and the GTAlign data directory."""
+
+import pathlib
+
+import pytest
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gtalign"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path():
+  """The embedded default model, fetched once into the gtalign cache."""
+  from gtalign.models.weights_cache import smollm2_gguf_path as resolve
+  return resolve()
+
+
+@pytest.fixture(scope="session")
+def gtalign_data_dir():
+  if not DATA_DIR.is_dir():
+    pytest.skip(f"GTAlign data not found at {DATA_DIR}")
+  return DATA_DIR

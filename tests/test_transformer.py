@@ -1,0 +1,139 @@
+"""Logits parity of the Flax decoder with `transformers` (torch CPU, float32) on random tiny models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from gtalign.models import hf_format
+from gtalign.models.config import ModelConfig, RopeScaling, get_preset
+from gtalign.models.transformer import (Decoder, KVCache, init_params, logical_axes,
+                                        positions_from_mask)
+
+TINY = {
+    "llama_gqa_untied": get_preset("tiny-llama"),
+    "llama_tied_rope_scaling": get_preset("tiny-llama").replace(
+        tie_embeddings=True, num_kv_heads=1, rope_theta=500000.0,
+        rope_scaling=RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                 original_max_position_embeddings=32)),
+    "qwen2_bias_tied_gqa": get_preset("tiny-qwen2"),
+    "qwen2_bias_untied_mha": get_preset("tiny-qwen2").replace(
+        tie_embeddings=False, num_kv_heads=4, num_layers=3),
+}
+
+
+def _hf_model(config: ModelConfig, seed: int = 0):
+  """A random HF model; weights re-drawn at a scale where logits differ visibly."""
+  hf_cfg = transformers.AutoConfig.for_model(**hf_format.model_config_to_hf(config))
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith("norm.weight"):
+        p.copy_(1.0 + 0.1 * torch.randn_like(p))
+      else:
+        p.copy_(0.15 * torch.randn_like(p))
+  return model
+
+
+def _our_params(model, config):
+  tensors = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  return hf_format.params_from_hf(tensors, config, "test")
+
+
+def _left_padded_batch(config, lengths, seed=0):
+  rng = np.random.default_rng(seed)
+  t = max(lengths)
+  tokens = rng.integers(0, config.vocab_size, size=(len(lengths), t))
+  mask = np.zeros((len(lengths), t), bool)
+  for i, n in enumerate(lengths):
+    mask[i, t - n:] = True
+  tokens = np.where(mask, tokens, 0)
+  return tokens.astype(np.int32), mask
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_logits_match_transformers(name):
+  config = TINY[name]
+  model = _hf_model(config)
+  params = _our_params(model, config)
+  tokens, mask = _left_padded_batch(config, [11, 4, 7])
+  positions = np.asarray(positions_from_mask(jnp.asarray(mask)))
+  with torch.no_grad():
+    ref = model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                attention_mask=torch.tensor(mask, dtype=torch.long),
+                position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+  ours, cache = Decoder(config).apply({"params": params}, tokens, positions,
+                                      attention_mask_bt=mask)
+  assert cache is None
+  ours = np.asarray(ours)
+  diff = np.abs(ours - ref)[mask]
+  assert np.abs(ref[mask]).max() > 1.0  # the comparison is not between near-zero numbers
+  assert diff.max() <= 1e-4, diff.max()
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_untied", "qwen2_bias_tied_gqa"])
+def test_cached_decode_equals_full_forward(name):
+  config = TINY[name]
+  params = init_params(config, jax.random.PRNGKey(1))
+  tokens, mask = _left_padded_batch(config, [9, 5], seed=3)
+  positions = positions_from_mask(jnp.asarray(mask))
+  model = Decoder(config)
+  full, _ = model.apply({"params": params}, tokens, positions, attention_mask_bt=mask)
+
+  split = 6  # prefill the first 6 slots, then feed one token at a time
+  cache = KVCache.init(config, batch=2, max_len=16)
+  logits, cache = model.apply({"params": params}, tokens[:, :split], positions[:, :split],
+                              cache, attention_mask_bt=mask[:, :split])
+  steps = [logits]
+  for t in range(split, tokens.shape[1]):
+    logits, cache = model.apply({"params": params}, tokens[:, t:t + 1], positions[:, t:t + 1],
+                                cache, attention_mask_bt=mask[:, t:t + 1])
+    steps.append(logits)
+  incremental = np.concatenate([np.asarray(s) for s in steps], axis=1)
+  assert int(cache.length) == tokens.shape[1]
+  np.testing.assert_allclose(incremental[mask], np.asarray(full)[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_and_remat_stay_close_to_float32():
+  config = TINY["qwen2_bias_tied_gqa"]
+  model = _hf_model(config)
+  params = _our_params(model, config)
+  tokens, mask = _left_padded_batch(config, [8, 8])
+  pos = positions_from_mask(jnp.asarray(mask))
+  ref, _ = Decoder(config).apply({"params": params}, tokens, pos)
+  remat, _ = Decoder(config.replace(remat=True)).apply({"params": params}, tokens, pos)
+  np.testing.assert_allclose(np.asarray(remat), np.asarray(ref), atol=1e-6)
+  bf16 = config.replace(param_dtype="bfloat16", dtype="bfloat16")
+  params16 = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
+  low, _ = Decoder(bf16).apply({"params": params16}, tokens, pos)
+  assert low.dtype == jnp.float32
+  assert jax.tree.leaves(params16)[0].dtype == jnp.bfloat16
+  rel = np.abs(np.asarray(low) - np.asarray(ref)).max() / np.abs(np.asarray(ref)).max()
+  assert rel < 0.05, rel
+
+
+def test_every_parameter_has_logical_axes():
+  config = TINY["qwen2_bias_untied_mha"]
+  specs = logical_axes(config)
+  params = init_params(config, jax.random.PRNGKey(0))
+  allowed = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp"}
+  flat_specs = jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda x: x is not None and
+                                                   not isinstance(x, dict))
+  flat_params = jax.tree_util.tree_leaves_with_path(params)
+  assert len(flat_specs) == len(flat_params)
+  for (path, spec), (_, arr) in zip(flat_specs, flat_params):
+    assert len(spec) == arr.ndim, (path, spec, arr.shape)
+    assert set(spec) <= allowed, (path, spec)
+  q = specs["layers_0"]["self_attn"]["q_proj"]
+  assert tuple(q["kernel"]) == ("embed", "heads", "head_dim")
+  assert tuple(specs["lm_head"]["kernel"]) == ("embed", "vocab")
+
+
+def test_hf_round_trip_is_exact():
+  config = TINY["llama_gqa_untied"]
+  params = jax.device_get(init_params(config, jax.random.PRNGKey(2)))
+  back = hf_format.params_from_hf(hf_format.params_to_hf(params, config), config, "round-trip")
+  jax.tree.map(np.testing.assert_array_equal, back, params)
