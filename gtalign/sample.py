@@ -1,7 +1,13 @@
-"""Talk to a model: `python -m gtalign.sample --model=smollm2-135m-instruct --prompt="Hi"`."""
+"""Talk to a model: `python -m gtalign.sample --model=smollm2-135m-instruct --prompt="Hi"`.
+
+`--batch_file` takes JSONL, one prompt per line: either a JSON string or an object with
+"prompt" and optionally "system". Completions go to stdout (one JSON object per line in batch
+mode); load time and throughput go to stderr.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -9,13 +15,41 @@ from absl import app, flags, logging
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
-_PROMPT = flags.DEFINE_string("prompt", None, "User message.", required=True)
+_PROMPT = flags.DEFINE_string("prompt", None, "User message.")
+_BATCH_FILE = flags.DEFINE_string("batch_file", None, "JSONL file of prompts (instead of --prompt).")
 _SYSTEM = flags.DEFINE_string("system", None, "Optional system message.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Sampling temperature; 0 means greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Completions per prompt.")
+_STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable), e.g. --stop='</payoff>'.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Parameter and compute dtype.")
+
+
+def read_batch_file(path: str) -> list[tuple[str, str | None]]:
+  """(prompt, system) pairs from JSONL; errors name the file and line."""
+  items = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        item = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+      if isinstance(item, str):
+        items.append((item, None))
+      elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+        items.append((item["prompt"], item.get("system")))
+      else:
+        raise ValueError(f"{path}:{n}: expected a JSON string or an object with a string "
+                         f"'prompt' key, got {line.strip()[:80]!r}")
+  if not items:
+    raise ValueError(f"{path}: no prompts")
+  return items
 
 
 def chat_prompt_ids(tokenizer, prompt: str, system: str | None) -> list[int]:
@@ -27,23 +61,38 @@ def chat_prompt_ids(tokenizer, prompt: str, system: str | None) -> list[int]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the transcript
+  if (_PROMPT.value is None) == (_BATCH_FILE.value is None):
+    raise app.UsageError("give exactly one of --prompt or --batch_file")
   from gtalign.models.checkpoints import load_pretrained
-  from gtalign.sampling.decode import generate
+  from gtalign.sampling.sampler import Sampler, SamplingConfig
 
+  items = (read_batch_file(_BATCH_FILE.value) if _BATCH_FILE.value
+           else [(_PROMPT.value, _SYSTEM.value)])
   start = time.perf_counter()
   config, params, tokenizer = load_pretrained(_MODEL.value, dtype=_DTYPE.value)
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; cannot encode a prompt")
   load_seconds = time.perf_counter() - start
-  ids = chat_prompt_ids(tokenizer, _PROMPT.value, _SYSTEM.value)
-  gen = generate(config, params, [ids], eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
-                 max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
-                 seed=_SEED.value)
-  print(tokenizer.decode(gen.tokens[0]))
-  rate = gen.num_generated / max(gen.decode_seconds, 1e-9)
-  print(f"[load {load_seconds:.1f}s | prompt {len(ids)} tokens, prefill {gen.prefill_seconds:.2f}s "
-        f"(incl. compile) | {gen.num_generated} new tokens, {rate:.1f} tok/s | "
-        f"finish: {gen.finish_reasons[0]}]", file=sys.stderr)
+  prompts = [chat_prompt_ids(tokenizer, p, s or _SYSTEM.value) for p, s in items]
+  sampling = SamplingConfig(max_new_tokens=_MAX_NEW_TOKENS.value,
+                            temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                            top_p=_TOP_P.value, num_samples=_NUM_SAMPLES.value,
+                            stop=tuple(_STOP.value), seed=_SEED.value)
+  out = Sampler(config, tokenizer).generate(params, prompts, sampling)
+  if _BATCH_FILE.value or _NUM_SAMPLES.value > 1:
+    for r, text in enumerate(out.texts):
+      print(json.dumps({"prompt_index": int(out.prompt_index[r]),
+                        "sample_index": int(out.sample_index[r]), "text": text,
+                        "finish_reason": out.finish_reasons[r],
+                        "num_tokens": int(out.lengths[r])}, ensure_ascii=False))
+  else:
+    print(out.texts[0])
+  rate = out.num_tokens / max(out.decode_seconds, 1e-9)
+  print(f"[load {load_seconds:.1f}s | {len(prompts)} prompt(s) x {_NUM_SAMPLES.value} sample(s), "
+        f"longest prompt {max(map(len, prompts))} tokens | prefill {out.prefill_seconds:.2f}s, "
+        f"decode {out.decode_seconds:.2f}s, both incl. compilation | {out.num_tokens} new tokens, "
+        f"{rate:.1f} tok/s | finish: {','.join(sorted(set(out.finish_reasons)))}]",
+        file=sys.stderr)
 
 
 if __name__ == "__main__":

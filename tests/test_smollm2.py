@@ -16,7 +16,7 @@ import transformers
 
 from gtalign.models.checkpoints import load_pretrained
 from gtalign.models.transformer import Decoder, positions_from_mask
-from gtalign.sampling.decode import generate, left_pad
+from gtalign.sampling.sampler import Sampler, SamplingConfig
 
 PROMPTS = [
     "What is the capital of France?",
@@ -56,7 +56,9 @@ def test_logits_match_transformers_batched_left_padded(ours, reference):
   config, params, tokenizer = ours
   prompts = [_chat_ids(tokenizer, p) for p in PROMPTS]
   assert len({len(p) for p in prompts}) == len(prompts)  # different lengths
-  tokens, mask = left_pad(prompts, tokenizer.pad_id)
+  width = max(map(len, prompts))
+  tokens = np.asarray([[tokenizer.pad_id] * (width - len(p)) + p for p in prompts], np.int32)
+  mask = np.asarray([[False] * (width - len(p)) + [True] * len(p) for p in prompts])
   positions = np.asarray(positions_from_mask(jnp.asarray(mask)))
   logits, _ = Decoder(config).apply({"params": params}, tokens, positions, attention_mask_bt=mask)
   with torch.no_grad():
@@ -80,14 +82,13 @@ def test_logits_match_transformers_batched_left_padded(ours, reference):
 def test_greedy_generation_matches_transformers(ours, reference):
   config, params, tokenizer = ours
   ids = _chat_ids(tokenizer, "What is the capital of France?")
-  gen = generate(config, params, [ids], eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
-                 max_new_tokens=32, temperature=0.0)
+  out = Sampler(config, tokenizer).generate(params, [ids],
+                                            SamplingConfig(max_new_tokens=32, temperature=0.0))
   with torch.no_grad():
-    out = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,
+    ref = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,
                              eos_token_id=list(tokenizer.eos_ids), pad_token_id=tokenizer.pad_id)
-  ref_tokens = [t for t in out[0, len(ids):].tolist() if t not in tokenizer.eos_ids]
-  assert gen.tokens[0] == ref_tokens
-  assert "Paris" in tokenizer.decode(gen.tokens[0])
+  assert out.tokens[0].tolist() == ref[0, len(ids):].tolist()  # the final EOS included
+  assert "Paris" in out.texts[0]
 
 
 def test_sample_cli_greedy(ours, reference, smollm2_gguf_path):

@@ -84,6 +84,14 @@ class Tokenizer:
     """Writes files that transformers.AutoTokenizer.from_pretrained(directory) loads alike."""
     raise NotImplementedError
 
+  def token_bytes(self) -> list[bytes]:
+    """The UTF-8 bytes each id adds to decoded text (b"" for special tokens).
+
+    Decoded text is the concatenation of these, which lets the sampler match stop strings on
+    device, one token at a time, without decoding.
+    """
+    raise NotImplementedError
+
   def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
     if not self.chat_template:
       raise ValueError(f"{type(self).__name__} has no chat template; load one from a model "
@@ -134,6 +142,14 @@ class _HFTokenizer(Tokenizer):
   def id_to_piece(self, i):
     return self._tok.id_to_token(int(i))
 
+  def token_bytes(self):
+    specials = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.special}
+    pieces = [self._tok.id_to_token(i) for i in range(self.vocab_size)]
+    if isinstance(self._tok.decoder, decoders.ByteLevel):
+      return [b"" if p is None or p in specials else bytes(_BYTE_OF_CHAR[c] for c in p)
+              for p in pieces]
+    return [b"" if p is None or p in specials else _metaspace_bytes(p) for p in pieces]
+
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
     self._tok.save(os.path.join(directory, "tokenizer.json"))
@@ -172,6 +188,10 @@ class _SPTokenizer(Tokenizer):
   def id_to_piece(self, i):
     return self._sp.id_to_piece(int(i))
 
+  def token_bytes(self):
+    return [b"" if self._sp.is_control(i) or self._sp.is_unknown(i)
+            else _metaspace_bytes(self._sp.id_to_piece(i)) for i in range(self.vocab_size)]
+
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
     shutil.copyfile(self._model_file, os.path.join(directory, "tokenizer.model"))
@@ -183,6 +203,30 @@ class _SPTokenizer(Tokenizer):
                   special_tokens_pattern="bos" if self.bos_id is not None else "none",
                   unk_token=self._sp.id_to_piece(self._sp.unk_id()))
     self._write_config(directory, config)
+
+
+def _gpt2_byte_of_char() -> dict[str, int]:
+  """Inverse of GPT-2's byte-to-printable-character map used by byte-level BPE vocabularies."""
+  printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+      range(ord("®"), ord("ÿ") + 1))
+  chars, extra = {}, 0
+  for b in range(256):
+    if b in printable:
+      chars[chr(b)] = b
+    else:
+      chars[chr(256 + extra)] = b
+      extra += 1
+  return chars
+
+
+_BYTE_OF_CHAR = _gpt2_byte_of_char()
+
+
+def _metaspace_bytes(piece: str) -> bytes:
+  """SentencePiece-style piece: "▁" is a space and "<0xNN>" a raw byte (byte fallback)."""
+  if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+    return bytes([int(piece[3:5], 16)])
+  return piece.replace("\u2581", " ").encode("utf-8")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

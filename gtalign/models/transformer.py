@@ -28,7 +28,7 @@ class KVCache(flax.struct.PyTreeNode):
   line up, and `valid_bs` marks which slots hold real tokens, so padding is never attended to.
   """
 
-  k: tuple[jax.Array, ...]  # per layer: [batch, slots, kv_heads, head_dim]
+  k: tuple[jax.Array, ...]  # per layer: [batch, kv_heads, slots, head_dim]
   v: tuple[jax.Array, ...]
   valid_bs: jax.Array  # [batch, slots] bool
   length: jax.Array  # int32 scalar: slots written so far
@@ -36,7 +36,7 @@ class KVCache(flax.struct.PyTreeNode):
   @classmethod
   def init(cls, config: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
     dtype = jnp.dtype(dtype or config.dtype)
-    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, max_len, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
                valid_bs=jnp.zeros((batch, max_len), bool), length=jnp.zeros((), jnp.int32))
@@ -67,11 +67,17 @@ def rope_inverse_frequencies(head_dim: int, theta: float,
   return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def apply_rope(x_bthd: jax.Array, positions_bt: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  """Rotate-half RoPE (the Hugging Face convention), computed in float32."""
+def rope_tables(positions_bt: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
+  """cos and sin [batch, time, 1, head_dim], computed once per forward and shared by layers."""
+  inv_freq = rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
   angles_btf = positions_bt[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
-  cos = jnp.cos(jnp.concatenate([angles_btf, angles_btf], -1))[:, :, None, :]
-  sin = jnp.sin(jnp.concatenate([angles_btf, angles_btf], -1))[:, :, None, :]
+  angles_btd = jnp.concatenate([angles_btf, angles_btf], -1)[:, :, None, :]
+  return jnp.cos(angles_btd), jnp.sin(angles_btd)
+
+
+def apply_rope(x_bthd: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotate-half RoPE (the Hugging Face convention), computed in float32."""
+  cos, sin = rope
   x = x_bthd.astype(jnp.float32)
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-x[..., half:], x[..., :half]], -1)
@@ -122,11 +128,36 @@ class Linear(nn.Module):
     return y.astype(cfg.jnp_dtype)
 
 
+def _attend(q_bkqd, k_bksd, v_bksd, mask_bqs, dtype):
+  """Softmax attention of grouped queries over one kv head each; float32 scores."""
+  d = q_bkqd.shape[-1]
+  scores_bkqs = jnp.einsum("bkqd,bksd->bkqs", q_bkqd, k_bksd.astype(dtype),
+                           preferred_element_type=jnp.float32) * (d ** -0.5)
+  scores_bkqs = jnp.where(mask_bqs[:, None], scores_bkqs, _NEG_INF)
+  probs_bkqs = jax.nn.softmax(scores_bkqs, axis=-1).astype(dtype)
+  return jnp.einsum("bkqs,bksd->bkqd", probs_bkqs, v_bksd.astype(dtype),
+                    preferred_element_type=jnp.float32).astype(dtype)
+
+
+def _attend_windowed(q_bkqd, k_bksd, v_bksd, mask_bqs, dtype, used, windows):
+  """Attend over only the smallest window of cache slots that covers the `used` slots.
+
+  Slots past `used` are masked anyway, so the result equals attending over the whole cache, but
+  a decode step then reads keys/values in proportion to the context, not to the cache capacity.
+  """
+  def branch(w):
+    return lambda q, k, v, m: _attend(q, k[:, :, :w], v[:, :, :w], m[..., :w], dtype)
+
+  index = jnp.minimum(jnp.searchsorted(jnp.asarray(windows), used), len(windows) - 1)
+  return jax.lax.switch(index, [branch(w) for w in windows], q_bkqd, k_bksd, v_bksd, mask_bqs)
+
+
 class Attention(nn.Module):
   config: ModelConfig
+  windows: tuple[int, ...] | None = None
 
   @nn.compact
-  def __call__(self, x_bte, positions_bt, mask_bts, cache_kv):
+  def __call__(self, x_bte, rope, mask_bts, cache_kv):
     cfg = self.config
     e, h, kv, d = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     bias = lambda axes: axes if cfg.qkv_bias else None
@@ -136,29 +167,34 @@ class Attention(nn.Module):
                     bias(("kv_heads", "head_dim")), name="k_proj")(x_bte)
     v_btkd = Linear(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"),
                     bias(("kv_heads", "head_dim")), name="v_proj")(x_bte)
-    inv_freq = rope_inverse_frequencies(d, cfg.rope_theta, cfg.rope_scaling)
-    q_bthd = apply_rope(q_bthd, positions_bt, inv_freq)
-    k_btkd = apply_rope(k_btkd, positions_bt, inv_freq)
+    q_bthd = apply_rope(q_bthd, rope)
+    k_btkd = apply_rope(k_btkd, rope)
 
-    if cache_kv is not None:  # write this chunk at the cache offset, attend to the whole cache
-      cache_k, cache_v, offset = cache_kv
-      cache_k = jax.lax.dynamic_update_slice(cache_k, k_btkd.astype(cache_k.dtype),
-                                             (0, offset, 0, 0))
-      cache_v = jax.lax.dynamic_update_slice(cache_v, v_btkd.astype(cache_v.dtype),
-                                             (0, offset, 0, 0))
-      k_bskd, v_bskd, new_kv = cache_k, cache_v, (cache_k, cache_v)
-    else:
-      k_bskd, v_bskd, new_kv = k_btkd, v_btkd, None
-
+    # Attention runs in [batch, kv_heads, ...] layout: batch dims lead in both operands, so the
+    # dot products read the cache in place instead of transposing it on every decode step.
+    k_bktd = k_btkd.transpose(0, 2, 1, 3)
+    v_bktd = v_btkd.transpose(0, 2, 1, 3)
     b, t = q_bthd.shape[:2]
-    q_btkgd = q_bthd.reshape(b, t, kv, h // kv, d)
-    scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd.astype(cfg.jnp_dtype),
-                              preferred_element_type=jnp.float32) * (d ** -0.5)
-    scores_bkgts = jnp.where(mask_bts[:, None, None], scores_bkgts, _NEG_INF)
-    probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1).astype(cfg.jnp_dtype)
-    out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts, v_bskd.astype(cfg.jnp_dtype),
-                           preferred_element_type=jnp.float32).astype(cfg.jnp_dtype)
-    out_bthd = out_btkgd.reshape(b, t, h, d)
+    g = h // kv
+    # queries of one kv head grouped together: [b, kv, g*t, d], query index = group * t + position
+    q_bkqd = q_bthd.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
+    mask_bqs = jnp.tile(mask_bts, (1, g, 1))
+    if cache_kv is None:
+      out_bkqd = _attend(q_bkqd, k_bktd, v_bktd, mask_bqs, cfg.jnp_dtype)
+      new_kv = None
+    else:  # write this chunk at the cache offset, then attend to the cache
+      cache_k, cache_v, offset = cache_kv
+      cache_k = jax.lax.dynamic_update_slice(cache_k, k_bktd.astype(cache_k.dtype),
+                                             (0, 0, offset, 0))
+      cache_v = jax.lax.dynamic_update_slice(cache_v, v_bktd.astype(cache_v.dtype),
+                                             (0, 0, offset, 0))
+      new_kv = (cache_k, cache_v)
+      if self.windows:
+        out_bkqd = _attend_windowed(q_bkqd, cache_k, cache_v, mask_bqs, cfg.jnp_dtype,
+                                    offset + t, self.windows)
+      else:
+        out_bkqd = _attend(q_bkqd, cache_k, cache_v, mask_bqs, cfg.jnp_dtype)
+    out_bthd = out_bkqd.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
     out_bte = Linear(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"),
                      name="o_proj")(out_bthd)
     return out_bte, new_kv
@@ -179,11 +215,12 @@ class MLP(nn.Module):
 
 class DecoderBlock(nn.Module):
   config: ModelConfig
+  windows: tuple[int, ...] | None = None
 
   @nn.compact
-  def __call__(self, x_bte, positions_bt, mask_bts, cache_kv):
-    attn_out, new_kv = Attention(self.config, name="self_attn")(
-        RMSNorm(self.config, name="input_layernorm")(x_bte), positions_bt, mask_bts, cache_kv)
+  def __call__(self, x_bte, rope, mask_bts, cache_kv):
+    attn_out, new_kv = Attention(self.config, self.windows, name="self_attn")(
+        RMSNorm(self.config, name="input_layernorm")(x_bte), rope, mask_bts, cache_kv)
     x_bte = x_bte + attn_out
     x_bte = x_bte + MLP(self.config, name="mlp")(
         RMSNorm(self.config, name="post_attention_layernorm")(x_bte))
@@ -191,9 +228,14 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Token ids in, float32 logits out; an optional KVCache makes incremental decoding cheap."""
+  """Token ids in, float32 logits out; an optional KVCache makes incremental decoding cheap.
+
+  `cache_windows` (ascending, the last one equal to the cache capacity) lets cached calls attend
+  over only the smallest window of slots in use; see `_attend_windowed`.
+  """
 
   config: ModelConfig
+  cache_windows: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt, cache: KVCache | None = None,
@@ -224,11 +266,13 @@ class Decoder(nn.Module):
     causal_ts = jnp.arange(s)[None, :] <= q_slot_t[:, None]
     mask_bts = causal_ts[None] & valid_bs[:, None, :]
 
+    rope = rope_tables(positions_bt, cfg)
     block_cls = nn.remat(DecoderBlock) if cfg.remat else DecoderBlock
     new_k, new_v = [], []
     for i in range(cfg.num_layers):
       layer_kv = None if cache is None else (cache.k[i], cache.v[i], offset)
-      x_bte, kv_out = block_cls(cfg, name=f"layers_{i}")(x_bte, positions_bt, mask_bts, layer_kv)
+      x_bte, kv_out = block_cls(cfg, self.cache_windows, name=f"layers_{i}")(
+          x_bte, rope, mask_bts, layer_kv)
       if kv_out is not None:
         new_k.append(kv_out[0])
         new_v.append(kv_out[1])

@@ -1,0 +1,310 @@
+"""Batched sampling: one jitted prefill, one jitted `lax.while_loop` decode, a donated state.
+
+Rows are (prompt, sample) pairs: prompts are left-padded to a length bucket and prefilled once;
+the cache is then repeated `num_samples` times. Each row draws its randomness from
+(seed, step, prompt index, sample index) only, so a row's completion does not depend on which
+other rows share its batch. Parameters are ordinary jit arguments: new weights of the same shapes
+reuse the compiled programs.
+
+Cost model: a decode step reads every weight once (shared by all rows) plus, per row, the keys and
+values of the smallest cache window covering its context. The cache holds bucket(prompt) +
+max_new_tokens slots; attention over it is split into `num_cache_windows` static windows, so a
+step costs O(used context) rather than O(capacity), rounded up to the next window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gtalign.models.config import ModelConfig
+from gtalign.models.tokenizer import Tokenizer
+from gtalign.models.transformer import Decoder, KVCache
+from gtalign.sampling import stop as stop_lib
+from gtalign.sampling import strategies
+
+FINISH_REASONS = ("running", "eos", "stop", "length")
+_RUNNING, _EOS, _STOP, _LENGTH = range(4)
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """What to generate; hashable, and part of the compiled program's identity."""
+
+  max_new_tokens: int = 256
+  temperature: float = 1.0  # 0 = greedy
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1 = off
+  num_samples: int = 1  # G completions per prompt, sharing one prefill
+  stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text
+  include_stop_str: bool = False  # keep the stop string at the end of `texts`
+  ignore_eos: bool = False  # run every row to max_new_tokens (benchmarks)
+  seed: int = 0
+  prompt_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+  num_cache_windows: int = 4
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={self.max_new_tokens}; expected >= 1")
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature}; expected >= 0")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p={self.top_p}; expected 0 < top_p <= 1")
+    if self.top_k < 0 or self.num_samples < 1:
+      raise ValueError(f"top_k={self.top_k}, num_samples={self.num_samples}; expected top_k >= 0 "
+                       "and num_samples >= 1")
+    if any(not s for s in self.stop):
+      raise ValueError("stop strings must be non-empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+  """Static description of one compiled sampler program."""
+
+  model: ModelConfig
+  max_new_tokens: int
+  temperature: float
+  top_k: int
+  top_p: float
+  num_samples: int
+  eos_ids: tuple[int, ...]
+  pad_id: int
+  stops: tuple[bytes, ...]
+  window: int  # stop-string byte window
+  capacity: int
+  cache_windows: tuple[int, ...]
+
+
+class SamplerState(flax.struct.PyTreeNode):
+  """Everything the decode loop carries; donated, so the cache is updated in place."""
+
+  cache: KVCache
+  tokens_rn: jax.Array  # int32 [rows, max_new_tokens]
+  logprobs_rn: jax.Array  # float32 [rows, max_new_tokens]
+  last_token_r: jax.Array  # int32
+  position_r: jax.Array  # int32 RoPE position of last_token_r
+  done_r: jax.Array  # bool
+  finish_r: jax.Array  # int32 index into FINISH_REASONS
+  length_r: jax.Array  # int32 tokens emitted
+  step: jax.Array  # int32 scalar: decode steps taken
+  stop_window_rw: jax.Array  # uint8 rolling bytes of each completion
+  prompt_index_r: jax.Array  # int32
+  sample_index_r: jax.Array  # int32
+  key: jax.Array  # base PRNG key of the seed
+
+
+@dataclasses.dataclass
+class SampleOutput:
+  """Per row (prompt-major: prompt i's samples are rows i*G .. i*G+G-1)."""
+
+  tokens: list[np.ndarray]  # completion ids, the final EOS / stop token included
+  logprobs: list[np.ndarray]  # float32, per token, see strategies.trainer_logprobs
+  texts: list[str]  # decoded, special tokens skipped, cut at the first stop string
+  finish_reasons: list[str]  # "eos", "stop" or "length"
+  prompt_index: np.ndarray
+  sample_index: np.ndarray
+  prefill_seconds: float
+  decode_seconds: float
+
+  @property
+  def lengths(self) -> np.ndarray:
+    return np.asarray([len(t) for t in self.tokens])
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.lengths.sum())
+
+
+def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
+          table: stop_lib.TokenBytes) -> SamplerState:
+  """Sample one token per running row from `logits_rv` and record it."""
+  step = state.step
+
+  def row_uniform(prompt_index, sample_index):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(state.key, prompt_index),
+                                                sample_index), step)
+    return jax.random.uniform(key, (), jnp.float32)
+
+  uniform_r = jax.vmap(row_uniform)(state.prompt_index_r, state.sample_index_r)
+  token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p)
+  logprob_r = jnp.take_along_axis(strategies.trainer_logprobs(logits_rv, prog.temperature),
+                                  token_r[:, None], axis=-1)[:, 0]
+  running_r = ~state.done_r
+  token_r = jnp.where(running_r, token_r, prog.pad_id)
+  logprob_r = jnp.where(running_r, logprob_r, 0.0)
+  tokens_rn = jax.lax.dynamic_update_slice(state.tokens_rn, token_r[:, None], (0, step))
+  logprobs_rn = jax.lax.dynamic_update_slice(state.logprobs_rn, logprob_r[:, None], (0, step))
+
+  eos_r = jnp.isin(token_r, jnp.asarray(prog.eos_ids, jnp.int32)) & running_r
+  stop_window_rw, stop_r = state.stop_window_rw, jnp.zeros_like(eos_r)
+  if prog.stops:
+    stop_window_rw, stop_r = stop_lib.append_and_match(state.stop_window_rw, token_r, table,
+                                                       prog.stops)
+    stop_r = stop_r & running_r & ~eos_r
+  length_r = running_r & ~eos_r & ~stop_r & (step + 1 >= prog.max_new_tokens)
+  finish_r = jnp.select([eos_r, stop_r, length_r], [_EOS, _STOP, _LENGTH], state.finish_r)
+  return state.replace(
+      tokens_rn=tokens_rn, logprobs_rn=logprobs_rn, last_token_r=token_r,
+      done_r=state.done_r | eos_r | stop_r | length_r, finish_r=finish_r,
+      length_r=state.length_r + running_r.astype(jnp.int32), step=step + 1,
+      stop_window_rw=stop_window_rw)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_offset_b, key,
+             table: stop_lib.TokenBytes) -> SamplerState:
+  """Prefill each prompt once, repeat the cache for its samples, emit the first tokens."""
+  b, t = tokens_bt.shape
+  g = prog.num_samples
+  positions_bt = jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0)
+  cache = KVCache.init(prog.model, b, prog.capacity)
+  logits_btv, cache = Decoder(prog.model, prog.cache_windows).apply(
+      {"params": params}, tokens_bt, positions_bt, cache, attention_mask_bt=mask_bt)
+  repeat = lambda x: jnp.repeat(x, g, axis=0)
+  cache = KVCache(k=tuple(map(repeat, cache.k)), v=tuple(map(repeat, cache.v)),
+                  valid_bs=repeat(cache.valid_bs), length=cache.length)
+  rows = b * g
+  state = SamplerState(
+      cache=cache,
+      tokens_rn=jnp.full((rows, prog.max_new_tokens), prog.pad_id, jnp.int32),
+      logprobs_rn=jnp.zeros((rows, prog.max_new_tokens), jnp.float32),
+      last_token_r=jnp.zeros((rows,), jnp.int32),
+      position_r=repeat(positions_bt[:, -1]),
+      done_r=jnp.zeros((rows,), bool),
+      finish_r=jnp.zeros((rows,), jnp.int32),
+      length_r=jnp.zeros((rows,), jnp.int32),
+      step=jnp.zeros((), jnp.int32),
+      stop_window_rw=jnp.zeros((rows, prog.window), jnp.uint8),
+      prompt_index_r=repeat(prompt_index_b),
+      sample_index_r=repeat(sample_offset_b) + jnp.tile(jnp.arange(g, dtype=jnp.int32), b),
+      key=key)
+  return _emit(state, repeat(logits_btv[:, -1]), prog, table)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _decode(prog: _Program, params, state: SamplerState, table: stop_lib.TokenBytes
+            ) -> SamplerState:
+  """Decode until every row is done or the token budget is spent."""
+  model = Decoder(prog.model, prog.cache_windows)
+
+  def cond(s: SamplerState):
+    return (s.step < prog.max_new_tokens) & ~jnp.all(s.done_r)
+
+  def body(s: SamplerState):
+    position_r = s.position_r + 1
+    logits_r1v, cache = model.apply({"params": params}, s.last_token_r[:, None],
+                                    position_r[:, None], s.cache)
+    s = s.replace(cache=cache, position_r=position_r)
+    return _emit(s, logits_r1v[:, 0], prog, table)
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def _bucket(n: int, buckets: Sequence[int]) -> int:
+  for b in sorted(buckets):
+    if b >= n:
+      return b
+  return n  # longer than every bucket: compile for the exact length
+
+
+def _cache_windows(capacity: int, count: int) -> tuple[int, ...]:
+  step = -(-capacity // count)
+  step = -(-step // 16) * 16  # multiples of 16 slots
+  return tuple(sorted({min(capacity, step * (i + 1)) for i in range(count)} | {capacity}))
+
+
+class Sampler:
+  """Generates completions for a model and tokenizer; reusable across parameter updates."""
+
+  def __init__(self, model_config: ModelConfig, tokenizer: Tokenizer):
+    self.model_config = model_config
+    self.tokenizer = tokenizer
+    self._table = stop_lib.TokenBytes.from_list(tokenizer.token_bytes(), model_config.vocab_size)
+
+  def _program(self, sampling: SamplingConfig, prompt_len: int) -> _Program:
+    stops = tuple(s.encode("utf-8") for s in sampling.stop)
+    capacity = prompt_len + sampling.max_new_tokens
+    return _Program(
+        model=self.model_config, max_new_tokens=sampling.max_new_tokens,
+        temperature=float(sampling.temperature), top_k=sampling.top_k,
+        top_p=float(sampling.top_p), num_samples=sampling.num_samples,
+        eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids), pad_id=self.tokenizer.pad_id, stops=stops,
+        window=max(1, stop_lib.window_size(stops, self._table.max_len)), capacity=capacity,
+        cache_windows=_cache_windows(capacity, sampling.num_cache_windows))
+
+  def generate(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
+               prompt_indices: Sequence[int] | None = None,
+               sample_offsets: Sequence[int] | None = None) -> SampleOutput:
+    """Samples `sampling.num_samples` completions for each tokenized prompt.
+
+    `prompt_indices` (default 0..B-1) and `sample_offsets` (default 0) name each row's random
+    stream: row (i, j) uses prompt index `prompt_indices[i]` and sample index
+    `sample_offsets[i] + j`, wherever it sits in the batch.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+      raise ValueError("every prompt needs at least one token")
+    b = len(prompts)
+    prompt_indices = np.arange(b) if prompt_indices is None else np.asarray(prompt_indices)
+    sample_offsets = np.zeros(b) if sample_offsets is None else np.asarray(sample_offsets)
+    if prompt_indices.shape != (b,) or sample_offsets.shape != (b,):
+      raise ValueError(f"prompt_indices and sample_offsets need one entry per prompt ({b})")
+    width = _bucket(max(len(p) for p in prompts), sampling.prompt_buckets)
+    tokens_bt = np.full((b, width), self.tokenizer.pad_id, np.int32)
+    mask_bt = np.zeros((b, width), bool)
+    for i, p in enumerate(prompts):
+      tokens_bt[i, width - len(p):] = p
+      mask_bt[i, width - len(p):] = True
+    prog = self._program(sampling, width)
+    key = jax.random.PRNGKey(sampling.seed)
+
+    start = time.perf_counter()
+    state = _prefill(prog, params, tokens_bt, mask_bt, prompt_indices.astype(np.int32),
+                     sample_offsets.astype(np.int32), key, self._table)
+    jax.block_until_ready(state.done_r)
+    prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    state = _decode(prog, params, state, self._table)
+    tokens_rn, logprobs_rn, length_r, finish_r, prompt_r, sample_r = jax.device_get(
+        (state.tokens_rn, state.logprobs_rn, state.length_r, state.finish_r,
+         state.prompt_index_r, state.sample_index_r))
+    decode_seconds = time.perf_counter() - start
+
+    tokens = [tokens_rn[r, :length_r[r]] for r in range(len(length_r))]
+    finish = [FINISH_REASONS[f] for f in finish_r]
+    texts = [self._text(t, reason, sampling) for t, reason in zip(tokens, finish)]
+    return SampleOutput(tokens=tokens, logprobs=[logprobs_rn[r, :length_r[r]]
+                                                 for r in range(len(length_r))],
+                        texts=texts, finish_reasons=finish, prompt_index=prompt_r,
+                        sample_index=sample_r, prefill_seconds=prefill_seconds,
+                        decode_seconds=decode_seconds)
+
+  def _text(self, tokens: np.ndarray, reason: str, sampling: SamplingConfig) -> str:
+    text = self.tokenizer.decode(tokens)
+    if reason == "stop":
+      hits = [(text.find(s), s) for s in sampling.stop if s in text]
+      if hits:
+        at, s = min(hits)
+        text = text[:at + len(s)] if sampling.include_stop_str else text[:at]
+    return text
+
+  def continue_from(self, params, prompts: Sequence[Sequence[int]], prefixes: Sequence[str],
+                    sampling: SamplingConfig, prompt_indices: Sequence[int] | None = None,
+                    sample_offsets: Sequence[int] | None = None) -> SampleOutput:
+    """Continues each row from `prompt + prefix`, where `prefix` is host-edited completion text.
+
+    The edited text is tokenized together with nothing but itself and appended to the prompt
+    ids, exactly as `generate(prompt + encode(prefix))` would see it; one continuation per row.
+    """
+    if len(prompts) != len(prefixes):
+      raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
+    rows = [list(p) + self.tokenizer.encode(x) for p, x in zip(prompts, prefixes)]
+    return self.generate(params, rows, dataclasses.replace(sampling, num_samples=1),
+                         prompt_indices, sample_offsets)

@@ -1,0 +1,227 @@
+"""The jitted sampler against full (cache-free) forward passes, on a tiny model with a byte vocab."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+from gtalign.models.config import get_preset
+from gtalign.models.tokenizer import load_tokenizer
+from gtalign.models.transformer import Decoder, init_params
+from gtalign.sampling import sampler as sampler_lib
+from gtalign.sampling import stop as stop_lib
+from gtalign.sampling import strategies
+from gtalign.sampling.sampler import Sampler, SamplingConfig
+
+CONFIG = get_preset("tiny-llama").replace(vocab_size=258)
+EOS, PAD = 256, 257
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+  """Byte-level tokenizer: ids 0..255 are single bytes, 256 is EOS, 257 is padding."""
+  chars = pre_tokenizers.ByteLevel.alphabet()
+  byte_char = {b: c for b, c in zip(range(256), sorted(chars, key=lambda c: _byte_of(c)))}
+  tok = tokenizers.Tokenizer(models.BPE({byte_char[b]: b for b in range(256)}, []))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens(["<eos>", "<pad>"])
+  directory = tmp_path_factory.mktemp("bytes_tok")
+  tok.save(str(directory / "tokenizer.json"))
+  (directory / "tokenizer_config.json").write_text(json.dumps(
+      {"eos_token": "<eos>", "pad_token": "<pad>", "tokenizer_class": "PreTrainedTokenizerFast"}))
+  loaded = load_tokenizer(str(directory))
+  assert (loaded.eos_ids, loaded.pad_id) == ((EOS,), PAD)
+  assert loaded.encode("hé") == list("hé".encode())
+  return loaded
+
+
+def _byte_of(char):
+  from gtalign.models.tokenizer import _BYTE_OF_CHAR
+  return _BYTE_OF_CHAR[char]
+
+
+@pytest.fixture(scope="module")
+def params():
+  p = init_params(CONFIG, jax.random.PRNGKey(0))
+  # scale the head so that distributions are peaked enough for greedy decoding to be stable
+  p["lm_head"]["kernel"] = p["lm_head"]["kernel"] * 4.0
+  return p
+
+
+@pytest.fixture(scope="module")
+def sampler(tokenizer):
+  return Sampler(CONFIG, tokenizer)
+
+
+PROMPTS = [list(b"Hello there"), list(b"Hi"), list(b"A longer prompt, with commas.")]
+
+
+def _full_logits(params, ids):
+  ids = np.asarray([ids], np.int32)
+  logits, _ = Decoder(CONFIG).apply({"params": params}, ids, np.arange(ids.shape[1])[None])
+  return np.asarray(logits[0])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
+def test_tokens_and_logprobs_match_full_forward(sampler, params, temperature):
+  sc = SamplingConfig(max_new_tokens=12, temperature=temperature, seed=3)
+  out = sampler.generate(params, PROMPTS, sc)
+  assert out.finish_reasons.count("length") >= 1
+  for prompt, tokens, logprobs in zip(PROMPTS, out.tokens, out.logprobs):
+    logits = _full_logits(params, list(prompt) + tokens.tolist())
+    positions = np.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))
+    step_logits = logits[positions]
+    if temperature == 0.0:
+      np.testing.assert_array_equal(tokens, step_logits.argmax(-1))
+    expected = jax.nn.log_softmax(step_logits / (temperature or 1.0), axis=-1)
+    np.testing.assert_allclose(logprobs, np.take_along_axis(np.asarray(expected),
+                                                            tokens[:, None], -1)[:, 0],
+                               atol=1e-5)
+
+
+def test_eos_and_stop_strings_end_rows_while_others_continue(params, tokenizer):
+  original_eos = tokenizer.eos_ids
+  try:
+    tokenizer.eos_ids = ()  # first a run that only ends at the token budget
+    base = Sampler(CONFIG, tokenizer).generate(params, PROMPTS,
+                                               SamplingConfig(max_new_tokens=16, temperature=0.0))
+    assert base.finish_reasons == ["length"] * 3
+    rows = [t.tolist() for t in base.tokens]
+    # an ASCII stop string (1-3 bytes) that row 0 completes with its token `s_end`, found in no
+    # other row and not earlier in row 0
+    def ok(k, n):
+      piece = bytes(rows[0][k - n + 1:k + 1])
+      return (piece.isascii() and all(piece not in bytes(r) for r in rows[1:])
+              and piece not in bytes(rows[0][:k]))
+    s_end, n = next((k, n) for n in (3, 2, 1) for k in range(4, 16) if ok(k, n))
+    stop = bytes(rows[0][s_end - n + 1:s_end + 1])
+    # an EOS id that row 1 emits first at step `e` and that rows 0 (before its stop) and 2 never do
+    e = next(k for k in range(2, 16) if rows[1][k] not in rows[1][:k] + rows[0][:s_end + 1]
+             + rows[2])
+    tokenizer.eos_ids = (rows[1][e],)
+    out = Sampler(CONFIG, tokenizer).generate(
+        params, PROMPTS, SamplingConfig(max_new_tokens=16, temperature=0.0,
+                                        stop=(stop.decode("ascii"),)))
+  finally:
+    tokenizer.eos_ids = original_eos
+  assert out.finish_reasons == ["stop", "eos", "length"]
+  assert out.tokens[0].tolist() == rows[0][:s_end + 1]  # the token completing the stop is kept
+  assert out.texts[0] == tokenizer.decode(rows[0][:s_end - n + 1])  # text cut before the stop
+  assert out.tokens[1].tolist() == rows[1][:e + 1]  # EOS token included
+  assert out.tokens[2].tolist() == rows[2]
+
+
+def test_stop_string_split_across_tokens():
+  table = stop_lib.TokenBytes.from_list([b"ab", b"c", b"</pay", b"off>", b"x"], 5)
+  stops = (b"</payoff>", b"bc")
+  window = jnp.zeros((3, stop_lib.window_size(stops, table.max_len)), jnp.uint8)
+  seqs = [[4, 2, 3], [0, 1, 4], [4, 4, 4]]
+  hits = []
+  for step in range(3):
+    window, hit = stop_lib.append_and_match(window, jnp.asarray([s[step] for s in seqs]), table,
+                                            stops)
+    hits.append(np.asarray(hit).tolist())
+  assert hits == [[False, False, False], [False, True, False], [True, False, False]]
+
+
+def test_samples_from_one_prefill_equal_independent_runs(sampler, params):
+  sc = SamplingConfig(max_new_tokens=10, temperature=1.0, num_samples=3, seed=11)
+  together = sampler.generate(params, PROMPTS[:2], sc)
+  assert together.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
+  assert together.sample_index.tolist() == [0, 1, 2, 0, 1, 2]
+  assert len({tuple(t) for t in together.tokens[:3]}) > 1  # samples differ from each other
+  single = dataclasses_replace(sc, num_samples=1)
+  for row in range(6):
+    i, j = row // 3, row % 3
+    alone = sampler.generate(params, [PROMPTS[i]], single, prompt_indices=[i], sample_offsets=[j])
+    np.testing.assert_array_equal(alone.tokens[0], together.tokens[row])
+    np.testing.assert_allclose(alone.logprobs[0], together.logprobs[row], atol=1e-5)
+
+
+def dataclasses_replace(obj, **kw):
+  import dataclasses
+  return dataclasses.replace(obj, **kw)
+
+
+def test_new_params_do_not_recompile(sampler, params):
+  sc = SamplingConfig(max_new_tokens=6, temperature=1.0)
+  sampler.generate(params, PROMPTS, sc)
+  sizes = (sampler_lib._prefill._cache_size(), sampler_lib._decode._cache_size())
+  new_params = jax.tree.map(lambda a: a * 1.01, params)
+  out_new = sampler.generate(new_params, PROMPTS, sc)
+  out_old = sampler.generate(params, [p[:-1] for p in PROMPTS], sc)  # same length bucket
+  assert (sampler_lib._prefill._cache_size(), sampler_lib._decode._cache_size()) == sizes
+  assert out_new.num_tokens == out_old.num_tokens == 18
+
+
+def test_forced_prefix_continuation_equals_direct_generation(sampler, params, tokenizer):
+  stage1 = sampler.generate(params, PROMPTS[:2], SamplingConfig(
+      max_new_tokens=8, temperature=1.0, num_samples=2, seed=5))
+  edited = [t.upper() + "<payoff>{}</payoff>" for t in stage1.texts]  # the host edits the text
+  rows = [PROMPTS[i] for i in stage1.prompt_index]
+  sc = SamplingConfig(max_new_tokens=8, temperature=1.0, seed=6)
+  cont = sampler.continue_from(params, rows, edited, sc, prompt_indices=stage1.prompt_index,
+                               sample_offsets=stage1.sample_index)
+  for r in range(4):
+    direct = sampler.generate(params, [rows[r] + tokenizer.encode(edited[r])], sc,
+                              prompt_indices=[stage1.prompt_index[r]],
+                              sample_offsets=[stage1.sample_index[r]])
+    np.testing.assert_array_equal(cont.tokens[r], direct.tokens[0])
+    assert cont.texts[r] == direct.texts[0]
+
+
+def test_top_k_and_top_p_only_draw_allowed_tokens(sampler, params):
+  for top_k, top_p in [(3, 1.0), (0, 0.5)]:
+    sc = SamplingConfig(max_new_tokens=8, temperature=1.0, top_k=top_k, top_p=top_p, seed=2)
+    out = sampler.generate(params, PROMPTS, sc)
+    for prompt, tokens in zip(PROMPTS, out.tokens):
+      logits = _full_logits(params, list(prompt) + tokens.tolist())
+      for k, tok in enumerate(tokens):
+        row = logits[len(prompt) - 1 + k]
+        order = np.argsort(-row)
+        rank = int(np.where(order == tok)[0][0])
+        if top_k:
+          assert rank < top_k
+        else:
+          probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+          assert probs[order[:rank]].sum() < top_p + 1e-6
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+  probs = np.asarray([0.5, 0.25, 0.15, 0.1])
+  logits = jnp.repeat(jnp.log(jnp.asarray([probs])), 20000, 0)
+  u = jax.random.uniform(jax.random.PRNGKey(0), (20000,))
+
+  def freq(temperature, top_k, top_p):
+    tokens = strategies.sample(logits, u, temperature, top_k, top_p)
+    return np.bincount(np.asarray(tokens), minlength=4) / 20000
+
+  np.testing.assert_allclose(freq(1.0, 0, 1.0), probs, atol=0.015)
+  renormalised_top2 = [0.5 / 0.75, 0.25 / 0.75, 0, 0]
+  np.testing.assert_allclose(freq(1.0, 2, 1.0), renormalised_top2, atol=0.015)
+  np.testing.assert_allclose(freq(1.0, 0, 0.6), renormalised_top2, atol=0.015)  # nucleus {0, 1}
+  hot = probs ** 2 / (probs ** 2).sum()  # temperature 0.5 squares the probabilities
+  np.testing.assert_allclose(freq(0.5, 0, 1.0), hot, atol=0.015)
+  assert freq(0.0, 0, 1.0).tolist() == [1, 0, 0, 0]
+
+
+def test_prompt_buckets_share_one_program(sampler, params):
+  sc = SamplingConfig(max_new_tokens=4, temperature=0.0, prompt_buckets=(16, 64))
+  sampler.generate(params, [list(b"abc")], sc)
+  size = sampler_lib._decode._cache_size()
+  sampler.generate(params, [list(b"abcdefghij")], sc)
+  assert sampler_lib._decode._cache_size() == size
+  sampler.generate(params, [list(b"x" * 20)], sc)
+  assert sampler_lib._decode._cache_size() == size + 1
+
+
+def test_bad_sampling_settings_are_rejected():
+  with pytest.raises(ValueError, match="top_p"):
+    SamplingConfig(top_p=0.0)
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    SamplingConfig(max_new_tokens=0)
