@@ -1,0 +1,1 @@
+"""GTAlign datasets (parquet and tensorflow-datasets) and the built-in offline world."""
