@@ -225,3 +225,33 @@ def test_bad_sampling_settings_are_rejected():
     SamplingConfig(top_p=0.0)
   with pytest.raises(ValueError, match="max_new_tokens"):
     SamplingConfig(max_new_tokens=0)
+
+
+def _run_cli(*args):
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, "-m", "gtalign.sample", *args], capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_cli_batch_file_with_samples_and_stop(tmp_path, params, tokenizer):
+  from gtalign.models.checkpoints import save_pretrained
+  save_pretrained(str(tmp_path / "model"), CONFIG, params, tokenizer)
+  (tmp_path / "model" / "tokenizer_config.json").write_text(json.dumps(
+      {"eos_token": "<eos>", "pad_token": "<pad>", "tokenizer_class": "PreTrainedTokenizerFast",
+       "chat_template": "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"}))
+  batch = tmp_path / "prompts.jsonl"
+  batch.write_text('"Hello there"\n{"prompt": "Hi", "system": "sys"}\n')
+  proc = _run_cli(f"--model={tmp_path / 'model'}", f"--batch_file={batch}", "--num_samples=2",
+                  "--temperature=1", "--top_k=50", "--top_p=0.95", "--stop=e", "--seed=4",
+                  "--max_new_tokens=12")
+  assert proc.returncode == 0, proc.stderr
+  lines = [json.loads(line) for line in proc.stdout.splitlines()]
+  assert [(r["prompt_index"], r["sample_index"]) for r in lines] == [(0, 0), (0, 1), (1, 0),
+                                                                     (1, 1)]
+  assert all(r["finish_reason"] in ("stop", "length", "eos") for r in lines)
+  assert all("e" not in r["text"] for r in lines if r["finish_reason"] == "stop")
+  assert "tok/s" in proc.stderr
+  batch.write_text('"ok"\n{"text": 3}\n')
+  bad = _run_cli(f"--model={tmp_path / 'model'}", f"--batch_file={batch}")
+  assert bad.returncode != 0 and "prompts.jsonl:2" in bad.stderr

@@ -37,6 +37,27 @@ def truncate(logits_rv: jax.Array, top_k: int, top_p: float) -> jax.Array:
   return logits_rv
 
 
+def _inverse_cdf(probs_rv: jax.Array, uniform_r: jax.Array, block: int = 256) -> jax.Array:
+  """Index where each row's CDF crosses `uniform * total`, in two levels.
+
+  A cumulative sum over a 150k vocabulary is slow on CPUs; summing blocks, locating the block,
+  then scanning inside it touches every probability once and keeps the scans short.
+  """
+  rows, vocab = probs_rv.shape
+  pad = (-vocab) % block
+  blocks_rbk = jnp.pad(probs_rv, ((0, 0), (0, pad))).reshape(rows, -1, block)
+  block_cdf_rb = jnp.cumsum(jnp.sum(blocks_rbk, axis=-1), axis=-1)
+  target_r = uniform_r * block_cdf_rb[:, -1]
+  block_r = jnp.minimum(jnp.sum(block_cdf_rb <= target_r[:, None], axis=-1),
+                        block_cdf_rb.shape[1] - 1)
+  before_r = jnp.where(block_r > 0,
+                       jnp.take_along_axis(block_cdf_rb, jnp.maximum(block_r - 1, 0)[:, None],
+                                           axis=-1)[:, 0], 0.0)
+  inner_rk = jnp.take_along_axis(blocks_rbk, block_r[:, None, None], axis=1)[:, 0]
+  inner_r = jnp.sum(jnp.cumsum(inner_rk, axis=-1) <= (target_r - before_r)[:, None], axis=-1)
+  return jnp.minimum(block_r * block + jnp.minimum(inner_r, block - 1), vocab - 1)
+
+
 def sample(logits_rv: jax.Array, uniform_r: jax.Array, temperature: float, top_k: int,
            top_p: float) -> jax.Array:
   """One token per row by inverse-CDF sampling with one uniform draw per row.
@@ -48,10 +69,7 @@ def sample(logits_rv: jax.Array, uniform_r: jax.Array, temperature: float, top_k
     return jnp.argmax(logits_rv, axis=-1).astype(jnp.int32)
   logits_rv = truncate(logits_rv.astype(jnp.float32) / temperature, top_k, top_p)
   probs_rv = jax.nn.softmax(logits_rv, axis=-1)
-  cdf_rv = jnp.cumsum(probs_rv, axis=-1)
-  target_r1 = uniform_r[:, None] * cdf_rv[:, -1:]
-  token_r = jnp.sum(cdf_rv <= target_r1, axis=-1)
-  # guard against rounding at the top end and against landing on a masked (zero-mass) token
-  token_r = jnp.minimum(token_r, logits_rv.shape[-1] - 1)
+  token_r = _inverse_cdf(probs_rv, uniform_r)
+  # rounding can land on a masked (zero-mass) token at a boundary: fall back to the mode
   masked_r = jnp.take_along_axis(probs_rv, token_r[:, None], axis=-1)[:, 0] <= 0
   return jnp.where(masked_r, jnp.argmax(logits_rv, axis=-1), token_r).astype(jnp.int32)
