@@ -16,6 +16,10 @@ INSTALL_REQUIRES = [
     "safetensors>=0.5",
     "gguf>=0.17",
     "jinja2>=3.1",
+    "pyarrow>=15",
+    "math-verify>=0.7",
+    "nltk>=3.8",
+    "httpx>=0.27",
 ]
 
 TEST_REQUIRES = [
@@ -24,7 +28,7 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers>=5.0",
     "accelerate>=1.0",
-    "pyarrow>=15",
+    "hypothesis>=6.100",
 ]
 
 setup(

@@ -137,3 +137,23 @@ def test_hf_round_trip_is_exact():
   params = jax.device_get(init_params(config, jax.random.PRNGKey(2)))
   back = hf_format.params_from_hf(hf_format.params_to_hf(params, config), config, "round-trip")
   jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_cache_windows_give_the_same_logits():
+  config = TINY["qwen2_bias_tied_gqa"]
+  params = init_params(config, jax.random.PRNGKey(5))
+  tokens, mask = _left_padded_batch(config, [7, 3], seed=4)
+  positions = positions_from_mask(jnp.asarray(mask))
+  results = []
+  for windows in (None, (16, 32, 48, 64)):
+    model = Decoder(config, windows)
+    cache = KVCache.init(config, batch=2, max_len=64)
+    logits, cache = model.apply({"params": params}, tokens, positions, cache,
+                                attention_mask_bt=mask)
+    steps = [logits[:, -1]]
+    for t in range(30):  # crosses the 16- and 32-slot window boundaries
+      nxt = jnp.argmax(steps[-1], -1)[:, None].astype(jnp.int32)
+      logits, cache = model.apply({"params": params}, nxt, positions[:, -1:] + 1 + t, cache)
+      steps.append(logits[:, -1])
+    results.append(np.stack([np.asarray(s) for s in steps]))
+  np.testing.assert_allclose(results[0], results[1], atol=1e-5)
