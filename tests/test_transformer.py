@@ -147,13 +147,14 @@ def test_cache_windows_give_the_same_logits():
   results = []
   for windows in (None, (16, 32, 48, 64)):
     model = Decoder(config, windows)
+    step = jax.jit(lambda p, x, pos, c, m: model.apply({"params": p}, x, pos, c,
+                                                       attention_mask_bt=m))
     cache = KVCache.init(config, batch=2, max_len=64)
-    logits, cache = model.apply({"params": params}, tokens, positions, cache,
-                                attention_mask_bt=mask)
+    logits, cache = step(params, tokens, positions, cache, mask)
     steps = [logits[:, -1]]
     for t in range(30):  # crosses the 16- and 32-slot window boundaries
       nxt = jnp.argmax(steps[-1], -1)[:, None].astype(jnp.int32)
-      logits, cache = model.apply({"params": params}, nxt, positions[:, -1:] + 1 + t, cache)
+      logits, cache = step(params, nxt, positions[:, -1:] + 1 + t, cache, jnp.ones((2, 1), bool))
       steps.append(logits[:, -1])
     results.append(np.stack([np.asarray(s) for s in steps]))
   np.testing.assert_allclose(results[0], results[1], atol=1e-5)
