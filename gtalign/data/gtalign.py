@@ -105,7 +105,12 @@ def read_rows(data_dir: str | os.PathLike, config: str, split: str) -> list[dict
   Ids (`conv_id`, `unique_conv_id`) are int64, string or null depending on the file; they come
   back as str or None so one type flows downstream.
   """
-  path = parquet_path(data_dir, config, split)
+  return read_parquet(parquet_path(data_dir, config, split), f"{config}/{split}")
+
+
+def read_parquet(path: str | os.PathLike, row_prefix: str) -> list[dict[str, Any]]:
+  """Rows of any parquet file with the GTAlign schema; `row_id` is "<row_prefix>/<index>"."""
+  path = str(path)
   try:
     schema = pq.read_schema(path)
   except (pa.ArrowException, OSError) as e:
@@ -118,7 +123,7 @@ def read_rows(data_dir: str | os.PathLike, config: str, split: str) -> list[dict
     for column in _ID_COLUMNS:
       if row[column] is not None:
         row[column] = str(row[column])
-    row["row_id"] = f"{config}/{split}/{i}"
+    row["row_id"] = f"{row_prefix}/{i}"
     out.append(row)
   return out
 
