@@ -26,3 +26,10 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second():
 def test_top_level_layout():
   for name in ("gtalign", "configs", "launch", "notebooks", "tests", "bench", "setup.py"):
     assert (ROOT / name).exists(), name
+
+
+def test_readme_lists_every_pricing_policy():
+  from gtalign.game.pricing import PRICING_POLICIES
+  readme = (ROOT / "README.md").read_text()
+  for name in PRICING_POLICIES:
+    assert f"| `{name}" in readme, name
