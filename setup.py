@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "math-verify>=0.7",
     "nltk>=3.8",
     "httpx>=0.27",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.7",
 ]
 
 TEST_REQUIRES = [

@@ -1,0 +1,1 @@
+"""Training utilities: metrics logging, checkpoints, bootstrap evaluation tables and plots."""

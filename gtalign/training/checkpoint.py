@@ -1,0 +1,156 @@
+"""Crash-safe training checkpoints: the state pytree and a JSON meta dict in one orbax step.
+
+Each step directory holds two items written by one `ocp.CheckpointManager` save: `state`
+(`StandardSave`: params, optax state, step counters, any dtype incl. bf16) and `meta` (`JsonSave`:
+data position, RNG seed/state as plain ints/lists, config snapshot). Keeping both in the same
+step means a resume can never pair the weights of one step with the data position of another.
+
+Kill safety. Orbax writes a step into `<step>.orbax-checkpoint-tmp-<ts>/`, writes
+`commit_success.txt` into it last, then renames it to `<step>/`. A kill before the rename leaves
+only a tmp directory, which orbax never lists (and `cleanup_tmp_directories` deletes on the next
+start). But orbax 0.12.8 lists *any* digit-named directory as a step, committed or not (e.g. one
+left by an interrupted copy or a non-atomic filesystem), so `latest_step` would pick it, restore
+would fail and `should_save` would skip every smaller step. Here a step counts only if its
+`commit_success.txt` exists, and uncommitted step directories found at start-up are renamed
+aside (never deleted) before orbax scans the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+COMMIT_FILE = "commit_success.txt"  # orbax's atomicity_types.COMMIT_SUCCESS_FILE
+INCOMPLETE_SUFFIX = ".incomplete"  # not a name orbax parses as a step or a tmp step
+
+
+class Checkpointer:
+  """Saves every `save_every` steps, keeps the newest `max_to_keep`, restores into shardings."""
+
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = 2,
+               save_every: int = 1, *, async_save: bool = True):
+    if save_every < 1:
+      raise ValueError(f"save_every must be >= 1, got {save_every}")
+    self.directory = os.path.abspath(os.fspath(directory))
+    self.save_every = save_every
+    os.makedirs(self.directory, exist_ok=True)
+    _set_aside_uncommitted_steps(self.directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=1,  # the interval is decided in `save`, so `force` means one thing
+        create=True,
+        cleanup_tmp_directories=True,  # tmp dirs are only ever saves killed before the rename
+        enable_async_checkpointing=async_save,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _committed(self, step: int) -> bool:
+    return os.path.isfile(os.path.join(self.directory, str(step), COMMIT_FILE))
+
+  def all_steps(self) -> list[int]:
+    """Committed steps, ascending; an async save still in flight is not listed yet."""
+    return sorted(s for s in self._manager.all_steps() if self._committed(s))
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, state: Any, meta: Mapping[str, Any], force: bool = False) -> bool:
+    """Starts a (by default async) save; returns False when skipped by `save_every` or a repeat.
+
+    `force=True` saves off the interval (the final step, a preemption). `meta` must be
+    JSON-able; numpy/jax scalars and arrays are converted to plain numbers/lists here so a bad
+    value fails in this call rather than later inside orbax's background thread.
+    """
+    if not force and step % self.save_every:
+      return False
+    if step in self._manager.all_steps():
+      logging.warning("checkpoint step %d already exists in %s; not saving", step, self.directory)
+      return False
+    meta = json.loads(json.dumps(dict(meta), default=_json_default))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    return bool(self._manager.save(step, args=args, force=True))
+
+  def restore(self, step: int | None = None, *, abstract_state: Any) -> tuple[Any, dict]:
+    """Restores `(state, meta)` of `step` (default: latest committed) into `abstract_state`.
+
+    `abstract_state` gives the tree structure (optax NamedTuples are rebuilt from it), dtypes and
+    target shardings: leaves are `jax.ShapeDtypeStruct`s with `.sharding`, or arrays whose
+    sharding is reused. Leaves without a sharding go to the first local device (single process
+    only; with several processes a missing sharding is an error, not a silent guess).
+    """
+    self.wait()
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no committed checkpoint in {self.directory}")
+    elif not self._committed(step):
+      raise FileNotFoundError(f"checkpoint step {step} is not committed in {self.directory}")
+    target = jax.tree.map(_abstract_leaf, abstract_state)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+    out = self._manager.restore(step, args=args)
+    return out["state"], dict(out["meta"])
+
+  def wait(self) -> None:
+    """Blocks until an in-flight async save is committed (call before reading the directory)."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _set_aside_uncommitted_steps(directory: str) -> None:
+  """Renames digit-named step dirs without a commit file to `<name>.incomplete-<ts>`."""
+  if jax.process_index() == 0:
+    for name in sorted(os.listdir(directory)):
+      path = os.path.join(directory, name)
+      if name.isdigit() and os.path.isdir(path) and not os.path.isfile(
+          os.path.join(path, COMMIT_FILE)):
+        aside = f"{path}{INCOMPLETE_SUFFIX}-{time.time_ns()}"
+        logging.warning("checkpoint step %s is uncommitted (interrupted write); moved to %s",
+                        name, aside)
+        os.rename(path, aside)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("gtalign_checkpoint_set_aside")
+
+
+def _abstract_leaf(x: Any) -> Any:
+  if isinstance(x, jax.ShapeDtypeStruct):
+    if x.sharding is not None:
+      return x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_default_sharding())
+  if isinstance(x, jax.Array):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  if isinstance(x, (np.ndarray, np.generic)):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_default_sharding())
+  return x
+
+
+def _default_sharding() -> jax.sharding.Sharding:
+  if jax.process_count() > 1:
+    raise ValueError("abstract_state leaf has no sharding; with several processes every leaf "
+                     "needs one (orbax would otherwise place it process-locally)")
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _json_default(x: Any) -> Any:
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return np.asarray(x).tolist()
+  raise TypeError(f"checkpoint meta value of type {type(x).__name__} is not JSON-serialisable")

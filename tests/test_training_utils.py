@@ -1,0 +1,257 @@
+"""Training utilities: metrics sinks and resume, orbax checkpoints, bootstrap CIs, plots."""
+
+import glob
+import json
+import os
+import re
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gtalign.training import evaluation
+from gtalign.training.checkpoint import Checkpointer
+from gtalign.training.metrics import MetricsWriter, read_metrics
+from gtalign.training.plots import plot_training
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _tb_events(logdir):
+  """Every event of every event file under `logdir` (TFRecord framing, no TF needed)."""
+  from tensorboardX.proto import event_pb2
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      yield event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4  # u64 length, u32 length crc, payload, u32 payload crc
+
+
+def _tb_scalars(logdir):
+  """{tag: [(step, value)]}."""
+  out = {}
+  for event in _tb_events(logdir):
+    for v in event.summary.value:
+      out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def test_writer_appends_across_a_resume(tmp_path):
+  w = MetricsWriter(tmp_path, total_steps=10, every=100, active=True)
+  for step in range(1, 6):
+    w.write(step, {"welfare": float(step), "loss": 1.0 / step})
+  w.write_rollouts(5, [{"prompt": "p", "completion": "c", "user": np.float32(0.5)}])
+  w.close()
+  # killed after step 5, resumed from the checkpoint at step 3: steps 4, 5 are re-run
+  w = MetricsWriter(tmp_path, total_steps=10, every=100, start_step=3, active=True)
+  for step in range(4, 7):
+    w.write(step, {"welfare": 10.0 * step, "loss": 0.0})
+  w.write_rollouts(6, [{"prompt": "q", "completion": "d"}, {"prompt": "r", "completion": "e"}])
+  w.close()
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert len(f.readlines()) == 8  # appended, not truncated
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 7, "welfa')  # a kill mid-line
+  records = read_metrics(tmp_path)
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+  assert [r["welfare"] for r in records] == [1.0, 2.0, 3.0, 40.0, 50.0, 60.0]
+  with open(tmp_path / "rollouts.jsonl") as f:
+    rollouts = [json.loads(line) for line in f]
+  assert [(r["step"], r["prompt"]) for r in rollouts] == [(5, "p"), (6, "q"), (6, "r")]
+  assert rollouts[0]["user"] == 0.5
+  assert len(glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))) == 2  # none truncated
+  assert len(_tb_scalars(str(tmp_path / "tb"))["welfare"]) == 8
+  starts = [e.step for e in _tb_events(str(tmp_path / "tb")) if e.HasField("session_log")]
+  assert starts == [4]  # TensorBoard's purge: hides the killed run's steps >= 4
+
+
+def test_console_line_has_step_rate_and_eta(tmp_path, capsys):
+  w = MetricsWriter(tmp_path, total_steps=200, every=2, start_step=100, active=True)
+  w.write(101, {"welfare": 0.5, "loss": 0.25, "tokens": 4096})  # off `every`: no line
+  w.write(102, {"welfare": 0.625, "loss": 0.125, "tokens": 4096, "note": "text"})
+  w.close()
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1, lines
+  line = lines[0]
+  assert "102/200" in line
+  assert re.search(r"[\d.e+]+ step/s [\d.]+[kMG]? tok/s", line), line
+  assert re.search(r"eta \d+:\d\d", line), line
+  assert re.search(r"elapsed \d+:\d\d", line), line
+  assert "welfare 0.625" in line and "loss 0.125" in line
+
+
+def test_first_line_without_start_step_has_no_rate(tmp_path, capsys):
+  w = MetricsWriter(tmp_path, total_steps=10, active=True)
+  w.write(1, {"loss": 1.0})
+  w.write(2, {"loss": 0.5})
+  w.close()
+  first, second = capsys.readouterr().out.strip().splitlines()
+  assert "-- step/s" in first and "eta --" in first
+  assert "-- step/s" not in second and re.search(r"eta \d+:\d\d", second)
+
+
+def test_tensorboard_event_file_holds_the_scalars(tmp_path):
+  w = MetricsWriter(tmp_path, total_steps=3, every=100, active=True)
+  for step in (1, 2, 3):
+    w.write(step, {"welfare": 0.25 * step, "kl": np.float32(0.5), "note": "skipped"})
+  w.close()
+  scalars = _tb_scalars(str(tmp_path / "tb"))
+  assert scalars["welfare"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+  assert scalars["kl"] == [(1, 0.5), (2, 0.5), (3, 0.5)]
+  assert "note" not in scalars
+
+
+def test_inactive_writer_writes_nothing(tmp_path):
+  w = MetricsWriter(tmp_path / "w", total_steps=3, active=False)
+  w.write(1, {"loss": 1.0})
+  w.write_rollouts(1, [{"a": 1}])
+  w.close()
+  assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _train_state():
+  params = {"w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4) / 7,
+            "emb": (jnp.arange(8, dtype=jnp.float32) / 3).astype(jnp.bfloat16)}
+  tx = optax.adamw(1e-2)
+  opt_state = tx.init(params)
+  grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return {"params": params, "opt_state": opt_state, "step": jnp.int32(7)}
+
+
+def _abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def test_checkpoint_round_trip(tmp_path):
+  state = _train_state()
+  meta = {"data_position": 1234, "rng": {"seed": 0, "state": np.array([3, 5], np.uint32)},
+          "config": {"lr": 1e-2, "aggregation": "cobb_douglas", "layers": (2, 4)}}
+  with Checkpointer(tmp_path / "ckpt", max_to_keep=2) as ckpt:
+    assert ckpt.save(7, state, meta)
+    ckpt.wait()
+    restored, restored_meta = ckpt.restore(abstract_state=_abstract(state))
+  assert jax.tree.structure(restored) == jax.tree.structure(state)  # NamedTuples rebuilt
+  assert type(restored["opt_state"][0]).__name__ == "ScaleByAdamState"
+  for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert restored["params"]["emb"].dtype == jnp.bfloat16
+  assert restored_meta == {"data_position": 1234, "rng": {"seed": 0, "state": [3, 5]},
+                           "config": {"lr": 1e-2, "aggregation": "cobb_douglas", "layers": [2, 4]}}
+
+
+def test_checkpoint_interval_and_max_to_keep(tmp_path):
+  state = {"x": jnp.ones(3)}
+  ckpt = Checkpointer(tmp_path, max_to_keep=2, save_every=2)
+  saved = [ckpt.save(s, {"x": state["x"] * s}, {"s": s}) for s in range(1, 8)]
+  assert saved == [False, True, False, True, False, True, False]
+  assert ckpt.save(7, state, {"s": 7}, force=True)
+  assert not ckpt.save(7, state, {"s": 7}, force=True)  # a repeat is skipped, not an error
+  ckpt.wait()
+  assert ckpt.all_steps() == [6, 7] and ckpt.latest_step() == 7
+  assert sorted(os.listdir(tmp_path)) == ["6", "7"]
+  restored, meta = ckpt.restore(6, abstract_state={"x": jax.ShapeDtypeStruct((3,), jnp.float32)})
+  np.testing.assert_array_equal(restored["x"], np.full(3, 6.0))
+  assert meta == {"s": 6}
+  ckpt.close()
+
+
+def test_latest_step_ignores_incomplete_checkpoints(tmp_path):
+  state = {"x": jnp.ones(3)}
+  ckpt = Checkpointer(tmp_path, max_to_keep=3)
+  ckpt.save(2, state, {"s": 2})
+  ckpt.close()
+  # a save killed before orbax's rename, and a step dir without commit file (interrupted copy)
+  (tmp_path / "5.orbax-checkpoint-tmp-1764000000" / "state").mkdir(parents=True)
+  (tmp_path / "5.orbax-checkpoint-tmp-1764000000" / "state" / "manifest.ocdbt").write_bytes(b"x")
+  (tmp_path / "9" / "state").mkdir(parents=True)
+  ckpt = Checkpointer(tmp_path, max_to_keep=3)
+  assert ckpt.latest_step() == 2 and ckpt.all_steps() == [2]
+  _, meta = ckpt.restore(abstract_state=state)
+  assert meta == {"s": 2}
+  assert ckpt.save(3, state, {"s": 3})
+  ckpt.wait()
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  names = os.listdir(tmp_path)
+  assert "9" not in names and any(n.startswith("9.incomplete-") for n in names)  # set aside
+  assert not any(".orbax-checkpoint-tmp" in n for n in names)  # killed save cleaned up
+
+
+def test_restore_without_checkpoint_raises(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    assert ckpt.latest_step() is None
+    with pytest.raises(FileNotFoundError):
+      ckpt.restore(abstract_state={"x": jnp.ones(3)})
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_bootstrap_ci_covers_true_mean_and_shrinks_with_n():
+  rng = np.random.default_rng(0)
+  widths = []
+  for n in (100, 2500):
+    mean, lo, hi = evaluation.bootstrap_ci(rng.normal(2.0, 1.0, n), n_boot=1000)
+    assert lo < 2.0 < hi and lo < mean < hi
+    assert hi - lo == pytest.approx(2 * 1.96 / np.sqrt(n), rel=0.25)
+    widths.append(hi - lo)
+  assert widths[1] < widths[0] / 3  # width ~ 1/sqrt(n): 5x narrower
+  assert evaluation.bootstrap_ci([1.0, np.nan, 3.0], n_boot=200)[0] == 2.0  # NaN dropped
+
+
+def test_paired_difference_ci():
+  rng = np.random.default_rng(1)
+  prompt_effect = rng.normal(0.0, 2.0, 300)  # shared per prompt: only pairing removes it
+  a = prompt_effect + rng.normal(0.0, 0.3, 300)
+  shifted = prompt_effect + 0.2 + rng.normal(0.0, 0.3, 300)
+  same = prompt_effect + rng.normal(0.0, 0.3, 300)
+  diff, lo, hi = evaluation.paired_difference_ci(shifted, a)
+  assert 0.0 < lo < diff < hi and diff == pytest.approx(0.2, abs=0.06)
+  _, lo, hi = evaluation.paired_difference_ci(same, a)
+  assert lo < 0.0 < hi
+  _, lo_u, hi_u = evaluation.bootstrap_ci(shifted)  # unpaired intervals overlap: pairing matters
+  assert lo_u < evaluation.bootstrap_ci(a)[2]
+  with pytest.raises(ValueError):
+    evaluation.paired_difference_ci(a, a[:-1])
+
+
+def test_summary_table_is_markdown():
+  rng = np.random.default_rng(2)
+  rows = {"sft": {"format_ok": rng.integers(0, 2, 50), "user": rng.normal(0.5, 0.1, 50),
+                  "response_tokens": rng.normal(300, 20, 50)},
+          "gtalign": {"format_ok": np.ones(40), "welfare": rng.normal(0.6, 0.1, 40)}}
+  table = evaluation.summary_table(rows, n_boot=200)
+  lines = table.splitlines()
+  assert len(lines) == 4
+  assert all(line.startswith("|") and line.endswith("|") for line in lines)
+  assert len({line.count("|") for line in lines}) == 1
+  assert "format-valid rate" in lines[0] and "mean response tokens" in lines[0]
+  assert lines[3].startswith("| gtalign | 40 | 1.000 [1.000, 1.000] |")
+  assert re.search(r"\| 3\d\d\.\d \[\d+\.\d, \d+\.\d\] \|$", lines[2]), lines[2]
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_plot_training_writes_png(tmp_path):
+  records = [{"step": s, "welfare": np.tanh(s / 30), "user": 0.5, "llm": 0.4 + s / 500,
+              "format_ok": min(1.0, s / 50), "loss": 1 / (1 + s), "kl": s / 1000}
+             for s in range(1, 101)]
+  records += [{"step": s, "eval/welfare": np.tanh(s / 30) - 0.05} for s in (25, 50, 75, 100)]
+  path = plot_training(records, tmp_path / "plots" / "training.png")
+  with open(path, "rb") as f:
+    data = f.read()
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  assert len(data) > 20_000
