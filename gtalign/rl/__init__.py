@@ -1,0 +1,1 @@
+"""RL post-training: advantage estimators, policy/value/KL losses and loss aggregation."""
