@@ -103,6 +103,47 @@ def check_train(mesh, steps: int, num_microbatches: int):
   }
 
 
+def make_grpo_batch(rows: int = 8, window: int = 8, length: int = 20, seed: int = 1):
+  """A rollout-shaped batch: 2 groups of 4 completions with U, L and sampler log-probs."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, CONFIG.vocab_size, (rows, length)).astype(np.int32)
+  start = rng.integers(4, length - window, (rows,)).astype(np.int32)
+  lengths = rng.integers(2, window + 1, (rows,))
+  targets = np.take_along_axis(tokens, np.minimum(start[:, None] + 1 + np.arange(window),
+                                                  length - 1), axis=1)
+  return {"inputs_bt": tokens, "positions_bt": np.tile(np.arange(length, dtype=np.int32),
+                                                       (rows, 1)),
+          "attention_mask_bt": np.ones((rows, length), bool), "window_start_b": start,
+          "targets_bc": targets.astype(np.int32),
+          "loss_mask_bc": (np.arange(window)[None] < lengths[:, None]).astype(np.float32),
+          "old_logp_bc": -rng.uniform(3, 7, (rows, window)).astype(np.float32),
+          "user_b": rng.uniform(0, 0.9, rows).astype(np.float32),
+          "llm_b": rng.uniform(0, 0.9, rows).astype(np.float32),
+          "reward_valid_b": np.asarray([1, 1, 1, 0, 1, 1, 1, 1], np.float32)[:rows],
+          "source_b": np.zeros(rows, np.int32)}
+
+
+def check_grpo(mesh, steps: int, num_microbatches: int):
+  """The GTAlign objective (welfare -> advantages inside the jitted step) on this mesh."""
+  import functools
+  from gtalign.rl import objective
+  params = init_tiny_params()
+  shardings = mesh_lib.param_shardings(mesh, logical_axes(CONFIG), shapes=params)
+  tx = ts.make_optimizer(1e-3)
+  state = ts.create_train_state(params, tx, mesh, shardings)
+  state_shardings = ts.train_state_shardings(params, tx, mesh, shardings)
+  ocfg = objective.ObjectiveConfig(group_size=4, num_sources=1, normalisation="zscore")
+  step = make_update_step(functools.partial(objective.policy_loss, CONFIG, ocfg), tx,
+                          state_shardings, mesh_lib.batch_sharding(mesh), num_microbatches,
+                          prepare_batch=functools.partial(objective.welfare_advantages, ocfg))
+  batch = make_grpo_batch()
+  losses = []
+  for _ in range(steps):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  return {"losses": losses}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--devices", type=int, required=True)
@@ -116,6 +157,8 @@ def main():
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig(data=data, fsdp=fsdp, tensor=tensor))
   out = {"devices": jax.device_count()}
   for check in args.checks.split(","):
+    if check == "grpo":
+      out["grpo"] = check_grpo(mesh, args.steps, args.microbatches)
     if check == "shardings":
       out["shardings"] = check_shardings(mesh)
     elif check == "train":

@@ -43,8 +43,8 @@ class _Workers:
   """The two worker processes, read on first use."""
 
   def __init__(self):
-    self._procs = {1: _start_worker(1, "1,1,1", "train"),
-                   8: _start_worker(8, "2,2,2", "shardings,train")}
+    self._procs = {1: _start_worker(1, "1,1,1", "train,grpo"),
+                   8: _start_worker(8, "2,2,2", "shardings,train,grpo")}
     self._results = {}
 
   def __getitem__(self, devices: int) -> dict:
@@ -254,3 +254,10 @@ def test_losses_match_between_1_and_8_devices(workers):
   np.testing.assert_allclose(one["losses"], eight["losses"], atol=1e-5, rtol=0)
   assert one["losses"][2] < one["losses"][0]
   assert [m["learning_rate"] for m in eight["metrics"]] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+def test_gtalign_objective_same_losses_on_1_and_8_devices(workers):
+  """Welfare, per-source z-score and group advantages run inside the sharded jitted step."""
+  one, eight = workers[1]["grpo"]["losses"], workers[8]["grpo"]["losses"]
+  assert len(one) == 3 and any(abs(x) > 1e-4 for x in one)
+  np.testing.assert_allclose(eight, one, atol=1e-5)

@@ -237,3 +237,34 @@ def make_world(seed: int = 0, num_train: int = 512, num_test: int = 128,
       "train": _rows(train_facts, num_train, vague_fraction, rng, "train", build_messages, system),
       "test": _rows(test_facts, num_test, vague_fraction, rng, "test", build_messages, system),
   }
+
+
+# Payoffs of the reference traces: the welfare-maximising strategy (largest LLM + user) is DA for
+# definite questions and CQ for vague ones, as the world's rewards make it.
+_TRACE_PAYOFF = {  # integers: "3" is one token where "3.0" is three
+    "DQ": {"DQ_AQ": (2, 3), "DQ_CQ": (1, 0), "DQ_DA": (3, 4),
+           "VQ_AQ": (1, 1), "VQ_CQ": (2, 1), "VQ_DA": (0, 1)},
+    "VQ": {"DQ_AQ": (1, 1), "DQ_CQ": (1, 2), "DQ_DA": (0, 0),
+           "VQ_AQ": (2, 2), "VQ_CQ": (3, 4), "VQ_DA": (-1, -2)},
+}
+
+
+def reference_trace(row: dict[str, Any]) -> str:
+  """A welfare-maximising four-block completion for a world row (the SFT warm-start target).
+
+  Definite questions get a direct answer (DQ_DA); vague ones a clarifying question about the
+  missing detail (VQ_CQ). Traces are kept short so that a small model trains on them quickly.
+  """
+  info = row["extra_info"]
+  kind = info["question_type"]
+  payoff = ",".join(f'"{k}":{{"LLM":{llm},"user":{user}}}'
+                    for k, (llm, user) in _TRACE_PAYOFF[kind].items())
+  if kind == "DQ":
+    thinking = "Definite question (DQ): answer directly."
+    key, response = "DQ_DA", f"{info['answer']}."
+  else:
+    slot = info["missing_slot"]
+    thinking = f"Vague question (VQ): which {slot}? Ask first."
+    key, response = "VQ_CQ", f"Which {slot} do you mean?"
+  return (f"<thinking>{thinking}</thinking><payoff>{{{payoff}}}</payoff>"
+          f"<analyze>Best LLM + user: {key}</analyze><response>{response}</response>")

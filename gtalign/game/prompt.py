@@ -70,13 +70,30 @@ Rules: nothing outside the four tags; key and field names exactly as given; keep
 short and free of repetition and the analysis focused."""
 
 
-def instruction(question: str) -> str:
+# A short form of the same instruction for small models on small machines: every prompt token is
+# prefilled on each rollout and recomputed in each update, and 135M-parameter models follow a
+# short instruction no worse than a long one once fine-tuned on traces.
+COMPACT_INSTRUCTION = (
+    "Answer as a game between you (LLM) and the user. Write four blocks and nothing else: "
+    "<thinking> is the question definite (DQ) or vague (VQ)? </thinking> "
+    f"<payoff> JSON with keys {_KEYS}, each {{\"LLM\": x, \"user\": y}} </payoff> "
+    "<analyze> choose the key with the largest LLM + user </analyze> "
+    "<response> DA: answer directly; CQ: ask one clarifying question; AQ: answer, then ask one "
+    "question </response>")
+COMPACT_SYSTEM = "You are a helpful assistant."
+STYLES = ("full", "compact")
+
+
+def instruction(question: str, style: str = "full") -> str:
   """The instruction for one question; it ends with `Question: <question>`."""
-  return f"{INSTRUCTION}\n\nQuestion: {question}"
+  if style not in STYLES:
+    raise ValueError(f"unknown prompt style {style!r}; expected one of {STYLES}")
+  text = INSTRUCTION if style == "full" else COMPACT_INSTRUCTION
+  return f"{text}\n\nQuestion: {question}"
 
 
 def build_messages(question: str, system: str | None = None,
-                   first_question: str | None = None) -> list[dict]:
+                   first_question: str | None = None, style: str = "full") -> list[dict]:
   """Chat messages for one turn: a system persona and the instruction as the user message.
 
   `system=None` uses DEFAULT_SYSTEM and `system=""` sends none (the reference's inference does
@@ -84,10 +101,11 @@ def build_messages(question: str, system: str | None = None,
   "The user's initial question is" + "Question: <first>", then the instruction for the latest
   question; as in the reference, the intermediate turns are not included.
   """
-  content = instruction(question)
+  content = instruction(question, style)
   if first_question is not None:
     content = f"{MULTI_TURN_PREFIX}Question: {first_question}\n\n{content}"
-  system = DEFAULT_SYSTEM if system is None else system
+  if system is None:
+    system = DEFAULT_SYSTEM if style == "full" else COMPACT_SYSTEM
   messages = [{"role": "system", "content": system}] if system else []
   return messages + [{"role": "user", "content": content}]
 

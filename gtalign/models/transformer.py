@@ -239,8 +239,13 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt, cache: KVCache | None = None,
-               attention_mask_bt=None):
-    """`attention_mask_bt` (True = real token) defaults to all tokens being real."""
+               attention_mask_bt=None, return_hidden: bool = False):
+    """`attention_mask_bt` (True = real token) defaults to all tokens being real.
+
+    `return_hidden=True` returns the final-norm hidden states instead of logits, so a trainer can
+    apply `lm_head` (below) only where it needs log-probs: the vocabulary projection is the
+    largest matmul of a small model.
+    """
     cfg = self.config
     b, t = tokens_bt.shape
     if attention_mask_bt is None:
@@ -277,6 +282,10 @@ class Decoder(nn.Module):
         new_k.append(kv_out[0])
         new_v.append(kv_out[1])
     x_bte = RMSNorm(cfg, name="norm")(x_bte)
+    if return_hidden:
+      new_cache = None if cache is None else KVCache(k=tuple(new_k), v=tuple(new_v),
+                                                     valid_bs=valid_bs, length=cache.length + t)
+      return x_bte, new_cache
 
     if cfg.tie_embeddings:
       table_ve = embed.embedding
@@ -310,3 +319,14 @@ def positions_from_mask(attention_mask_bt: jax.Array) -> jax.Array:
   """RoPE positions for left-padded rows: 0 at each row's first real token."""
   mask = attention_mask_bt.astype(jnp.int32)
   return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
+
+
+def lm_head(config: ModelConfig, params, hidden_bte: jax.Array) -> jax.Array:
+  """Float32 logits from final hidden states (the projection `Decoder` applies last)."""
+  if config.tie_embeddings:
+    table_ve = params["embed_tokens"]["embedding"]
+    return jnp.einsum("bte,ve->btv", hidden_bte.astype(config.jnp_dtype),
+                      table_ve.astype(config.jnp_dtype), preferred_element_type=jnp.float32)
+  kernel_ev = params["lm_head"]["kernel"]
+  return jnp.einsum("bte,ev->btv", hidden_bte.astype(config.jnp_dtype),
+                    kernel_ev.astype(config.jnp_dtype), preferred_element_type=jnp.float32)

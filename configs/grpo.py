@@ -1,0 +1,124 @@
+"""GRPO with mutual-welfare rewards (the default GTAlign training run).
+
+Presets (`--config=configs/grpo.py:NAME`):
+  (none)        SFT warm start, then GRPO of SmolLM2-135M-Instruct on the built-in world, sized
+                for a 2-core CPU (the README's first command).
+  tiny          a random tiny model and a byte tokenizer: seconds, for tests.
+  gtalign_math  the GTAlign math-hard data (`--config.data.dir=.../gtalign`), Qwen2.5-3B-Instruct.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(
+      name="smollm2-135m-instruct",  # known name, HF directory, .gguf file, or "tiny-random"
+      dtype="bfloat16",  # compute dtype (matmuls accumulate in float32)
+      param_dtype="float32",  # trained weights and optimizer moments stay float32
+      remat=False,
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      source="world",  # "world" (built-in) or a GTAlign config: math-hard, wildguard, ...
+      dir="",  # GTAlign data directory (sources other than "world")
+      eval_split="test",
+      prompt_style="compact",  # "full" (the paper's instruction) or "compact"
+      num_train=512,  # world rows
+      num_test=64,
+      vague_fraction=0.5,
+      max_prompt_length=512,  # tokens; longer prompts are dropped (with a logged count)
+  ))
+  c.sft = ml_collections.ConfigDict(dict(
+      steps=40, batch_size=8, lr=1e-4, warmup_steps=4,
+  ))
+  c.rl = ml_collections.ConfigDict(dict(
+      algorithm="grpo",
+      steps=12,
+      prompts_per_step=4,
+      num_samples=4,  # G: completions per prompt
+      temperature=1.0,
+      top_p=1.0,
+      max_new_tokens=192,
+      lr=2e-5,
+      warmup_steps=0,
+      weight_decay=0.01,
+      grad_clip=1.0,
+      advantage="grpo",  # grpo | drgrpo | rloo
+      welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
+      welfare_alpha=0.5,  # cobb_douglas exponent on U
+      normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...
+      clip_low=0.2,
+      clip_high=0.2,
+      dual_clip=3.0,
+      kl_coef=0.0,  # KL to the frozen starting policy, in the loss (0 = off, as the paper)
+      kl_estimator="k3",
+      entropy_coef=0.0,
+      loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+      num_microbatches=1,
+      trainable="top_k_blocks:8",  # all | top_k_blocks:N (SFT uses it too)
+      judge="rule",  # rule | http://host:port/v1
+      variant="main",  # reward variant: main | ablation
+      on_judge_failure="mask",  # mask | zero
+      parse_mode="strict",  # strict | lenient (paper-exact)
+      critic_lr=2e-6,  # ppo only: the value model's learning rate
+      gamma=1.0,  # ppo only: GAE discount and lambda
+      lam=1.0,
+      value_clip=0.5,  # ppo only: clipped value loss
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      every=0,  # steps between held-out evaluations during RL (0: only start and end)
+      num_prompts=64,
+      max_new_tokens=192,
+      bootstrap=2000,
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=4, max_to_keep=2))
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  if not arg:
+    return c
+  if arg == "tiny":
+    c.model.name = "tiny-random"
+    c.model.dtype = "float32"
+    c.data.num_train = 64
+    c.data.num_test = 8
+    c.sft.steps = 40
+    c.sft.batch_size = 8
+    c.sft.lr = 3e-3
+    c.rl.steps = 4
+    c.rl.prompts_per_step = 2
+    c.rl.num_samples = 2
+    c.rl.temperature = 0.5
+    c.rl.max_new_tokens = 170
+    c.rl.lr = 3e-5
+    c.rl.trainable = "all"
+    c.eval.num_prompts = 8
+    c.eval.max_new_tokens = 170
+    c.eval.bootstrap = 200
+    c.checkpoint.every = 2
+    return c
+  if arg == "gtalign_math":
+    c.model.name = "qwen2.5-3b-instruct"
+    c.model.remat = True
+    c.data.source = "math-hard"
+    c.data.prompt_style = "full"
+    c.data.max_prompt_length = 2048
+    c.sft.steps = 0
+    c.rl.steps = 180
+    c.rl.prompts_per_step = 64
+    c.rl.num_samples = 8
+    c.rl.max_new_tokens = 2048
+    c.rl.lr = 1e-6
+    c.rl.trainable = "all"
+    c.rl.num_microbatches = 16
+    c.eval.every = 5
+    c.eval.num_prompts = 353
+    c.eval.max_new_tokens = 2048
+    c.checkpoint.every = 10
+    return c
+  raise ValueError(f"unknown preset {arg!r} for configs/grpo.py; expected '', 'tiny' or "
+                   "'gtalign_math'")

@@ -1,0 +1,155 @@
+"""The jitted GTAlign objectives: welfare -> advantages -> clipped policy loss, and SFT.
+
+`welfare_advantages` runs inside the jitted update on the whole batch (groups must not be split by
+microbatching): realised U and L per row become welfare (a registered aggregation), are normalised
+per data source, and turn into group-relative advantages. `policy_loss` is the per-microbatch
+(sum, count) loss the update step accumulates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from gtalign.game import welfare
+from gtalign.models.config import ModelConfig
+from gtalign.models.transformer import Decoder, lm_head
+from gtalign.rl import advantages, losses
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """Static settings of the RL objective (hashable: part of the compiled program)."""
+
+  group_size: int
+  num_sources: int
+  advantage: str = "grpo"
+  welfare: str = "cobb_douglas"
+  welfare_alpha: float = 0.5
+  normalisation: str = "none"
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  dual_clip: float | None = 3.0
+  kl_coef: float = 0.0
+  kl_estimator: str = "k3"
+  entropy_coef: float = 0.0
+  loss_agg: str = "token-mean"
+  loss_agg_norm: float = 1.0  # seq-mean-token-sum-norm's constant (max response tokens)
+  gamma: float = 1.0  # GAE (PPO with a critic)
+  lam: float = 1.0
+  value_clip: float = 0.5
+
+  def __post_init__(self):
+    for name, registry in (("advantage", advantages.ADVANTAGES),
+                           ("welfare", welfare.AGGREGATIONS),
+                           ("normalisation", welfare.NORMALISATIONS),
+                           ("loss_agg", losses.AGGREGATIONS),
+                           ("kl_estimator", losses.KL_ESTIMATORS)):
+      if getattr(self, name) not in registry:
+        raise ValueError(f"unknown {name} {getattr(self, name)!r}; known: {sorted(registry)}")
+
+
+def welfare_of(cfg: ObjectiveConfig, user_b, llm_b):
+  params = {"alpha": cfg.welfare_alpha} if cfg.welfare == "cobb_douglas" else {}
+  return welfare.aggregate(cfg.welfare, user_b, llm_b, **params)
+
+
+def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
+  """Adds `reward_b` (normalised welfare) and `adv_b` to the batch, from U, L, validity, source."""
+  valid_b = batch["reward_valid_b"] > 0
+  reward_b = welfare_of(cfg, batch["user_b"], batch["llm_b"])
+  reward_b = welfare.normalise(cfg.normalisation, reward_b, batch["source_b"], valid_b,
+                               cfg.num_sources)
+  adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b)
+  return dict(batch, reward_b=reward_b, adv_b=adv_b)
+
+
+def window_logits(model_config: ModelConfig, params, mb: dict):
+  """Logits [batch, window, vocab] predicting each completion token (see rollout.sequence_batch).
+
+  Only the completion window goes through the vocabulary projection; the prompt's positions
+  need hidden states for attention but no logits.
+  """
+  hidden_bte, _ = Decoder(model_config).apply(
+      {"params": params}, mb["inputs_bt"], mb["positions_bt"],
+      attention_mask_bt=mb["attention_mask_bt"], return_hidden=True)
+  window = mb["targets_bc"].shape[1]
+  index_bc = mb["window_start_b"][:, None] + jnp.arange(window)[None, :]
+  hidden_bce = jnp.take_along_axis(hidden_bte, index_bc[:, :, None], axis=1)
+  return lm_head(model_config, params, hidden_bce)
+
+
+def gae_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
+  """PPO: welfare as a terminal reward on each completion's last token, GAE over the critic's
+  values (gamma = lambda = 1 by default), advantages whitened over the batch's tokens."""
+  valid_b = batch["reward_valid_b"] > 0
+  reward_b = welfare_of(cfg, batch["user_b"], batch["llm_b"])
+  reward_b = welfare.normalise(cfg.normalisation, reward_b, batch["source_b"], valid_b,
+                               cfg.num_sources)
+  mask_bc = batch["loss_mask_bc"] * batch["reward_valid_b"][:, None]
+  last_b = jnp.maximum(jnp.sum(batch["loss_mask_bc"], axis=1).astype(jnp.int32) - 1, 0)
+  reward_bc = jax.nn.one_hot(last_b, mask_bc.shape[1]) * reward_b[:, None] * mask_bc
+  adv_bc, returns_bc = advantages.gae(reward_bc, batch["old_values_bc"], mask_bc, cfg.gamma,
+                                     cfg.lam)
+  return dict(batch, reward_b=reward_b, adv_bc=advantages.whiten(adv_bc, mask_bc),
+              returns_bc=returns_bc)
+
+
+def window_values(model_config: ModelConfig, critic_params, mb: dict):
+  """V at the states that emit each completion token (the completion window)."""
+  from gtalign.models.value import ValueModel
+  values_bt = ValueModel(model_config).apply({"params": critic_params}, mb["inputs_bt"],
+                                             mb["positions_bt"], mb["attention_mask_bt"])
+  window = mb["targets_bc"].shape[1]
+  index_bc = mb["window_start_b"][:, None] + jnp.arange(window)[None, :]
+  return jnp.take_along_axis(values_bt, index_bc, axis=1)
+
+
+def critic_loss(model_config: ModelConfig, cfg: ObjectiveConfig, critic_params, mb: dict):
+  """Clipped value loss against the GAE returns (sum, count, metrics)."""
+  values_bc = window_values(model_config, critic_params, mb)
+  mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
+  loss_bc, metrics = losses.value_loss(values_bc, mb["old_values_bc"], mb["returns_bc"],
+                                       mask_bc, cfg.value_clip)
+  loss_sum, count = losses.aggregate("token-mean", loss_bc, mask_bc)
+  metrics["value_mean"] = jnp.sum(values_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
+  return loss_sum, count, metrics
+
+
+def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dict):
+  """(loss_sum, count, metrics) of one microbatch; rows with a failed judge are masked out."""
+  logits_bcv = window_logits(model_config, params, mb)
+  logp_bc = losses.token_logprobs(logits_bcv, mb["targets_bc"])
+  mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
+  adv_bc = (mb["adv_bc"] if "adv_bc" in mb  # PPO: per-token GAE advantages
+            else advantages.broadcast_to_tokens(mb["adv_b"], mask_bc))
+  loss_bc, metrics = losses.ppo_policy_loss(logp_bc, mb["old_logp_bc"], adv_bc, mask_bc,
+                                            cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+  if cfg.kl_coef:
+    kl_bc = losses.kl(cfg.kl_estimator, logp_bc, mb["ref_logp_bc"])
+    loss_bc = loss_bc + cfg.kl_coef * kl_bc
+    metrics["kl"] = jnp.sum(kl_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
+  if cfg.entropy_coef:
+    ent_bc = losses.entropy(logits_bcv)
+    loss_bc = loss_bc - cfg.entropy_coef * ent_bc
+    metrics["entropy"] = jnp.sum(ent_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
+  agg_params = {"norm": cfg.loss_agg_norm} if cfg.loss_agg == "seq-mean-token-sum-norm" else {}
+  loss_sum, count = losses.aggregate(cfg.loss_agg, loss_bc, mask_bc, **agg_params)
+  # how far the sampler's log-probs are from the trainer's (dtype, kernels): should be ~0
+  gap_bc = jnp.abs(jax.lax.stop_gradient(logp_bc) - mb["old_logp_bc"]) * mask_bc
+  metrics["sampler_logp_gap"] = jnp.sum(gap_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
+  return loss_sum, count, metrics
+
+
+def sft_loss(model_config: ModelConfig, params, mb: dict):
+  """(token NLL sum, token count, metrics) of one microbatch of teacher-forced traces."""
+  logits_bcv = window_logits(model_config, params, mb)
+  loss_sum, count = losses.sft_loss(logits_bcv, mb["targets_bc"], mb["loss_mask_bc"])
+  return loss_sum, count, {}
+
+
+def sequence_logprobs(model_config: ModelConfig, params, batch: dict):
+  """Teacher-forced log-probs of the completion window (reference policy, evaluation)."""
+  return losses.token_logprobs(window_logits(model_config, params, batch), batch["targets_bc"])

@@ -1,0 +1,113 @@
+"""Host side of a training step: prompts -> completions -> parsed traces -> judged rewards -> arrays.
+
+Text work (decode, parse, judge) stays here, out of jitted code; what leaves is numbers: token
+arrays, U, L, validity and source ids, which the jitted update turns into welfare and advantages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from gtalign.game.payoff import action
+from gtalign.game.trace import ParsedTrace, parse_trace
+from gtalign.rewards import tasks
+
+
+@dataclasses.dataclass
+class Scored:
+  """Per completion row: the trace, its reward, and the metrics reported on it."""
+
+  parsed: list[ParsedTrace]
+  results: list[tasks.RewardResult]
+  judge_failed: np.ndarray  # bool [rows]
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {
+        "user": np.asarray([r.user for r in self.results], np.float32),
+        "llm": np.asarray([r.llm for r in self.results], np.float32),
+        "welfare": np.asarray([r.score for r in self.results], np.float32),
+        "format_ok": np.asarray([p.format_ok for p in self.parsed], np.float32),
+        "valid": np.asarray([p.valid for p in self.parsed], np.float32),
+    }
+
+
+def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, variant: str,
+               parse_mode: str, on_judge_failure: str) -> Scored:
+  """Parses every text and scores it against its row, with one batched judge call."""
+  parsed = [parse_trace(t, mode=parse_mode) for t in texts]
+  requests = [tasks.judge_requests(row, p, variant=variant) for row, p in zip(rows, parsed)]
+  flat = [r for reqs in requests for r in reqs]
+  verdicts = judge.score(flat) if flat else []
+  results, at = [], 0
+  for row, p, reqs in zip(rows, parsed, requests):
+    results.append(tasks.reward(row, p, verdicts[at:at + len(reqs)], variant=variant,
+                                on_judge_failure=on_judge_failure))
+    at += len(reqs)
+  failed = np.asarray([r.judge_failed for r in results], bool)
+  return Scored(parsed, results, failed)
+
+
+def optimal_action(row: dict[str, Any]) -> str | None:
+  """The welfare-maximising strategy where the task defines one (the built-in world)."""
+  kind = (row.get("extra_info") or {}).get("question_type")
+  return {"DQ": "DA", "VQ": "CQ"}.get(kind)
+
+
+def chose_optimal(row: dict[str, Any], parsed: ParsedTrace) -> float:
+  """1.0 if the trace picked the optimal action, 0.0 if not, NaN where none is defined."""
+  best = optimal_action(row)
+  if best is None:
+    return float("nan")
+  return float(parsed.valid and parsed.chosen_key is not None and action(parsed.chosen_key) == best)
+
+
+def pad_length(n: int, multiple: int = 64) -> int:
+  """Lengths round up to a multiple, so the update compiles for a few shapes only."""
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def sequence_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                   pad_id: int, multiple: int = 64, window_multiple: int = 32
+                   ) -> dict[str, np.ndarray]:
+  """Right-padded (prompt + completion) rows, with targets in a completion window.
+
+  The model reads `inputs_bt` (positions from 0, like the sampler's for an unpadded prompt);
+  log-probs are needed only for completion tokens, so targets live in a window of C slots per
+  row: slot c predicts completion token c from the hidden state at `window_start_b + c`, where
+  `window_start_b` is the index of the prompt's last token. `loss_mask_bc` marks real tokens.
+  """
+  seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+  width = pad_length(max(len(s) for s in seqs) - 1, multiple)
+  window = pad_length(max(len(c) for c in completions), window_multiple)
+  b = len(seqs)
+  inputs = np.full((b, width), pad_id, np.int32)
+  attn = np.zeros((b, width), bool)
+  targets = np.full((b, window), pad_id, np.int32)
+  loss_mask = np.zeros((b, window), np.float32)
+  start = np.zeros((b,), np.int32)
+  for i, (p, c, s) in enumerate(zip(prompts, completions, seqs)):
+    inputs[i, :len(s) - 1] = s[:-1]
+    attn[i, :len(s) - 1] = True
+    start[i] = len(p) - 1
+    targets[i, :len(c)] = c
+    loss_mask[i, :len(c)] = 1.0
+  # the window may run past the sequence end: clamp its gather indices to the last column
+  if int((start + window).max()) > width:
+    extra = int((start + window).max()) - width
+    inputs = np.pad(inputs, ((0, 0), (0, extra)), constant_values=pad_id)
+    attn = np.pad(attn, ((0, 0), (0, extra)))
+    width += extra
+  positions = np.broadcast_to(np.arange(width, dtype=np.int32), (b, width)).copy()
+  return {"inputs_bt": inputs, "positions_bt": positions, "attention_mask_bt": attn,
+          "window_start_b": start, "targets_bc": targets, "loss_mask_bc": loss_mask}
+
+
+def completion_array(values: Sequence[Sequence[float]], window: int) -> np.ndarray:
+  """Per-completion-token values (e.g. sampler log-probs) in the completion window."""
+  out = np.zeros((len(values), window), np.float32)
+  for i, v in enumerate(values):
+    out[i, :len(v)] = v
+  return out

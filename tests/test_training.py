@@ -1,0 +1,83 @@
+"""The main job end to end on the tiny preset: runs, resumes after SIGKILL, rejects bad keys."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(workdir, *extra, timeout=600):
+  start = time.perf_counter()
+  proc = subprocess.run(CMD + [f"--workdir={workdir}", *extra], cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout)
+  return proc, time.perf_counter() - start
+
+
+def _final(workdir):
+  with open(os.path.join(workdir, "eval.json")) as f:
+    evals = json.load(f)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    last = [json.loads(line) for line in f][-1]
+  return evals, last
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  proc, seconds = _run(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc, seconds
+
+
+def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
+  workdir, proc, seconds = uninterrupted
+  print(f"tiny run: {seconds:.1f} s")
+  assert seconds < 120
+  assert "| policy |" in proc.stdout and "welfare(trained) - welfare(start)" in proc.stdout
+  for name in ("metrics.jsonl", "rollouts.jsonl", "eval_table.md", "training.png", "eval.json"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  evals, last = _final(workdir)
+  assert set(evals) == {"start", "after_sft", "trained"}
+  assert last["step"] == 44 and "rollout/welfare" in last and "loss" in last
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tb")))
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
+  assert min(steps) == 41 and max(steps) == 44
+
+
+def test_sigkill_then_resume_gives_the_same_final_metrics(uninterrupted, tmp_path):
+  reference_dir = uninterrupted[0]
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline:  # kill after the first RL step has been logged
+    if metrics.exists() and any(json.loads(l)["step"] >= 42 for l in metrics.read_text()
+                                .splitlines() if l.strip()):
+      break
+    time.sleep(0.2)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = max(json.loads(l)["step"] for l in metrics.read_text().splitlines() if l.strip())
+  assert killed_at < 44  # it really was interrupted
+  resumed, _ = _run(workdir)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stdout
+  evals, last = _final(workdir)
+  ref_evals, ref_last = _final(reference_dir)
+  assert evals == ref_evals
+  for key in ("loss", "rollout/welfare", "rollout/user", "rollout/llm", "grad_norm"):
+    assert last[key] == pytest.approx(ref_last[key], abs=1e-6), key
+
+
+def test_unknown_config_key_lists_the_valid_ones(tmp_path):
+  proc, _ = _run(tmp_path, "--config.rl.lrr=0.1", timeout=120)
+  assert proc.returncode != 0
+  assert "config.rl.lrr" in proc.stderr and "lr" in proc.stderr and "num_samples" in proc.stderr
