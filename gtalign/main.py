@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -41,9 +42,11 @@ def _preparse():
   spec = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")),
               "configs/grpo.py")
   path, _, preset = spec.partition(":")
+  if not os.path.isfile(path):
+    sys.exit(f"error: config file {path!r} not found (run from the repository root, or give "
+             "--config=PATH/TO/configs/grpo.py)")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))  # `from configs`
   module_spec = importlib.util.spec_from_file_location("_gtalign_config", path)
-  if module_spec is None:
-    sys.exit(f"error: config file {path!r} not found")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   check_overrides(sys.argv[1:], module.get_config(preset or None))

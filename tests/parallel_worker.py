@@ -159,7 +159,7 @@ def main():
   for check in args.checks.split(","):
     if check == "grpo":
       out["grpo"] = check_grpo(mesh, args.steps, args.microbatches)
-    if check == "shardings":
+    elif check == "shardings":
       out["shardings"] = check_shardings(mesh)
     elif check == "train":
       out["train"] = check_train(mesh, args.steps, args.microbatches)

@@ -81,3 +81,14 @@ def test_unknown_config_key_lists_the_valid_ones(tmp_path):
   proc, _ = _run(tmp_path, "--config.rl.lrr=0.1", timeout=120)
   assert proc.returncode != 0
   assert "config.rl.lrr" in proc.stderr and "lr" in proc.stderr and "num_samples" in proc.stderr
+
+
+def test_ppo_with_a_critic_runs_and_trains_the_value_model(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/ppo.py:tiny",
+                         f"--workdir={tmp_path}", "--config.sft.steps=10",
+                         "--config.eval.num_prompts=2"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  rl = [r for r in records if r.get("phase") == 1.0]
+  assert len(rl) == 4 and all("critic/loss" in r and "critic/value_mean" in r for r in rl)

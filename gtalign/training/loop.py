@@ -324,17 +324,37 @@ def train(config, workdir: str) -> dict[str, Any]:
     meta = {"step": total_steps, "evals": {k: {m: v.tolist() for m, v in d.items()}
                                            for k, d in evals.items()}}
   ckpt.close()
-  return report(workdir, evals, config.eval.bootstrap)
+  return report(workdir, evals, config.eval.bootstrap,
+                {"start": 0, "after_sft": sft_steps, "trained": total_steps})
 
 
-def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int) -> dict[str, Any]:
+PLOT_KEYS = ("welfare", "user", "llm", "format_ok")
+
+
+def plot_records(metrics: list[dict], evals: dict[str, dict[str, np.ndarray]],
+                 eval_steps: dict[str, int]) -> list[dict]:
+  """Training curves under the plot's keys, plus each held-out evaluation as eval/ points."""
+  records = [dict(r, **{k: r[f"rollout/{k}"] for k in PLOT_KEYS if f"rollout/{k}" in r})
+             for r in metrics]
+  for name, step in eval_steps.items():
+    if name in evals:
+      records.append({"step": step, **{f"eval/{k}": float(np.nanmean(evals[name][k]))
+                                        for k in PLOT_KEYS}})
+  return records
+
+
+def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
+           eval_steps: dict[str, int]) -> dict[str, Any]:
   """Held-out table (95% bootstrap intervals), welfare difference, plot; printed and saved."""
   table = evaluation.summary_table(evals, n_boot=n_boot)
   diff = evaluation.paired_difference_ci(evals["trained"]["welfare"], evals["start"]["welfare"],
                                          n_boot=n_boot)
   lines = [table, "", f"welfare(trained) - welfare(start): {diff[0]:+.3f} "
                       f"[{diff[1]:+.3f}, {diff[2]:+.3f}] (95% paired bootstrap)"]
-  plot_path = plots.plot_training(read_metrics(workdir), os.path.join(workdir, "training.png"))
+  plot_path = plots.plot_training(plot_records(read_metrics(workdir), evals, eval_steps),
+                                  os.path.join(workdir, "training.png"),
+                                  title="welfare and its components (lines: RL rollouts at "
+                                        "temperature 1; markers: greedy held-out evaluations)")
   lines.append(f"plot: {plot_path}")
   text = "\n".join(lines)
   print(text)
