@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
       dual_clip=3.0,
       kl_coef=0.0,  # KL to the frozen starting policy, in the loss (0 = off, as the paper)
       kl_estimator="k3",
+      kl_in_reward=False,  # True: subtract kl_coef * summed KL from each row's welfare instead
       entropy_coef=0.0,
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
       num_microbatches=1,

@@ -34,6 +34,7 @@ class ObjectiveConfig:
   dual_clip: float | None = 3.0
   kl_coef: float = 0.0
   kl_estimator: str = "k3"
+  kl_in_reward: bool = False  # KL as a per-sequence reward penalty instead of a loss term
   entropy_coef: float = 0.0
   loss_agg: str = "token-mean"
   loss_agg_norm: float = 1.0  # seq-mean-token-sum-norm's constant (max response tokens)
@@ -56,10 +57,19 @@ def welfare_of(cfg: ObjectiveConfig, user_b, llm_b):
   return welfare.aggregate(cfg.welfare, user_b, llm_b, **params)
 
 
+def _penalised_welfare(cfg: ObjectiveConfig, batch: dict):
+  """Welfare of each row, minus kl_coef * (summed KL to the reference) when KL is in the reward."""
+  reward_b = welfare_of(cfg, batch["user_b"], batch["llm_b"])
+  if cfg.kl_coef and cfg.kl_in_reward:
+    kl_bc = losses.kl(cfg.kl_estimator, batch["old_logp_bc"], batch["ref_logp_bc"])
+    reward_b = reward_b - cfg.kl_coef * jnp.sum(kl_bc * batch["loss_mask_bc"], axis=1)
+  return reward_b
+
+
 def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
   """Adds `reward_b` (normalised welfare) and `adv_b` to the batch, from U, L, validity, source."""
   valid_b = batch["reward_valid_b"] > 0
-  reward_b = welfare_of(cfg, batch["user_b"], batch["llm_b"])
+  reward_b = _penalised_welfare(cfg, batch)
   reward_b = welfare.normalise(cfg.normalisation, reward_b, batch["source_b"], valid_b,
                                cfg.num_sources)
   adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b)
@@ -85,7 +95,7 @@ def gae_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
   """PPO: welfare as a terminal reward on each completion's last token, GAE over the critic's
   values (gamma = lambda = 1 by default), advantages whitened over the batch's tokens."""
   valid_b = batch["reward_valid_b"] > 0
-  reward_b = welfare_of(cfg, batch["user_b"], batch["llm_b"])
+  reward_b = _penalised_welfare(cfg, batch)
   reward_b = welfare.normalise(cfg.normalisation, reward_b, batch["source_b"], valid_b,
                                cfg.num_sources)
   mask_bc = batch["loss_mask_bc"] * batch["reward_valid_b"][:, None]
@@ -127,7 +137,7 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
             else advantages.broadcast_to_tokens(mb["adv_b"], mask_bc))
   loss_bc, metrics = losses.ppo_policy_loss(logp_bc, mb["old_logp_bc"], adv_bc, mask_bc,
                                             cfg.clip_low, cfg.clip_high, cfg.dual_clip)
-  if cfg.kl_coef:
+  if cfg.kl_coef and not cfg.kl_in_reward:
     kl_bc = losses.kl(cfg.kl_estimator, logp_bc, mb["ref_logp_bc"])
     loss_bc = loss_bc + cfg.kl_coef * kl_bc
     metrics["kl"] = jnp.sum(kl_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)

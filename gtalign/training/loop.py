@@ -239,7 +239,8 @@ def train(config, workdir: str) -> dict[str, Any]:
       welfare_alpha=config.rl.welfare_alpha, normalisation=config.rl.normalisation,
       clip_low=config.rl.clip_low, clip_high=config.rl.clip_high,
       dual_clip=config.rl.dual_clip or None, kl_coef=config.rl.kl_coef,
-      kl_estimator=config.rl.kl_estimator, entropy_coef=config.rl.entropy_coef,
+      kl_estimator=config.rl.kl_estimator, kl_in_reward=config.rl.kl_in_reward,
+      entropy_coef=config.rl.entropy_coef,
       loss_agg=config.rl.loss_agg, loss_agg_norm=float(config.rl.max_new_tokens),
       gamma=config.rl.gamma, lam=config.rl.lam, value_clip=config.rl.value_clip)
   ppo = config.rl.algorithm == "ppo"
