@@ -13,6 +13,8 @@ import time
 
 from absl import app, flags, logging
 
+from gtalign.utils.jsonl import read_jsonl
+
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
 _PROMPT = flags.DEFINE_string("prompt", None, "User message.")
@@ -32,21 +34,14 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 def read_batch_file(path: str) -> list[tuple[str, str | None]]:
   """(prompt, system) pairs from JSONL; errors name the file and line."""
   items = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        item = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
-      if isinstance(item, str):
-        items.append((item, None))
-      elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
-        items.append((item["prompt"], item.get("system")))
-      else:
-        raise ValueError(f"{path}:{n}: expected a JSON string or an object with a string "
-                         f"'prompt' key, got {line.strip()[:80]!r}")
+  for n, item in read_jsonl(path):
+    if isinstance(item, str):
+      items.append((item, None))
+    elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+      items.append((item["prompt"], item.get("system")))
+    else:
+      raise ValueError(f"{path}:{n}: expected a JSON string or an object with a string "
+                       f"'prompt' key, got {json.dumps(item)[:80]}")
   if not items:
     raise ValueError(f"{path}: no prompts")
   return items

@@ -19,6 +19,8 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from gtalign.utils.jsonl import read_jsonl
+
 _DATA = flags.DEFINE_string("data", None, "GTAlign data dir, a parquet file, or world[:SEED].",
                             required=True)
 _COMPLETIONS = flags.DEFINE_string("completions", None, "JSONL with row_id and text per line.",
@@ -65,21 +67,14 @@ def load_rows(spec: str) -> dict[str, dict[str, Any]]:
 def read_completions(path: str, rows: dict[str, dict]) -> list[tuple[str, str]]:
   """(row_id, text) pairs; errors name the file, the line and what was expected."""
   out = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        item = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
-      if not isinstance(item, dict) or not isinstance(item.get("row_id"), str) or not isinstance(
-          item.get("text"), str):
-        raise ValueError(f"{path}:{n}: expected an object with string keys 'row_id' and 'text'")
-      if item["row_id"] not in rows:
-        raise KeyError(f"{path}:{n}: row_id {item['row_id']!r} is not in the data "
-                       f"(ids look like {next(iter(rows))!r})")
-      out.append((item["row_id"], item["text"]))
+  for n, item in read_jsonl(path):
+    if not isinstance(item, dict) or not isinstance(item.get("row_id"), str) or not isinstance(
+        item.get("text"), str):
+      raise ValueError(f"{path}:{n}: expected an object with string keys 'row_id' and 'text'")
+    if item["row_id"] not in rows:
+      raise KeyError(f"{path}:{n}: row_id {item['row_id']!r} is not in the data "
+                     f"(ids look like {next(iter(rows))!r})")
+    out.append((item["row_id"], item["text"]))
   return out
 
 

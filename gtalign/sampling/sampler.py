@@ -236,7 +236,8 @@ class Sampler:
         model=self.model_config, max_new_tokens=sampling.max_new_tokens,
         temperature=float(sampling.temperature), top_k=sampling.top_k,
         top_p=float(sampling.top_p), num_samples=sampling.num_samples,
-        eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids), pad_id=self.tokenizer.pad_id, stops=stops,
+        eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids),
+        pad_id=self.tokenizer.pad_id, stops=stops,
         window=max(1, stop_lib.window_size(stops, self._table.max_len)), capacity=capacity,
         cache_windows=_cache_windows(capacity, sampling.num_cache_windows))
 

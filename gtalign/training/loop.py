@@ -111,9 +111,10 @@ def evaluate(run: Run, params, name: str) -> dict[str, np.ndarray]:
   """Greedy completions on the held-out prompts; per-row metrics as arrays."""
   cfg = run.config
   rows = run.eval_rows[:cfg.eval.num_prompts]
-  out = run.sampler.generate(run.sampling_params(params), [run.prompt(r) for r in rows],
-                            SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
-      include_stop_str=True))
+  out = run.sampler.generate(
+      run.sampling_params(params), [run.prompt(r) for r in rows],
+      SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
+                     include_stop_str=True))
   scored = rollout.score_rows(rows, out.texts, run.judge, variant=cfg.rl.variant,
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="zero")
   arrays = scored.arrays()
@@ -146,10 +147,11 @@ def rl_rollout(run: Run, params, step: int):
   cfg = run.config.rl
   rows = run.batch_rows(step, cfg.prompts_per_step)
   start = time.perf_counter()
-  out = run.sampler.generate(run.sampling_params(params), [run.prompt(r) for r in rows],
-                            SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-      num_samples=cfg.num_samples, stop=(STOP,), include_stop_str=True,
-      seed=run.config.seed * 1_000_003 + step))
+  out = run.sampler.generate(
+      run.sampling_params(params), [run.prompt(r) for r in rows],
+      SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                     top_p=cfg.top_p, num_samples=cfg.num_samples, stop=(STOP,),
+                     include_stop_str=True, seed=run.config.seed * 1_000_003 + step))
   sample_seconds = time.perf_counter() - start
   row_of = [rows[i] for i in out.prompt_index]
   start = time.perf_counter()
