@@ -231,7 +231,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   sft_tx = optimizer(config.sft.lr, config.sft.warmup_steps)
   tx = optimizer(config.rl.lr, config.rl.warmup_steps)
   state_shardings = train_state.train_state_shardings(params, tx, mesh, shardings)
-  ref_params = jax.device_put(params, shardings) if config.rl.kl_coef else None
+  # a copy: the train state may share `params`' buffers, and the update step donates them
+  ref_params = (jax.device_put(jax.tree.map(np.array, params), shardings) if config.rl.kl_coef
+                else None)
   state = train_state.create_train_state(params, sft_tx if sft_steps else tx, mesh, shardings)
   del params
 
@@ -324,8 +326,6 @@ def train(config, workdir: str) -> dict[str, Any]:
       evals["trained"] = evals["after_sft"] if sft_steps else evals["start"]
     else:
       evals["trained"] = evaluate(run, state.params, "trained")
-    meta = {"step": total_steps, "evals": {k: {m: v.tolist() for m, v in d.items()}
-                                           for k, d in evals.items()}}
   ckpt.close()
   return report(workdir, evals, config.eval.bootstrap,
                 {"start": 0, "after_sft": sft_steps, "trained": total_steps})
