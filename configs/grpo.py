@@ -73,7 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
       max_new_tokens=192,
       bootstrap=2000,
   ))
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  # mesh axis sizes within a slice (ICI), and across slices or hosts (DCN); -1 = the rest
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
+                                          dcn_data=1, dcn_fsdp=1, dcn_tensor=1))
+  c.sampler_mesh = ""  # "data,fsdp,tensor" over each process's devices; "" = the trainer's
   c.checkpoint = ml_collections.ConfigDict(dict(every=4, max_to_keep=2))
   return c
 
@@ -91,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft.batch_size = 8
     c.sft.lr = 3e-3
     c.rl.steps = 4
-    c.rl.prompts_per_step = 2
+    c.rl.prompts_per_step = 4  # 8 rows: splits over up to 8 devices
     c.rl.num_samples = 2
     c.rl.temperature = 0.5
     c.rl.max_new_tokens = 170

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -12,6 +14,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/grpo.py",
                                           "Config file, optionally with a preset: FILE.py:NAME.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/grpo",
                                "Checkpoints, metrics, rollouts and plots; a run resumes from here.")
+# Multi-process runs; without these, TPU pods and SLURM steps are detected from the environment.
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 
 
 def check_overrides(argv: list[str], config) -> None:
@@ -32,8 +38,23 @@ def check_overrides(argv: list[str], config) -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  from gtalign.parallel import distributed
+  try:
+    cluster = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  if cluster.source != "single":
+    distributed.log(f"gtalign: {cluster.describe()}")
   from gtalign.training.loop import train
-  train(_CONFIG.value, _WORKDIR.value)
+  try:
+    train(_CONFIG.value, _WORKDIR.value)
+  except BaseException:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    # JAX's shutdown would wait for the other processes, which wait for this one: exit now
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _preparse():

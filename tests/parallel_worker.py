@@ -144,6 +144,32 @@ def check_grpo(mesh, steps: int, num_microbatches: int):
   return {"losses": losses}
 
 
+def check_memory():
+  """Compiled per-device argument bytes of the train step with fsdp over every device."""
+  from gtalign.parallel import distributed
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig(data=1, fsdp=-1, tensor=1))
+  params = init_tiny_params()
+  shardings = mesh_lib.param_shardings(mesh, logical_axes(CONFIG), shapes=params)
+  tx = ts.make_optimizer(1e-3)
+  state = ts.create_train_state(params, tx, mesh, shardings)
+  state_shardings = ts.train_state_shardings(params, tx, mesh, shardings)
+  data_sharding = mesh_lib.batch_sharding(mesh)
+  step = make_update_step(token_nll_loss, tx, state_shardings, data_sharding, 1)
+  batch = make_batch()
+  compiled = step.lower(state, batch).compile()
+  analysis = compiled.memory_analysis()
+  batch_bytes = sum(int(np.prod(data_sharding.shard_shape(x.shape))) * x.dtype.itemsize
+                    for x in batch.values())
+  return {
+      "mesh_shape": dict(mesh.shape),
+      "argument_bytes": int(analysis.argument_size_in_bytes),
+      "batch_bytes_per_device": batch_bytes,
+      "unsharded_state_bytes": distributed.total_bytes(state.params)
+                               + distributed.total_bytes(state.opt_state),
+      "state_bytes_per_device": max(distributed.bytes_per_device(state).values()),
+  }
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--devices", type=int, required=True)
@@ -159,6 +185,8 @@ def main():
   for check in args.checks.split(","):
     if check == "grpo":
       out["grpo"] = check_grpo(mesh, args.steps, args.microbatches)
+    elif check == "memory":
+      out["memory"] = check_memory()
     elif check == "shardings":
       out["shardings"] = check_shardings(mesh)
     elif check == "train":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -24,7 +25,10 @@ from gtalign.models.config import get_preset
 from gtalign.models.tokenizer import load_tokenizer
 from gtalign.models.transformer import init_params, logical_axes
 from gtalign.models.weights_cache import smollm2_gguf_path
-from gtalign.parallel.mesh import MeshConfig, batch_sharding, make_mesh, param_shardings
+from gtalign.parallel import distributed
+from gtalign.parallel.handoff import WeightHandoff
+from gtalign.parallel.mesh import (MeshConfig, batch_sharding, make_mesh, param_shardings,
+                                   sampler_mesh)
 from gtalign.rewards.judges import make_judge
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
@@ -36,7 +40,7 @@ STOP = "</response>"
 
 
 def load_model(cfg):
-  """(model_config, params, tokenizer); "tiny-random" is a random tiny Llama with SmolLM2's
+  """(model_config, host params, tokenizer); "tiny-random" is a random tiny Llama with SmolLM2's
   tokenizer, so tests exercise the real prompt and chat template in seconds."""
   if cfg.name == "tiny-random":
     tokenizer = load_tokenizer(smollm2_gguf_path())
@@ -47,7 +51,8 @@ def load_model(cfg):
     model_config, params, tokenizer = load_pretrained(cfg.name)
   model_config = model_config.replace(param_dtype=cfg.param_dtype, dtype=cfg.dtype,
                                       remat=cfg.remat)
-  params = jax.tree.map(lambda a: a.astype(model_config.jnp_param_dtype), params)
+  # host copies: every process places them onto the global mesh itself
+  params = jax.tree.map(lambda a: np.asarray(a).astype(model_config.jnp_param_dtype), params)
   if tokenizer is None:
     raise ValueError(f"model {cfg.name!r} has no tokenizer")
   return model_config, params, tokenizer
@@ -81,12 +86,17 @@ class Run:
   prompt_ids: dict  # row_id -> token ids of the rendered prompt
   source_ids: dict  # data_source -> int
   order: np.ndarray  # a fixed permutation of the training rows
+  handoff: WeightHandoff  # trainer params -> this process's sampler params (compute dtype)
+  data_sharding: Any  # the update batch's sharding over the global mesh
 
-  def sampling_params(self, params):
-    """Weights in the compute dtype: the sampler reads them every decode step, so casting
-    once per rollout beats casting inside each step."""
-    dtype = self.model_config.jnp_dtype
-    return jax.tree.map(lambda a: a.astype(dtype) if a.dtype != dtype else a, params)
+  def sampler_params(self, params) -> tuple[Any, float]:
+    """(the sampler's weights, seconds the hand-off took)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(self.handoff(params))
+    return out, time.perf_counter() - start
+
+  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return distributed.global_batch(local, self.data_sharding)
 
   def prompt(self, row) -> list[int]:
     return self.prompt_ids[row["row_id"]]
@@ -102,82 +112,116 @@ def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
   ids = tokenizer.encode_batch(texts)
   kept = [(r, i) for r, i in zip(rows, ids) if len(i) <= max_len]
   if len(kept) < len(rows):
-    print(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer than "
+    distributed.log(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer than "
           f"{max_len} tokens")
   return [r for r, _ in kept], {r["row_id"]: i for r, i in kept}
 
 
 def evaluate(run: Run, params, name: str) -> dict[str, np.ndarray]:
-  """Greedy completions on the held-out prompts; per-row metrics as arrays."""
+  """Greedy completions on the held-out prompts; per-row metrics as arrays (all processes')."""
   cfg = run.config
   rows = run.eval_rows[:cfg.eval.num_prompts]
+  part = distributed.process_rows(len(rows))
+  if part.start == part.stop:
+    raise ValueError(f"{len(rows)} held-out prompts cannot be split over "
+                     f"{jax.process_count()} processes; raise eval.num_prompts")
+  local = rows[part]
+  sampler_params, _ = run.sampler_params(params)
   out = run.sampler.generate(
-      run.sampling_params(params), [run.prompt(r) for r in rows],
+      sampler_params, [run.prompt(r) for r in local],
       SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
-                     include_stop_str=True))
-  scored = rollout.score_rows(rows, out.texts, run.judge, variant=cfg.rl.variant,
+                     include_stop_str=True), prompt_indices=np.arange(part.start, part.stop))
+  scored = rollout.score_rows(local, out.texts, run.judge, variant=cfg.rl.variant,
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="zero")
   arrays = scored.arrays()
   arrays["welfare_optimal"] = np.asarray([rollout.chose_optimal(r, p)
-                                          for r, p in zip(rows, scored.parsed)])
+                                          for r, p in zip(local, scored.parsed)])
   arrays["response_tokens"] = out.lengths.astype(np.float64)
-  print(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
-        f"welfare {arrays['welfare'].mean():.3f}, format {arrays['format_ok'].mean():.2f}")
+  arrays = distributed.gather_rows(arrays, len(rows))
+  distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
+                  f"welfare {arrays['welfare'].mean():.3f}, format "
+                  f"{arrays['format_ok'].mean():.2f}")
   return arrays
 
 
-def _sequence_arrays(run: Run, prompts, completions, user, llm, valid, sources, old_logp):
-  batch = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id)
-  batch["old_logp_bc"] = rollout.completion_array(old_logp, batch["targets_bc"].shape[1])
-  batch.update(user_b=np.asarray(user, np.float32), llm_b=np.asarray(llm, np.float32),
-               reward_valid_b=np.asarray(valid, np.float32),
-               source_b=np.asarray(sources, np.int32))
-  return batch
+def _local_rows(rows: list) -> tuple[list, slice]:
+  """This process's block of a step's rows, and where it sits among them."""
+  part = distributed.process_rows(len(rows))
+  return rows[part], part
 
 
-def sft_batch(run: Run, step: int) -> dict[str, np.ndarray]:
-  rows = run.batch_rows(step, run.config.sft.batch_size)
+def _agreed_shape(prompts, completions) -> tuple[int, int]:
+  """Padded (width, window) every process uses, so their rows stack into one global batch."""
+  return tuple(distributed.agree_max(rollout.sequence_shape(prompts, completions)))
+
+
+def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
+  """(global SFT batch of reference traces, number of tokens in it)."""
+  rows, _ = _local_rows(run.batch_rows(step, run.config.sft.batch_size))
   eos = run.tokenizer.eos_ids[0]
   completions = [run.tokenizer.encode(world_lib.reference_trace(r)) + [eos] for r in rows]
-  return rollout.sequence_batch([run.prompt(r) for r in rows], completions, run.tokenizer.pad_id)
+  prompts = [run.prompt(r) for r in rows]
+  local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
+                                 shape=_agreed_shape(prompts, completions))
+  tokens = distributed.gather_rows({"t": local["attention_mask_bt"].sum(1)},
+                                   run.config.sft.batch_size)["t"].sum()
+  return run.global_batch(local), float(tokens)
+
+
+ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "response_tokens",
+                       "welfare_optimal", "judge_failed", "tokens")
 
 
 def rl_rollout(run: Run, params, step: int):
-  """Sample G completions per prompt, score them, and build the update batch."""
+  """Sample G completions per prompt of this process, score them, build the update batch.
+
+  Returns (global batch, stats reduced over all processes, this process's rollout records).
+  """
   cfg = run.config.rl
-  rows = run.batch_rows(step, cfg.prompts_per_step)
+  rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step))
+  sampler_params, handoff_seconds = run.sampler_params(params)
   start = time.perf_counter()
   out = run.sampler.generate(
-      run.sampling_params(params), [run.prompt(r) for r in rows],
+      sampler_params, [run.prompt(r) for r in rows],
       SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                      top_p=cfg.top_p, num_samples=cfg.num_samples, stop=(STOP,),
-                     include_stop_str=True, seed=run.config.seed * 1_000_003 + step))
+                     include_stop_str=True, seed=run.config.seed * 1_000_003 + step),
+      prompt_indices=np.arange(part.start, part.stop))
   sample_seconds = time.perf_counter() - start
-  row_of = [rows[i] for i in out.prompt_index]
+  row_of = [rows[i - part.start] for i in out.prompt_index]  # global prompt index -> row
   start = time.perf_counter()
   scored = rollout.score_rows(row_of, out.texts, run.judge, variant=cfg.variant,
                               parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure)
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
-  batch = _sequence_arrays(
-      run, [run.prompt(r) for r in row_of], out.tokens, arrays["user"], arrays["llm"],
-      ~scored.judge_failed, [run.source_ids[r["data_source"]] for r in row_of], out.logprobs)
-  stats = {f"rollout/{k}": float(v.mean()) for k, v in arrays.items()}
-  stats.update({
-      "rollout/response_tokens": float(out.lengths.mean()),
-      "rollout/welfare_optimal": float(np.nanmean([rollout.chose_optimal(r, p) for r, p in
-                                                   zip(row_of, scored.parsed)] or [np.nan])),
-      "rollout/judge_failed": float(scored.judge_failed.mean()),
-      "time/sample_s": sample_seconds, "time/judge_s": judge_seconds,
-      "tokens": float(out.num_tokens + batch["attention_mask_bt"].sum()),
-  })
+  prompts = [run.prompt(r) for r in row_of]
+  local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id,
+                                 shape=_agreed_shape(prompts, out.tokens))
+  local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
+  local.update(user_b=arrays["user"], llm_b=arrays["llm"],
+               reward_valid_b=(~scored.judge_failed).astype(np.float32),
+               source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))
+  per_row = dict(arrays, response_tokens=out.lengths.astype(np.float32),
+                 welfare_optimal=np.asarray([rollout.chose_optimal(r, p)
+                                             for r, p in zip(row_of, scored.parsed)]),
+                 judge_failed=scored.judge_failed.astype(np.float32),
+                 tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
+  per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
+  # the step waits for its slowest process
+  seconds = distributed.gather_rows({"t": np.asarray([[handoff_seconds, sample_seconds,
+                                                        judge_seconds]])}, jax.process_count())
+  handoff_s, sample_s, judge_s = seconds["t"].max(axis=0)
+  stats = {f"rollout/{k}": float(np.nanmean(per_row[k]) if len(per_row[k]) else np.nan)
+           for k in ROLLOUT_ROW_METRICS if k != "tokens"}
+  stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
+                "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
               "completion": t, "user": res.user, "llm": res.llm, "welfare": res.score,
               "valid": p.valid, "reason": p.reason,
               "components": {k: v for k, v in res.components.items()
                              if isinstance(v, (int, float, bool))}}
              for r, t, res, p in zip(row_of, out.texts, scored.results, scored.parsed)]
-  return batch, stats, records
+  return run.global_batch(local), stats, records
 
 
 def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding, trainable):
@@ -197,8 +241,52 @@ def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding,
           functools.partial(objective.critic_loss, model_config, ocfg), tx, state_shardings,
           data_sharding, num_microbatches=config.rl.num_microbatches, trainable=mask,
           prepare_batch=functools.partial(objective.gae_advantages, ocfg)),
-      "values": jax.jit(functools.partial(objective.window_values, model_config)),
+      "values": jax.jit(functools.partial(objective.window_values, model_config),
+                        out_shardings=data_sharding),
   }
+
+
+def _check_batch_sizes(config, mesh) -> None:
+  """Prompts split evenly over processes, and update batches over the mesh's batch shards."""
+  axes = batch_sharding(mesh).spec[0] or ()
+  shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+  distributed.check_divisible("rl.prompts_per_step", config.rl.prompts_per_step)
+  if config.sft.steps:
+    distributed.check_divisible("sft.batch_size", config.sft.batch_size)
+    distributed.check_divisible("sft.batch_size", config.sft.batch_size, shards)
+  distributed.check_divisible("rl.prompts_per_step * rl.num_samples",
+                              config.rl.prompts_per_step * config.rl.num_samples, shards)
+
+
+def _sampler_mesh(config, mesh):
+  """`sampler_mesh` "data,fsdp,tensor" over this process's devices; "" = the trainer's sizes
+  within one process (in a single-process run, the trainer mesh itself)."""
+  spec = config.sampler_mesh
+  if spec:
+    try:
+      sizes = tuple(int(x) for x in spec.split(","))
+      if len(sizes) != 3:
+        raise ValueError
+    except ValueError:
+      raise ValueError(f"sampler_mesh={spec!r}; expected 'data,fsdp,tensor' sizes such as "
+                       "'1,-1,1'") from None
+    return sampler_mesh(sizes)
+  if jax.process_count() == 1:
+    return sampler_mesh(tuple(mesh.shape[a] for a in mesh.axis_names))
+  return sampler_mesh((1, -1, mesh.shape["tensor"]))
+
+
+def sharding_summary(state, mesh) -> str:
+  """Per-device parameter and optimizer bytes against their unsharded totals, as a log line."""
+  fmt = distributed.format_bytes
+  params = max(distributed.bytes_per_device(state.params).values())
+  opt = max(distributed.bytes_per_device(state.opt_state).values())
+  total_p = distributed.total_bytes(state.params)
+  total_o = distributed.total_bytes(state.opt_state)
+  return (f"gtalign: mesh {dict(mesh.shape)} over {jax.device_count()} devices in "
+          f"{jax.process_count()} process(es); per device: params {fmt(params)} + optimizer "
+          f"{fmt(opt)} (unsharded {fmt(total_p)} + {fmt(total_o)}, "
+          f"{(params + opt) / max(total_p + total_o, 1):.1%} per device)")
 
 
 def train(config, workdir: str) -> dict[str, Any]:
@@ -209,16 +297,19 @@ def train(config, workdir: str) -> dict[str, Any]:
   train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length)
   eval_rows, eval_ids = _tokenize_prompts(eval_rows, tokenizer, config.data.max_prompt_length)
   sources = sorted({r["data_source"] for r in train_rows + eval_rows})
+  mesh = make_mesh(MeshConfig(**config.mesh))
+  shardings = param_shardings(mesh, logical_axes(model_config), shapes=params)
+  data_sharding = batch_sharding(mesh)
+  _check_batch_sizes(config, mesh)
+  handoff = WeightHandoff(logical_axes(model_config), params, shardings,
+                          _sampler_mesh(config, mesh), model_config.jnp_dtype)
   sampler_config = model_config.replace(param_dtype=model_config.dtype)
   run = Run(config=config, model_config=model_config, tokenizer=tokenizer,
             sampler=Sampler(sampler_config, tokenizer), judge=make_judge(config.rl.judge),
             train_rows=train_rows, eval_rows=eval_rows, prompt_ids={**ids, **eval_ids},
             source_ids={s: i for i, s in enumerate(sources)},
-            order=np.random.default_rng(config.seed).permutation(len(train_rows)))
-
-  mesh = make_mesh(MeshConfig(**config.mesh))
-  shardings = param_shardings(mesh, logical_axes(model_config), shapes=params)
-  data_sharding = batch_sharding(mesh)
+            order=np.random.default_rng(config.seed).permutation(len(train_rows)),
+            handoff=handoff, data_sharding=data_sharding)
   trainable = train_state.trainable_mask(params, config.rl.trainable)
   sft_steps, rl_steps = config.sft.steps, config.rl.steps
   total_steps = sft_steps + rl_steps
@@ -235,7 +326,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   ref_params = (jax.device_put(jax.tree.map(np.array, params), shardings) if config.rl.kl_coef
                 else None)
   state = train_state.create_train_state(params, sft_tx if sft_steps else tx, mesh, shardings)
+  host_params = params if config.rl.algorithm == "ppo" else None  # the critic starts from them
   del params
+  distributed.log(sharding_summary(state, mesh))
 
   ocfg = objective.ObjectiveConfig(
       group_size=config.rl.num_samples, num_sources=len(sources),
@@ -261,9 +354,11 @@ def train(config, workdir: str) -> dict[str, Any]:
       functools.partial(objective.policy_loss, model_config, ocfg), tx, state_shardings,
       data_sharding, num_microbatches=config.rl.num_microbatches, trainable=trainable,
       prepare_batch=functools.partial(prepare, ocfg))
-  critic = (_make_critic(config, model_config, jax.tree.map(np.asarray, state.params), ocfg,
-                         mesh, data_sharding, trainable) if ppo else None)
-  ref_logprobs = jax.jit(functools.partial(objective.sequence_logprobs, model_config))
+  critic = (_make_critic(config, model_config, host_params, ocfg, mesh, data_sharding,
+                         trainable) if ppo else None)
+  del host_params
+  ref_logprobs = jax.jit(functools.partial(objective.sequence_logprobs, model_config),
+                         out_shardings=data_sharding)
   init_opt = jax.jit(tx.init, out_shardings=state_shardings.opt_state)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
@@ -277,7 +372,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     if critic:
       critic["state"] = restored["critic"]
     evals = {k: {m: np.asarray(v) for m, v in d.items()} for k, d in meta["evals"].items()}
-    print(f"gtalign: resumed from step {start} in {workdir}")
+    distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   else:
     evals["start"] = evaluate(run, state.params, "start")
     if sft_steps == 0:
@@ -287,26 +382,27 @@ def train(config, workdir: str) -> dict[str, Any]:
   for step in range(start, total_steps):
     begin = time.perf_counter()
     if step < sft_steps:
-      batch = sft_batch(run, step)
+      batch, tokens = sft_batch(run, step)
       state, metrics = sft_update(state, batch)
-      stats = {"phase": 0.0, "tokens": float(batch["attention_mask_bt"].sum())}
+      stats = {"phase": 0.0, "tokens": tokens}
       records = []
     else:
       if step == sft_steps and sft_steps:
         state = state.replace(opt_state=init_opt(state.params))  # the RL optimizer, fresh
       batch, stats, records = rl_rollout(run, state.params, step - sft_steps)
       if ref_params is not None:
-        batch["ref_logp_bc"] = np.asarray(ref_logprobs(ref_params, batch))
+        batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
       stats["phase"] = 1.0
       if critic:
-        batch["old_values_bc"] = np.asarray(critic["values"](critic["state"].params, batch))
+        batch["old_values_bc"] = critic["values"](critic["state"].params, batch)
         critic["state"], critic_metrics = critic["update"](critic["state"], batch)
         stats.update({f"critic/{k}": float(v) for k, v in jax.device_get(critic_metrics).items()})
       state, metrics = rl_update(state, batch)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics.update(stats, step_seconds=time.perf_counter() - begin)
-    if records:
-      writer.write_rollouts(step + 1, records)
+    if records:  # every process's rows, logged by process 0
+      writer.write_rollouts(step + 1, [r for part in distributed.gather_objects(records)
+                                       for r in part])
     if step + 1 == sft_steps:
       evals["after_sft"] = evaluate(run, state.params, "after_sft")
     if (config.eval.every and step >= sft_steps
@@ -352,6 +448,9 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
   table = evaluation.summary_table(evals, n_boot=n_boot)
   diff = evaluation.paired_difference_ci(evals["trained"]["welfare"], evals["start"]["welfare"],
                                          n_boot=n_boot)
+  result = {"evals": evals, "welfare_diff": diff, "table": table}
+  if not distributed.is_main():  # every process holds the same evals; one writes them
+    return result
   lines = [table, "", f"welfare(trained) - welfare(start): {diff[0]:+.3f} "
                       f"[{diff[1]:+.3f}, {diff[2]:+.3f}] (95% paired bootstrap)"]
   plot_path = plots.plot_training(plot_records(read_metrics(workdir), evals, eval_steps),
@@ -360,9 +459,9 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
                                         "temperature 1; markers: greedy held-out evaluations)")
   lines.append(f"plot: {plot_path}")
   text = "\n".join(lines)
-  print(text)
+  print(text, flush=True)
   with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
     f.write(text + "\n")
   with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
     json.dump({k: {m: v.tolist() for m, v in d.items()} for k, d in evals.items()}, f)
-  return {"evals": evals, "welfare_diff": diff, "table": table}
+  return result

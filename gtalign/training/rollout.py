@@ -69,37 +69,44 @@ def pad_length(n: int, multiple: int = 64) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
+def sequence_shape(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                   multiple: int = 64, window_multiple: int = 32) -> tuple[int, int]:
+  """(width, window) that `sequence_batch` pads these rows to: rounded up, so the update
+  compiles for a few shapes only, and wide enough for every row's completion window."""
+  width = pad_length(max(len(p) + len(c) for p, c in zip(prompts, completions)) - 1, multiple)
+  window = pad_length(max(len(c) for c in completions), window_multiple)
+  # the window may run past the sequence end: widen so its gather indices stay in range
+  return max(width, max(len(p) - 1 + window for p in prompts)), window
+
+
 def sequence_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                   pad_id: int, multiple: int = 64, window_multiple: int = 32
-                   ) -> dict[str, np.ndarray]:
+                   pad_id: int, shape: tuple[int, int] | None = None, multiple: int = 64,
+                   window_multiple: int = 32) -> dict[str, np.ndarray]:
   """Right-padded (prompt + completion) rows, with targets in a completion window.
 
   The model reads `inputs_bt` (positions from 0, like the sampler's for an unpadded prompt);
   log-probs are needed only for completion tokens, so targets live in a window of C slots per
   row: slot c predicts completion token c from the hidden state at `window_start_b + c`, where
   `window_start_b` is the index of the prompt's last token. `loss_mask_bc` marks real tokens.
+  `shape` = (width, window) pads further, e.g. to sizes agreed by all processes.
   """
-  seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
-  width = pad_length(max(len(s) for s in seqs) - 1, multiple)
-  window = pad_length(max(len(c) for c in completions), window_multiple)
-  b = len(seqs)
+  need = sequence_shape(prompts, completions, multiple, window_multiple)
+  width, window = need if shape is None else shape
+  if width < need[0] or window < need[1]:
+    raise ValueError(f"sequence_batch shape {shape} is smaller than the {need} these rows need")
+  b = len(prompts)
   inputs = np.full((b, width), pad_id, np.int32)
   attn = np.zeros((b, width), bool)
   targets = np.full((b, window), pad_id, np.int32)
   loss_mask = np.zeros((b, window), np.float32)
   start = np.zeros((b,), np.int32)
-  for i, (p, c, s) in enumerate(zip(prompts, completions, seqs)):
+  for i, (p, c) in enumerate(zip(prompts, completions)):
+    s = list(p) + list(c)
     inputs[i, :len(s) - 1] = s[:-1]
     attn[i, :len(s) - 1] = True
     start[i] = len(p) - 1
     targets[i, :len(c)] = c
     loss_mask[i, :len(c)] = 1.0
-  # the window may run past the sequence end: clamp its gather indices to the last column
-  if int((start + window).max()) > width:
-    extra = int((start + window).max()) - width
-    inputs = np.pad(inputs, ((0, 0), (0, extra)), constant_values=pad_id)
-    attn = np.pad(attn, ((0, 0), (0, extra)))
-    width += extra
   positions = np.broadcast_to(np.arange(width, dtype=np.int32), (b, width)).copy()
   return {"inputs_bt": inputs, "positions_bt": positions, "attention_mask_bt": attn,
           "window_start_b": start, "targets_bc": targets, "loss_mask_bc": loss_mask}
