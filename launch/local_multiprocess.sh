@@ -8,7 +8,7 @@
 #   --dry-run   print the command of every process, one per line, and run nothing
 #   -h, --help  print this help
 #   MAIN_ARGS   everything after `--`, and every argument not recognised above, is passed on to
-#               gtalign.main, e.g. `-- --config.rl.total_steps=2`
+#               gtalign.main, e.g. `-- --config.rl.steps=2`
 #
 # Process I runs, from the repository root (the script changes there first):
 #   [env XLA_FLAGS=... JAX_PLATFORMS=cpu] $PYTHON -m gtalign.main --config=$CONFIG

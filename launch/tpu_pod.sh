@@ -11,7 +11,7 @@
 #               comments; every other line is a command)
 #   -h, --help  print this help
 #   MAIN_ARGS   everything after `--`, and every argument not recognised above, is passed on to
-#               gtalign.main, e.g. `-- --config.rl.total_steps=100`
+#               gtalign.main, e.g. `-- --config.rl.steps=100`
 #
 # Steps (GCLOUD = gcloud compute tpus tpu-vm, FLAGS = --zone=$ZONE [--project=$PROJECT]):
 #   1. GCLOUD describe $TPU_NAME FLAGS; when that fails, GCLOUD create $TPU_NAME FLAGS
@@ -24,7 +24,12 @@
 #      and check out $BRANCH where the clone exists.
 #   3. SETUP=1: on every worker, in $REMOTE_DIR: $PYTHON -m pip install -e . "jax[tpu]"
 #      -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-#   4. GCLOUD ssh $TPU_NAME FLAGS --worker=all --command="cd $REMOTE_DIR && $PYTHON -m
+#   4. GCS_BUCKET set (on every run, also with SETUP=0): on every worker, mount the bucket at
+#      /gcs/$GCS_BUCKET with gcsfuse, unless it is mounted there already:
+#        mountpoint -q /gcs/$GCS_BUCKET || (sudo mkdir -p /gcs/$GCS_BUCKET &&
+#          sudo chown "$USER" /gcs/$GCS_BUCKET && gcsfuse --implicit-dirs $GCS_BUCKET
+#          /gcs/$GCS_BUCKET)
+#   5. GCLOUD ssh $TPU_NAME FLAGS --worker=all --command="cd $REMOTE_DIR && $PYTHON -m
 #      gtalign.main --config=$CONFIG --workdir=$WORKDIR MAIN_ARGS..."
 # No coordinator flags are passed: on a TPU VM gtalign.main calls jax.distributed.initialize(),
 # which finds the slice's workers itself. The TPU VM is left running afterwards; delete it with
@@ -48,10 +53,14 @@
 #   PYTHON            Python interpreter on the workers [python3]
 #   SETUP             1: pip-install the package and jax[tpu] on the workers; 0: skip [1]
 #   CONFIG            config file and preset [configs/grpo.py]
-#   WORKDIR           run directory [workdir/tpu]. A relative path is on each worker's own disk,
-#                     in REMOTE_DIR, and is lost with the VM; for checkpoints that every worker
-#                     shares and that outlive the VM, use a GCS path (gs://BUCKET/...) or a
-#                     shared disk
+#   GCS_BUCKET        Cloud Storage bucket name (no gs://) to mount with gcsfuse at
+#                     /gcs/$GCS_BUCKET on every worker (step 4); gcsfuse must be installed on the
+#                     workers [none: nothing is mounted]
+#   WORKDIR           run directory, a POSIX path that every worker of the slice shares: all
+#                     processes write the multi-host checkpoints into it, and metrics files are
+#                     written with plain open(), so gs:// URLs are not accepted
+#                     [/gcs/$GCS_BUCKET/gtalign/$TPU_NAME with GCS_BUCKET; required without it,
+#                     e.g. an NFS or Filestore mount]
 set -euo pipefail
 
 usage() {
@@ -114,7 +123,8 @@ REMOTE_DIR=${REMOTE_DIR:-gtalign}
 PYTHON=${PYTHON:-python3}
 SETUP=${SETUP:-1}
 CONFIG=${CONFIG:-configs/grpo.py}
-WORKDIR=${WORKDIR:-workdir/tpu}
+GCS_BUCKET=${GCS_BUCKET:-}
+WORKDIR=${WORKDIR:-}
 
 [[ -n $TPU_NAME ]] || die "TPU_NAME is not set; name the TPU VM, e.g. TPU_NAME=gtalign-v5e"
 [[ -n $ZONE ]] || die "ZONE is not set; give the TPU VM's zone, e.g. ZONE=us-west4-a"
@@ -135,6 +145,19 @@ case $CODE in
   *) die "CODE=$CODE; expected copy or clone" ;;
 esac
 [[ -n $REMOTE_DIR ]] || die "REMOTE_DIR is empty"
+if [[ -n $GCS_BUCKET ]]; then
+  [[ $GCS_BUCKET =~ ^[a-z0-9][a-z0-9._-]*[a-z0-9]$ ]] ||
+    die "GCS_BUCKET=$GCS_BUCKET; expected a bucket name alone, e.g. GCS_BUCKET=my-bucket (no gs://)"
+  mount_dir=/gcs/$GCS_BUCKET
+  WORKDIR=${WORKDIR:-$mount_dir/gtalign/$TPU_NAME}
+fi
+[[ $WORKDIR != gs://* ]] ||
+  die "WORKDIR=$WORKDIR; gs:// URLs are not supported (checkpoints and metrics need a POSIX path);\
+ set GCS_BUCKET=BUCKET instead to mount the bucket with gcsfuse at /gcs/BUCKET on every worker"
+[[ -n $WORKDIR ]] ||
+  die "WORKDIR is not set; it must be a directory shared by all workers of the slice (e.g. an\
+ NFS or Filestore mount), or set GCS_BUCKET=BUCKET to mount a Cloud Storage bucket with gcsfuse\
+ and default to WORKDIR=/gcs/BUCKET/gtalign/$TPU_NAME"
 if [[ $CODE == copy ]]; then
   repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   git -C "$repo_root" rev-parse --verify -q HEAD > /dev/null ||
@@ -209,6 +232,14 @@ if ((SETUP)); then
  https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 fi
 
-# 4. The run.
+# 4. The bucket, mounted on every run: a mount does not outlive a restart of the VM.
+if [[ -n $GCS_BUCKET ]]; then
+  bucket=$(remote_words "$GCS_BUCKET")
+  mount=$(remote_words "$mount_dir")
+  on_all_workers "mountpoint -q $mount || (sudo mkdir -p $mount && sudo chown \"\$USER\" $mount\
+ && gcsfuse --implicit-dirs $bucket $mount)"
+fi
+
+# 5. The run.
 on_all_workers "cd $dir && $python -m gtalign.main $(remote_words "--config=$CONFIG" \
   "--workdir=$WORKDIR" ${main_args[@]+"${main_args[@]}"})"

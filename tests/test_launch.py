@@ -29,7 +29,7 @@ _SCRIPT_VARS = (
     "NUM_PROCESSES", "DEVICES_PER_PROCESS", "PORT", "CONFIG", "WORKDIR", "PYTHON", "LOG_DIR",
     "NODES", "GPUS_PER_NODE", "PROCESS_PER", "VENV", "SBATCH_ARGS", "TPU_NAME", "ZONE",
     "PROJECT", "ACCELERATOR_TYPE", "RUNTIME_VERSION", "SPOT", "CODE", "REPO_URL", "BRANCH",
-    "REMOTE_DIR", "SETUP", "XLA_FLAGS", "JAX_PLATFORMS")
+    "REMOTE_DIR", "SETUP", "GCS_BUCKET", "XLA_FLAGS", "JAX_PLATFORMS")
 LIBTPU = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 
 
@@ -108,8 +108,8 @@ def _local_cmd(i, n=2, devices=4, port=12355, python="python", extra=(), xla=Non
 
 
 def test_local_dry_run_defaults_and_forwarded_args():
-  commands = _dry_run(LOCAL, "--", "--config.rl.total_steps=2", "two words", "--dry-run")
-  extra = ["--config.rl.total_steps=2", "two words", "--dry-run"]
+  commands = _dry_run(LOCAL, "--", "--config.rl.steps=2", "two words", "--dry-run")
+  extra = ["--config.rl.steps=2", "two words", "--dry-run"]
   assert commands == [_local_cmd(0, extra=extra), _local_cmd(1, extra=extra)]
 
 
@@ -311,15 +311,22 @@ def _remote(ssh_words):
   return shlex.split(command)
 
 
-def test_tpu_dry_run_copy(tmp_path):
+def _mount(bucket):
+  """The remote command that mounts gs://BUCKET at /gcs/BUCKET with gcsfuse, once."""
+  d = f"/gcs/{bucket}"
+  return ["mountpoint", "-q", d, "||", "(sudo", "mkdir", "-p", d, "&&", "sudo", "chown", "$USER",
+          d, "&&", "gcsfuse", "--implicit-dirs", bucket, f"{d})"]
+
+
+def test_tpu_dry_run_copy_with_gcs_bucket(tmp_path):
   result = _run(TPU, "--dry-run", "--", "--config.seed=1", "a b", TPU_NAME="pod",
-                ZONE="us-west4-a", TMPDIR=tmp_path)
+                ZONE="us-west4-a", GCS_BUCKET="my-bucket", TMPDIR=tmp_path)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert lines[1].startswith("# if the describe fails")
   commands = [shlex.split(l) for l in lines if not l.startswith("#")]
-  assert len(commands) == 8, result.stdout
-  describe, create, archive, scp, unpack, remove, install, train = commands
+  assert len(commands) == 9, result.stdout
+  describe, create, archive, scp, unpack, remove, install, mount, train = commands
   assert describe == _gcloud("describe", "pod")
   assert create == [*_gcloud("create", "pod"), "--accelerator-type=v5litepod-16",
                     "--version=v2-alpha-tpuv5-lite"]
@@ -337,17 +344,29 @@ def test_tpu_dry_run_copy(tmp_path):
   assert remove == ["rm", "-f", tarball]
   assert _remote(install) == ["cd", "gtalign", "&&", "python3", "-m", "pip", "install", "-e", ".",
                               "jax[tpu]", "-f", LIBTPU]
+  assert mount[:-1] == _ssh("")[:-1]
+  assert _remote(mount) == _mount("my-bucket")
+  # "$USER" stays quoted for the workers' shell, which expands it there.
+  assert 'sudo chown "$USER" /gcs/my-bucket' in mount[-1]
   assert train[:-1] == _ssh("")[:-1]
   assert _remote(train) == ["cd", "gtalign", "&&", "python3", "-m", "gtalign.main",
-                            "--config=configs/grpo.py", "--workdir=workdir/tpu", "--config.seed=1",
-                            "a b"]
+                            "--config=configs/grpo.py", "--workdir=/gcs/my-bucket/gtalign/pod",
+                            "--config.seed=1", "a b"]
+
+
+def test_tpu_gcs_bucket_is_mounted_without_setup_and_workdir_can_be_set():
+  commands = _dry_run(TPU, TPU_NAME="pod", ZONE="us-west4-a", GCS_BUCKET="b.example", SETUP=0,
+                      CODE="clone", REPO_URL="u", WORKDIR="/gcs/b.example/runs/7")
+  describe, create, clone, mount, train = commands
+  assert mount[:-1] == _ssh("")[:-1] and _remote(mount) == _mount("b.example")
+  assert "--workdir=/gcs/b.example/runs/7" in _remote(train)
 
 
 def test_tpu_dry_run_clone_v5p_spot_project_no_setup():
   commands = _dry_run(TPU, "--config.seed=2", TPU_NAME="big", ZONE="us-east5-a",
                       PROJECT="my-proj", ACCELERATOR_TYPE="v5p-16", SPOT=1, CODE="clone",
                       REPO_URL="https://github.com/me/gtalign.git", BRANCH="dev",
-                      REMOTE_DIR="src/gt", SETUP=0, WORKDIR="gs://bucket/run",
+                      REMOTE_DIR="src/gt", SETUP=0, WORKDIR="/mnt/nfs/run",
                       CONFIG="configs/grpo.py:tiny", PYTHON="python3.11")
   kw = {"zone": "us-east5-a", "project": "my-proj"}
   describe, create, clone, train = commands
@@ -359,16 +378,18 @@ def test_tpu_dry_run_clone_v5p_spot_project_no_setup():
   assert "git clone --branch dev https://github.com/me/gtalign.git src/gt" in " ".join(remote)
   assert "git -C src/gt checkout -B dev FETCH_HEAD" in " ".join(remote)
   assert _remote(train) == ["cd", "src/gt", "&&", "python3.11", "-m", "gtalign.main",
-                            "--config=configs/grpo.py:tiny", "--workdir=gs://bucket/run",
+                            "--config=configs/grpo.py:tiny", "--workdir=/mnt/nfs/run",
                             "--config.seed=2"]
 
 
 def test_tpu_runtime_version_override_and_project_only_when_set():
   commands = _dry_run(TPU, TPU_NAME="p", ZONE="z", ACCELERATOR_TYPE="v6e-8",
-                      RUNTIME_VERSION="custom-1", CODE="clone", REPO_URL="u")
+                      RUNTIME_VERSION="custom-1", CODE="clone", REPO_URL="u",
+                      WORKDIR="/mnt/nfs/run")
   assert "--version=custom-1" in commands[1]
   assert "--spot" not in commands[1]
   assert not any(w.startswith("--project") for c in commands for w in c)
+  assert not any("gcsfuse" in w for c in commands for w in c)  # no GCS_BUCKET, no mount
   for command in commands:
     assert command[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
     assert "--zone=z" in command
@@ -380,9 +401,24 @@ def test_tpu_runtime_version_override_and_project_only_when_set():
     ({"TPU_NAME": "p", "ZONE": "z", "CODE": "clone"}, "REPO_URL"),
     ({"TPU_NAME": "p", "ZONE": "z", "ACCELERATOR_TYPE": "v9-8"}, "RUNTIME_VERSION"),
     ({"TPU_NAME": "p", "ZONE": "z", "SPOT": "yes"}, "SPOT"),
+    ({"TPU_NAME": "p", "ZONE": "z", "GCS_BUCKET": "gs://b"}, "GCS_BUCKET"),
 ])
 def test_tpu_missing_or_bad_settings_exit_2(env, name):
   result = _run(TPU, "--dry-run", **env)
   assert result.returncode == 2
   assert name in result.stderr and "error" in result.stderr
   assert not result.stdout
+
+
+def test_tpu_without_workdir_or_bucket_exit_2():
+  result = _run(TPU, "--dry-run", TPU_NAME="p", ZONE="z")
+  assert result.returncode == 2 and not result.stdout
+  assert "WORKDIR is not set" in result.stderr
+  assert "shared by all workers" in result.stderr and "GCS_BUCKET" in result.stderr
+
+
+def test_tpu_rejects_gs_workdir():
+  for env in ({}, {"GCS_BUCKET": "bkt"}):
+    result = _run(TPU, "--dry-run", TPU_NAME="p", ZONE="z", WORKDIR="gs://b/run", **env)
+    assert result.returncode == 2 and not result.stdout
+    assert "WORKDIR=gs://b/run" in result.stderr and "GCS_BUCKET" in result.stderr
