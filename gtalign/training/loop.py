@@ -259,8 +259,8 @@ def _check_batch_sizes(config, mesh) -> None:
 
 
 def _sampler_mesh(config, mesh):
-  """`sampler_mesh` "data,fsdp,tensor" over this process's devices; "" = the trainer's sizes
-  within one process (in a single-process run, the trainer mesh itself)."""
+  """`sampler_mesh` "data,fsdp,tensor" over this process's devices; "" = the trainer mesh in a
+  single-process run, else FSDP over the process's devices."""
   spec = config.sampler_mesh
   if spec:
     try:
@@ -273,7 +273,8 @@ def _sampler_mesh(config, mesh):
     return sampler_mesh(sizes)
   if jax.process_count() == 1:
     return sampler_mesh(tuple(mesh.shape[a] for a in mesh.axis_names))
-  return sampler_mesh((1, -1, mesh.shape["tensor"]))
+  # FSDP over the process's devices, with as much of the trainer's tensor axis as fits in them
+  return sampler_mesh((1, -1, math.gcd(mesh.shape["tensor"], jax.local_device_count())))
 
 
 def sharding_summary(state, mesh) -> str:
