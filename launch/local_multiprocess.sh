@@ -33,33 +33,8 @@
 # Relative paths are relative to the repository root.
 set -euo pipefail
 
-usage() {
-  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
-}
-
-die() {
-  echo "local_multiprocess.sh: error: $*" >&2
-  exit 2
-}
-
-# Prints its arguments as one command line that a shell reads back as the same words; a word
-# that needs quotes gets single quotes, after its `NAME=` or `--option=` part if it has one.
-print_cmd() {
-  local line="" word prefix sq="'"
-  local safe='^[A-Za-z0-9_@%+=:,./-]+$' option='^([A-Za-z0-9_.-]+=)(.*)$'
-  for word in "$@"; do
-    if ! [[ $word =~ $safe ]]; then
-      prefix=""
-      if [[ $word =~ $option ]]; then
-        prefix=${BASH_REMATCH[1]}
-        word=${BASH_REMATCH[2]}
-      fi
-      word="$prefix'${word//$sq/$sq\\$sq$sq}'"
-    fi
-    line+="${line:+ }$word"
-  done
-  printf '%s\n' "$line"
-}
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 dry_run=0
 main_args=()

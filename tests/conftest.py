@@ -5,7 +5,9 @@ import pathlib
 
 import pytest
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gtalign"
+# The GTAlign parquet data: `shared/` beside the checkout, or wherever $GTALIGN_DATA_DIR says.
+DATA_DIR = pathlib.Path(os.environ.get("GTALIGN_DATA_DIR") or
+                        pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gtalign")
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,6 @@ def smollm2_gguf_path():
 def gtalign_data_dir():
   if not DATA_DIR.is_dir():
     if os.environ.get("CI"):  # CI always has shared/ beside the clone: a skip would hide a gap
-      pytest.fail(f"GTAlign data not found at {DATA_DIR}")
-    pytest.skip(f"GTAlign data not found at {DATA_DIR}")
+      pytest.fail(f"GTAlign data not found at {DATA_DIR} (set GTALIGN_DATA_DIR)")
+    pytest.skip(f"GTAlign data not found at {DATA_DIR} (set GTALIGN_DATA_DIR)")
   return DATA_DIR

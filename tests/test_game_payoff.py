@@ -10,15 +10,9 @@ from gtalign.game import pricing, prompt
 from gtalign.game.payoff import Bimatrix, distinctness, pareto_frontier, select
 from gtalign.game.trace import PAYOFF_KEYS, parse_trace
 
-# The reference prompt's illustrative matrix, typed in independently of prompt.EXAMPLE_PAYOFF.
-REF = {
-    "DQ_AQ": {"LLM": 2.2, "user": 1.9},
-    "DQ_CQ": {"LLM": 3.1, "user": 3.5},
-    "DQ_DA": {"LLM": 4.2, "user": 4.3},
-    "VQ_AQ": {"LLM": 2.0, "user": 2.1},
-    "VQ_CQ": {"LLM": 1.3, "user": 1.2},
-    "VQ_DA": {"LLM": 2.0, "user": 1.8},
-}
+import reference_payoff
+
+REF = reference_payoff.PAYOFF
 
 
 def bm(*points) -> Bimatrix:

@@ -12,14 +12,9 @@ from hypothesis import strategies as st
 from gtalign.game import trace
 from gtalign.game.trace import BLOCKS, FORMAT_PATTERN, PAYOFF_KEYS, parse_trace
 
-PAYOFF = {
-    "DQ_AQ": {"LLM": 2.2, "user": 1.9},
-    "DQ_CQ": {"LLM": 3.1, "user": 3.5},
-    "DQ_DA": {"LLM": 4.2, "user": 4.3},
-    "VQ_AQ": {"LLM": 2.0, "user": 2.1},
-    "VQ_CQ": {"LLM": 1.3, "user": 1.2},
-    "VQ_DA": {"LLM": 2.0, "user": 1.8},
-}
+import reference_payoff
+
+PAYOFF = reference_payoff.PAYOFF
 
 
 def make(payoff=None, *, thinking="DQ: the question is clear.", analyze=None,

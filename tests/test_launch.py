@@ -66,9 +66,11 @@ def _shellcheck():
 # -- all scripts --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS + (ROOT / "launch" / "common.sh",),
+                         ids=lambda p: p.name)
 def test_shellcheck_clean(script):
-  result = subprocess.run([_shellcheck(), str(script)], capture_output=True, text=True,
+  # -x: follow `source launch/common.sh`, which is also checked on its own
+  result = subprocess.run([_shellcheck(), "-x", str(script)], capture_output=True, text=True,
                           check=False)
   assert result.returncode == 0, result.stdout + result.stderr
   assert "shellcheck disable" not in script.read_text()

@@ -9,18 +9,13 @@ from gtalign.rewards import components as C
 from gtalign.rewards import tasks
 from gtalign.rewards.judge_types import JudgeResult
 
+import reference_payoff
+
 # The prompt's illustrative bimatrix. Distinctness: all 6 keys have user != LLM (6/12); the
 # relative gap |u - l| / max(|u|, |l|) exceeds 0.1 only for DQ_AQ (0.3/2.2 = 0.136) and DQ_CQ
 # (0.4/3.5 = 0.114); DQ_DA 0.1/4.3, VQ_AQ 0.1/2.1, VQ_CQ 0.1/1.3, VQ_DA 0.2/2.0 (= 0.0999... in
 # floats) do not (2/12). P = 8/12. DQ_DA = (4.2, 4.3) dominates every other point.
-PAYOFF = {
-    "DQ_AQ": {"LLM": 2.2, "user": 1.9},
-    "DQ_CQ": {"LLM": 3.1, "user": 3.5},
-    "DQ_DA": {"LLM": 4.2, "user": 4.3},
-    "VQ_AQ": {"LLM": 2.0, "user": 2.1},
-    "VQ_CQ": {"LLM": 1.3, "user": 1.2},
-    "VQ_DA": {"LLM": 2.0, "user": 1.8},
-}
+PAYOFF = reference_payoff.PAYOFF
 P_PAYOFF = 8 / 12
 
 # Default trace: a 100-word response and 250 reasoning characters (one whitespace token), so the

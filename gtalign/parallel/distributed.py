@@ -180,9 +180,9 @@ def check_divisible(name: str, rows: int, shards: int | None = None) -> None:
                      "or batch shards); change it or the mesh")
 
 
-def agree_max(values: Sequence[int]) -> list[int]:
+def agree_max(values: Sequence[float]) -> list:
   """Elementwise maximum over processes, e.g. the padded widths every process must use."""
-  values = np.asarray(values, np.int64)
+  values = np.asarray(values)
   if jax.process_count() == 1:
     return values.tolist()
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -217,10 +217,8 @@ def gather_objects(obj: Any) -> list[Any]:
     return [obj]
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   data = np.frombuffer(json.dumps(obj, default=_plain).encode("utf-8"), np.uint8)
-  (width,) = agree_max([len(data)])
-  length = np.asarray([len(data)], np.int64)
-  lengths = np.asarray(multihost_utils.process_allgather(length)).reshape(-1)
-  padded = np.zeros((width,), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.asarray([len(data)]))).reshape(-1)
+  padded = np.zeros((lengths.max(),), np.uint8)
   padded[:len(data)] = data
   gathered = np.asarray(multihost_utils.process_allgather(padded))
   return [json.loads(row[:n].tobytes().decode("utf-8")) for row, n in zip(gathered, lengths)]

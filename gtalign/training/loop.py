@@ -27,8 +27,8 @@ from gtalign.models.transformer import init_params, logical_axes
 from gtalign.models.weights_cache import smollm2_gguf_path
 from gtalign.parallel import distributed
 from gtalign.parallel.handoff import WeightHandoff
-from gtalign.parallel.mesh import (MeshConfig, batch_sharding, make_mesh, param_shardings,
-                                   sampler_mesh)
+from gtalign.parallel.mesh import (MeshConfig, ShardingRules, batch_sharding, make_mesh,
+                                   param_shardings, sampler_mesh)
 from gtalign.rewards.judges import make_judge
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
@@ -112,8 +112,8 @@ def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
   ids = tokenizer.encode_batch(texts)
   kept = [(r, i) for r, i in zip(rows, ids) if len(i) <= max_len]
   if len(kept) < len(rows):
-    distributed.log(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer than "
-          f"{max_len} tokens")
+    distributed.log(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer "
+                    f"than {max_len} tokens")
   return [r for r, _ in kept], {r["row_id"]: i for r, i in kept}
 
 
@@ -208,9 +208,8 @@ def rl_rollout(run: Run, params, step: int):
                  tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
   per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
   # the step waits for its slowest process
-  seconds = distributed.gather_rows({"t": np.asarray([[handoff_seconds, sample_seconds,
-                                                        judge_seconds]])}, jax.process_count())
-  handoff_s, sample_s, judge_s = seconds["t"].max(axis=0)
+  handoff_s, sample_s, judge_s = distributed.agree_max([handoff_seconds, sample_seconds,
+                                                        judge_seconds])
   stats = {f"rollout/{k}": float(np.nanmean(per_row[k]) if len(per_row[k]) else np.nan)
            for k in ROLLOUT_ROW_METRICS if k != "tokens"}
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
@@ -248,8 +247,7 @@ def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding,
 
 def _check_batch_sizes(config, mesh) -> None:
   """Prompts split evenly over processes, and update batches over the mesh's batch shards."""
-  axes = batch_sharding(mesh).spec[0] or ()
-  shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+  shards = math.prod(mesh.shape[a] for a in ShardingRules().mesh_axes("batch"))
   distributed.check_divisible("rl.prompts_per_step", config.rl.prompts_per_step)
   if config.sft.steps:
     distributed.check_divisible("sft.batch_size", config.sft.batch_size)
