@@ -3,8 +3,9 @@
     python -m gtalign.main --config=configs/eval.py --config.model.name=DIR_OR_GGUF \
         [--config.data.source=math-hard --config.data.dir=.../gtalign --config.data.prompt_style=full]
 
-Prints format-valid rate, U, L, welfare, welfare-optimal strategy rate and response length with
-95% bootstrap intervals. Presets: (none), `tiny`.
+Prints format-valid rate, U, L and welfare, and per question type what the responses do (DA on
+definite, CQ on vague questions, balanced accuracy, answer accuracy, key/table/response agreement,
+<response> and reasoning tokens), with 95% bootstrap intervals. Presets: (none), `tiny`.
 """
 
 from configs import grpo

@@ -24,27 +24,38 @@ def base_config() -> ml_collections.ConfigDict:
       dir="",  # GTAlign data directory (sources other than "world")
       eval_split="test",
       prompt_style="compact",  # "full" (the paper's instruction) or "compact"
-      num_train=512,  # world rows
-      num_test=64,
+      num_train=512,  # world rows (half for the SFT warm start, half for RL)
+      num_test=54,  # world held-out rows: distinct facts and vague phrasings, never trained on
       vague_fraction=0.5,
+      test_fact_fraction=0.15,  # of each category's facts, held out
       max_prompt_length=512,  # tokens; longer prompts are dropped (with a logged count)
   ))
   c.sft = ml_collections.ConfigDict(dict(
-      steps=40, batch_size=8, lr=1e-4, warmup_steps=4,
+      steps=32, batch_size=8, lr=2e-4, warmup_steps=4,
+      # random: the traces' strategy is drawn independently of the question type, so the warm
+      # start teaches the format and the reading of the question, and RL has to learn which
+      # move pays; oracle: DA on definite and CQ on vague questions (hands over the answer)
+      warm_start="random",
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
-      steps=12,
+      steps=20,
       prompts_per_step=4,
       num_samples=4,  # G: completions per prompt
       temperature=1.0,
       top_p=1.0,
       max_new_tokens=192,
-      lr=2e-5,
+      lr=5e-5,
       warmup_steps=0,
       weight_decay=0.01,
       grad_clip=1.0,
       advantage="grpo",  # grpo | drgrpo | rloo
+      # Group std floored at 0.1: on the world, samples with different strategies differ in
+      # welfare by 0.15-0.5 while the length and distinctness terms move it by ~0.01; plain GRPO
+      # divides a group of same-strategy samples by that tiny std and turns noise into
+      # advantages of +-1.7, Dr.GRPO (no division) leaves real differences at +-0.2.
+      adv_std_floor=0.1,
+      world_consistency=0.2,  # world only: weight of the key/table/response consistency in L
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...
@@ -68,8 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
       value_clip=0.5,  # ppo only: clipped value loss
   ))
   c.eval = ml_collections.ConfigDict(dict(
-      every=0,  # steps between held-out evaluations during RL (0: only start and end)
-      num_prompts=64,
+      every=0,  # steps between held-out evaluations during RL (0: only after SFT and the end)
+      at_start=False,  # also evaluate the starting model (always when there is no warm start)
+      num_prompts=54,
+      chunk=18,  # prompts per generate call (a progress line after each)
       max_new_tokens=192,
       bootstrap=2000,
   ))
@@ -101,6 +114,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rl.lr = 3e-5
     c.rl.trainable = "all"
     c.eval.num_prompts = 8
+    c.eval.chunk = 8
+    c.eval.at_start = True
     c.eval.max_new_tokens = 170
     c.eval.bootstrap = 200
     c.checkpoint.every = 2
@@ -112,6 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.prompt_style = "full"
     c.data.max_prompt_length = 2048
     c.sft.steps = 0
+    c.rl.adv_std_floor = 0.0  # plain GRPO: the floor is sized for the world's reward gaps
     c.rl.steps = 180
     c.rl.prompts_per_step = 64
     c.rl.num_samples = 8

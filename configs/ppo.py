@@ -19,6 +19,7 @@ def get_config(arg: str | None = None):
   c = grpo.get_config("tiny" if arg == "tiny" else None)
   c.rl.algorithm = "ppo"
   c.rl.advantage = "gae"
+  c.rl.adv_std_floor = 0.0  # GRPO's group-std floor; GAE whitens its advantages instead
   c.rl.num_samples = 1
   c.rl.gamma = 1.0
   c.rl.lam = 1.0

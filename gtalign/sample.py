@@ -3,11 +3,18 @@
 `--batch_file` takes JSONL, one prompt per line: either a JSON string or an object with
 "prompt" and optionally "system". Completions go to stdout (one JSON object per line in batch
 mode); load time and throughput go to stderr.
+
+`--game` treats each prompt as the user's question in the game: it is wrapped in the
+game instruction exactly as training rendered it (prompt style and system message from the model
+directory's gtalign_game.json, written by `gtalign.training.export`, unless --prompt_style or
+--system say otherwise), generation stops after "</response>", and each completion is printed as
+one JSON object with its parsed trace: blocks, payoff, chosen key, response and its action.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -15,18 +22,28 @@ from absl import app, flags, logging
 
 from gtalign.utils.jsonl import read_jsonl
 
+GAME_STOP = "</response>"  # as in training (gtalign.training.loop.STOP)
+
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
 _PROMPT = flags.DEFINE_string("prompt", None, "User message.")
 _BATCH_FILE = flags.DEFINE_string("batch_file", None, "JSONL file of prompts (instead of --prompt).")
 _SYSTEM = flags.DEFINE_string("system", None, "Optional system message.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate at most.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None,
+                                       "Tokens to generate at most (default 128, 256 with --game: "
+                                       "a four-block trace is about 170).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Sampling temperature; 0 means greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Completions per prompt.")
 _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable), e.g. --stop='</payoff>'.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_GAME = flags.DEFINE_bool("game", False,
+                          "Treat each prompt as a game question: render the game instruction, "
+                          "stop after </response> and print the parsed trace as JSON.")
+_PROMPT_STYLE = flags.DEFINE_enum("prompt_style", None, ["full", "compact"],
+                                  "With --game: the instruction style (default: the model "
+                                  "directory's gtalign_game.json, else full).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Parameter and compute dtype.")
 
@@ -53,6 +70,40 @@ def chat_prompt_ids(tokenizer, prompt: str, system: str | None) -> list[int]:
   return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
+def game_settings(model: str, prompt_style: str | None, system: str | None) -> dict:
+  """{"prompt_style", "system"} for --game: the flags where given, else the model's export."""
+  from gtalign.training.export import DEFAULT_SETTINGS, read_game_settings
+
+  settings = read_game_settings(model) if os.path.isdir(model) else dict(DEFAULT_SETTINGS)
+  if prompt_style is not None:
+    settings["prompt_style"] = prompt_style
+  if system is not None:
+    settings["system"] = system
+  return settings
+
+
+def game_prompt(tokenizer, question: str, settings: dict) -> str:
+  """The prompt text for one question, rendered as training rendered it."""
+  from gtalign.game import prompt as prompt_lib
+
+  messages = prompt_lib.build_messages(question, settings["system"],
+                                       style=settings["prompt_style"])
+  return prompt_lib.render(tokenizer, messages)
+
+
+def game_record(question: str, text: str, finish_reason: str, num_tokens: int) -> dict:
+  """One --game output line: the completion and its parsed trace."""
+  from gtalign.game import behaviour, payoff, trace
+
+  parsed = trace.parse_trace(text)
+  return {"question": question, "text": text, "blocks": parsed.blocks, "payoff": parsed.payoff,
+          "chosen_key": parsed.chosen_key,
+          "key_action": payoff.action(parsed.chosen_key) if parsed.chosen_key else None,
+          "response": parsed.response, "action": behaviour.classify(parsed.response),
+          "valid": parsed.valid, "format_ok": parsed.format_ok, "reason": parsed.reason,
+          "finish_reason": finish_reason, "num_tokens": num_tokens}
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the transcript
@@ -68,13 +119,27 @@ def main(argv):
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; cannot encode a prompt")
   load_seconds = time.perf_counter() - start
-  prompts = [chat_prompt_ids(tokenizer, p, s or _SYSTEM.value) for p, s in items]
-  sampling = SamplingConfig(max_new_tokens=_MAX_NEW_TOKENS.value,
+  stop = tuple(_STOP.value)
+  if _GAME.value:
+    settings = game_settings(_MODEL.value, _PROMPT_STYLE.value, _SYSTEM.value)
+    prompts = [tokenizer.encode(game_prompt(
+        tokenizer, q, settings if s is None else {**settings, "system": s})) for q, s in items]
+    stop = tuple(dict.fromkeys((GAME_STOP, *stop)))
+  else:
+    prompts = [chat_prompt_ids(tokenizer, p, s or _SYSTEM.value) for p, s in items]
+  max_new_tokens = _MAX_NEW_TOKENS.value or (256 if _GAME.value else 128)
+  sampling = SamplingConfig(max_new_tokens=max_new_tokens,
                             temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                             top_p=_TOP_P.value, num_samples=_NUM_SAMPLES.value,
-                            stop=tuple(_STOP.value), seed=_SEED.value)
+                            stop=stop, include_stop_str=_GAME.value, seed=_SEED.value)
   out = Sampler(config, tokenizer).generate(params, prompts, sampling)
-  if _BATCH_FILE.value or _NUM_SAMPLES.value > 1:
+  if _GAME.value:
+    for r, text in enumerate(out.texts):
+      i = int(out.prompt_index[r])
+      record = game_record(items[i][0], text, out.finish_reasons[r], int(out.lengths[r]))
+      print(json.dumps({"prompt_index": i, "sample_index": int(out.sample_index[r]), **record},
+                       ensure_ascii=False))
+  elif _BATCH_FILE.value or _NUM_SAMPLES.value > 1:
     for r, text in enumerate(out.texts):
       print(json.dumps({"prompt_index": int(out.prompt_index[r]),
                         "sample_index": int(out.sample_index[r]), "text": text,

@@ -187,7 +187,7 @@ def test_world_deterministic_per_seed():
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_world_splits_by_fact(seed):
-  w = _world(seed, num_train=600, num_test=150)
+  w = _world(seed, num_train=600, num_test=50)
   train = {r["extra_info"]["fact_id"] for r in w["train"]}
   test = {r["extra_info"]["fact_id"] for r in w["test"]}
   assert not train & test
@@ -196,10 +196,48 @@ def test_world_splits_by_fact(seed):
   assert len(world.facts()) >= 100 and len(train) > 3 * len(test)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_held_out_phrasing_or_fact_is_trained_on(seed):
+  w = _world(seed)
+  train, test = w["train"], w["test"]
+  strip = world._strip_lead_in  # pylint: disable=protected-access
+  train_vq = {strip(r["extra_info"]["question"]) for r in train
+              if r["extra_info"]["question_type"] == "VQ"}
+  test_vq = [strip(r["extra_info"]["question"]) for r in test
+             if r["extra_info"]["question_type"] == "VQ"]
+  train_facts = {r["extra_info"]["fact_id"] for r in train}
+  test_dq = [r["extra_info"]["fact_id"] for r in test if r["extra_info"]["question_type"] == "DQ"]
+  assert test_vq and not set(test_vq) & train_vq  # vague phrasings never seen in training
+  assert test_dq and not set(test_dq) & train_facts  # definite facts never seen in training
+  # held out: every fact and every vague phrasing at most once, so every prompt is distinct
+  assert len(set(test_vq)) == len(test_vq) and len(set(test_dq)) == len(test_dq)
+  assert len({r["extra_info"]["question"] for r in test}) == len(test) == 54
+  # training prompts are pairwise distinct too, so SFT and RL halves share none
+  assert len({r["extra_info"]["question"] for r in train}) == len(train)
+  train_q, test_q = world.split_phrasings(seed)
+  for name in train_q:
+    assert len(test_q[name]) == world.VQ_TEST_PHRASINGS and not set(train_q[name]) & set(
+        test_q[name])
+
+
+def test_sft_and_rl_rows_are_disjoint():
+  from gtalign.training.loop import phase_orders
+  orders = phase_orders(512, 0, sft_steps=40)
+  assert not set(orders["sft"]) & set(orders["rl"])
+  assert sorted([*orders["sft"], *orders["rl"]]) == list(range(512))
+  same = phase_orders(512, 0, sft_steps=0)  # no warm start: RL has every row
+  assert sorted(same["rl"]) == list(range(512))
+
+
+def test_asking_for_more_held_out_rows_than_exist_names_the_key():
+  with pytest.raises(ValueError, match="distinct VQ questions.*num_test"):
+    _world(0, num_test=200)
+
+
 @pytest.mark.parametrize("vague_fraction", [0.5, 0.25, 0.0])
 def test_world_question_types(vague_fraction):
-  w = _world(3, num_train=200, num_test=40, vague_fraction=vague_fraction)
-  for split, n in (("train", 200), ("test", 40)):
+  w = _world(3, num_train=200, num_test=30, vague_fraction=vague_fraction)
+  for split, n in (("train", 200), ("test", 30)):
     rows = w[split]
     assert len(rows) == n
     vague = [r for r in rows if r["extra_info"]["question_type"] == "VQ"]
@@ -214,6 +252,31 @@ def test_world_question_types(vague_fraction):
         assert info["question_type"] == "DQ"
         assert r["reward_model"]["ground_truth"] == info["answer"]
         assert info["question"] == info["single_turn_prompt"]
+
+
+@pytest.mark.parametrize("mode", ["random", "oracle"])
+def test_warm_start_traces(mode):
+  """random: the strategy does not depend on the question type; oracle: DA/CQ by type."""
+  import collections
+  from gtalign.game import behaviour
+  from gtalign.game.payoff import action, select_sum
+  from gtalign.game.trace import parse_trace
+  rows = _world(0)["train"]
+  counts = collections.Counter()
+  for r in rows:
+    parsed = parse_trace(world.reference_trace(r, mode))
+    assert parsed.valid and parsed.format_ok
+    key = parsed.chosen_key
+    assert select_sum(parsed.payoff) == key and behaviour.classify(parsed.response) == action(key)
+    assert key.startswith(r["extra_info"]["question_type"])  # the reading is always right
+    counts[(r["extra_info"]["question_type"], action(key))] += 1
+  if mode == "oracle":
+    assert set(counts) == {("DQ", "DA"), ("VQ", "CQ")}
+  else:
+    for kind in ("DQ", "VQ"):
+      total = sum(v for (k, _), v in counts.items() if k == kind)
+      for strategy, share in world.WARM_START_MIX.items():
+        assert abs(counts[(kind, strategy)] / total - share) < 0.08, counts
 
 
 def test_world_rows_look_like_gtalign_rows(gtalign_data_dir):
@@ -235,8 +298,8 @@ def test_world_arithmetic_answers():
   assert facts["next_month/december"].answer == "January"
   checked = 0
   for r in _world(0)["train"] + _world(0)["test"]:
-    m = re.fullmatch(r"What is (\d+) (\+|-|plus|minus) (\d+)\?",
-                     r["extra_info"]["single_turn_prompt"])
+    m = re.search(r"(?:^|: |[.!] )What is (\d+) (\+|-|plus|minus) (\d+)\?$",
+                  r["extra_info"]["single_turn_prompt"])
     if m:
       a, op, b = int(m[1]), m[2], int(m[3])
       assert r["extra_info"]["answer"] == str(a + b if op in ("+", "plus") else a - b)

@@ -226,15 +226,24 @@ def test_abg_coqa():
 
 
 def test_world():
-  dq = row("world", "Paris", question_type="DQ")
-  reqs, res = run(dq, trace(), 1.0)
-  assert [(q.kind, q.ground_truth) for q in reqs] == [("accuracy", "Paris")]
-  check(res, expected(1.0, 1.0))
-  vq = row("world", "ambiguous", question_type="VQ", question="What is the capital?")
-  reqs, res = run(vq, trace(), 0.0)
-  assert [(q.kind, q.question, q.ground_truth) for q in reqs] == [
-      ("ambiguity", "What is the capital?", "ambiguous")]
-  check(res, expected(0.0, 0.0))
+  """The world needs no judge: its answer term comes from rules (tests/test_world_reward.py)."""
+  dq = row("world", "4", question_type="DQ", question="What is 2+2?", answer="4",
+           aliases=["4", "four"], category="add")
+  wrong = "Which one do you mean?"
+  for response, a in (("4", 1.0), ("Four.", 1.0), ("5", 0.4), (wrong, 0.0)):
+    reqs, res = run(dq, trace(response=response))
+    assert reqs == []
+    assert res.components["answer_user"] == res.components["answer_llm"] == a, response
+  vq = row("world", "ambiguous", question_type="VQ", question="What is the sum?", category="add",
+           answer="4", slot_words=["numbers"])
+  for response, a in (("Which numbers do you mean?", 1.0), (wrong, 0.4), ("4", 0.0)):
+    _, res = run(vq, trace(response=response))
+    assert res.components["answer_user"] == a, response
+  # the same trace with the consistency term off: L drops by exactly weight * C
+  on = run(dq, trace(response="4"))[1]
+  assert on.components["consistency"] > 0
+  off = run(dq, trace(response="4"), world_consistency=0.0)[1]
+  assert on.llm - off.llm == pytest.approx(0.2 * on.components["consistency"], abs=1e-12)
   with pytest.raises(ValueError, match="question_type"):
     tasks.judge_requests(row("world", "x"), trace())
 

@@ -255,3 +255,31 @@ def test_cli_batch_file_with_samples_and_stop(tmp_path, params, tokenizer):
   batch.write_text('"ok"\n{"text": 3}\n')
   bad = _run_cli(f"--model={tmp_path / 'model'}", f"--batch_file={batch}")
   assert bad.returncode != 0 and "prompts.jsonl:2" in bad.stderr
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.3])
+def test_trainer_logprobs_match_the_samplers_at_its_temperature(sampler, params, temperature):
+  """The policy ratio starts at 1: the trainer's log-probs of sampled tokens are the sampler's.
+
+  Both must use log_softmax(logits / T); the trainer once used T = 1, which at T = 0.5 put
+  about half of the tokens outside the clip range before any update.
+  """
+  from gtalign.rl import objective
+  from gtalign.training import rollout
+  prompts = [list(b"Hi there"), list(b"abc"), list(b"What is 2 + 2?"), list(b"x")]
+  out = sampler.generate(params, prompts, SamplingConfig(max_new_tokens=12,
+                                                         temperature=temperature, seed=3))
+  batch = rollout.sequence_batch(prompts, out.tokens, PAD)
+  batch["old_logp_bc"] = rollout.completion_array(out.logprobs, batch["targets_bc"].shape[1])
+  batch.update(adv_b=np.ones(4, np.float32), reward_valid_b=np.ones(4, np.float32))
+
+  def gap(t):
+    cfg = objective.ObjectiveConfig(group_size=1, num_sources=1, temperature=t)
+    _, _, metrics = objective.policy_loss(CONFIG, cfg, params, batch)
+    return float(metrics["sampler_logp_gap"])
+
+  assert gap(temperature) < 1e-4
+  assert gap(1.0) > 0.05  # the old trainer, unscaled, is far off
+  ref = objective.sequence_logprobs(CONFIG, params, batch, temperature=temperature)
+  mask = batch["loss_mask_bc"] > 0
+  np.testing.assert_allclose(np.asarray(ref)[mask], batch["old_logp_bc"][mask], atol=1e-4)

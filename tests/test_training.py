@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny"]
+# with a KL term, so that resuming must also bring back the reference policy
+CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
+       "--config.rl.kl_coef=0.05"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,7 +24,7 @@ def _run(workdir, *extra, timeout=600):
 
 def _final(workdir):
   with open(os.path.join(workdir, "eval.json")) as f:
-    evals = json.load(f)
+    evals = json.load(f)["evals"]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     last = [json.loads(line) for line in f][-1]
   return evals, last
@@ -40,15 +42,28 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   workdir, proc, seconds = uninterrupted
   print(f"tiny run: {seconds:.1f} s")
   assert seconds < 120
-  assert "| policy |" in proc.stdout and "welfare(trained) - welfare(start)" in proc.stdout
-  for name in ("metrics.jsonl", "rollouts.jsonl", "eval_table.md", "training.png", "eval.json"):
+  assert "| policy |" in proc.stdout and "welfare(trained) - welfare(after_sft)" in proc.stdout
+  assert "| DA-rate on DQ | CQ-rate on VQ | balanced accuracy |" in proc.stdout
+  assert "balanced_accuracy(trained) - balanced_accuracy(after_sft)" in proc.stdout
+  for name in ("metrics.jsonl", "rollouts.jsonl", "eval_table.md", "training.png", "eval.json",
+               "strategy.png", "samples_trained.jsonl", "export/config.json",
+               "export/model.safetensors", "export/gtalign_game.json"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   evals, last = _final(workdir)
   assert set(evals) == {"start", "after_sft", "trained"}
+  assert {"da_on_dq", "cq_on_vq", "dq_correct", "action_matches_key", "key_is_selected",
+          "response_tokens", "reasoning_tokens"} <= set(evals["trained"])
   assert last["step"] == 44 and "rollout/welfare" in last and "loss" in last
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tb")))
   steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
   assert min(steps) == 41 and max(steps) == 44
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  first_rl = next(r for r in records if r.get("phase") == 1.0)
+  # the KL reference is the policy as RL starts: before the first RL update the two agree
+  # (a reference copied before the warm start would be far off, ~1 nat per token)
+  assert abs(first_rl["kl"]) < 1e-4 and records[-1]["kl"] > 0
+  # temperature 0.5: the trainer's log-probs are the sampler's
+  assert first_rl["sampler_logp_gap"] < 1e-3
 
 
 def test_sigkill_then_resume_gives_the_same_final_metrics(uninterrupted, tmp_path):
@@ -73,7 +88,7 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(uninterrupted, tmp_pat
   evals, last = _final(workdir)
   ref_evals, ref_last = _final(reference_dir)
   assert evals == ref_evals
-  for key in ("loss", "rollout/welfare", "rollout/user", "rollout/llm", "grad_norm"):
+  for key in ("loss", "kl", "rollout/welfare", "rollout/user", "rollout/llm", "grad_norm"):
     assert last[key] == pytest.approx(ref_last[key], abs=1e-6), key
 
 

@@ -10,6 +10,7 @@ shape (see `gtalign.data.gtalign.read_rows`), so the same reward and sampling co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from typing import Any, Callable
 
@@ -33,37 +34,94 @@ class Fact:
 @dataclasses.dataclass(frozen=True)
 class _Category:
   dq_templates: tuple[str, ...]  # formatted with the fact's slots
-  vq_questions: tuple[str, ...]  # the same question with its key slot missing
+  vq_questions: tuple[str, ...]  # the same question with its key slot missing (split by seed)
   missing_slot: str  # what a good clarifying question asks for
+  slot_words: tuple[str, ...]  # words that name the missing slot in a clarifying question
 
 
 _CATEGORIES = {
-    "capital": _Category(("What is the capital of {x}?", "Which city is the capital of {x}?"),
-                         ("What is the capital?", "Which city is the capital of the country?"),
-                         "country"),
-    "add": _Category(("What is {a} + {b}?", "What is {a} plus {b}?"),
-                     ("What is the sum of the two numbers?", "What do I get if I add them?"),
-                     "numbers"),
-    "subtract": _Category(("What is {a} - {b}?", "What is {a} minus {b}?"),
-                          ("What is the difference between the two numbers?",
-                           "What is left if I subtract one from the other?"), "numbers"),
-    "colour": _Category(("What colour is {x}?", "What is the colour of {x}?"),
-                        ("What colour is it?", "What is the colour of that thing?"), "thing"),
-    "opposite": _Category(("What is the opposite of {x}?", "What is the opposite of the word {x}?"),
-                          ("What is the opposite of the word?", "What is its opposite?"), "word"),
-    "next_day": _Category(("What day comes after {x}?", "Which day of the week follows {x}?"),
-                          ("What day comes after that day?", "Which day of the week comes next?"),
-                          "day"),
-    "next_month": _Category(("What month comes after {x}?", "Which month follows {x}?"),
-                            ("What month comes after that one?", "Which month comes next?"),
-                            "month"),
-    "sound": _Category(("What sound does {x} make?", "What noise does {x} make?"),
-                       ("What sound does it make?", "What noise does the animal make?"),
-                       "animal"),
-    "legs": _Category(("How many legs does {x} have?",),
-                      ("How many legs does it have?", "How many legs does the animal have?"),
-                      "animal"),
+    "capital": _Category(
+        ("What is the capital of {x}?", "Which city is the capital of {x}?"),
+        ("What is the capital?", "Which city is the capital of the country?",
+         "What's the capital city there?", "Can you tell me the capital of that country?",
+         "Name the capital, please.", "What is the capital of this place?",
+         "Which city is its capital?", "Do you know what the capital is?"),
+        "country", ("country", "countries", "nation", "place")),
+    "add": _Category(
+        ("What is {a} + {b}?", "What is {a} plus {b}?"),
+        ("What is the sum of the two numbers?", "What do I get if I add them?",
+         "What do they add up to?", "Can you add these two numbers for me?",
+         "What is the total of the numbers?", "What is one plus the other?",
+         "How much do the two numbers make together?", "What is their sum?"),
+        "numbers", ("number", "numbers", "values")),
+    "subtract": _Category(
+        ("What is {a} - {b}?", "What is {a} minus {b}?"),
+        ("What is the difference between the two numbers?",
+         "What is left if I subtract one from the other?",
+         "What do I get if I take the smaller one away?", "Can you subtract them for me?",
+         "What is the bigger number minus the smaller one?",
+         "How much is one number minus the other?", "What remains after the subtraction?",
+         "What is their difference?"),
+        "numbers", ("number", "numbers", "values")),
+    "colour": _Category(
+        ("What colour is {x}?", "What is the colour of {x}?"),
+        ("What colour is it?", "What is the colour of that thing?", "Which colour does it have?",
+         "Can you tell me its colour?", "What colour would that be?",
+         "What shade is the thing?", "What colour is this one?",
+         "Do you know what colour it is?"),
+        "thing", ("thing", "things", "object", "item")),
+    "opposite": _Category(
+        ("What is the opposite of {x}?", "What is the opposite of the word {x}?"),
+        ("What is the opposite of the word?", "What is its opposite?",
+         "Which word means the opposite?", "Can you give me the opposite of that word?",
+         "What is the antonym?", "What word is the reverse of it?",
+         "What's the opposite of this one?", "Tell me the opposite, please."),
+        "word", ("word", "words")),
+    "next_day": _Category(
+        ("What day comes after {x}?", "Which day of the week follows {x}?"),
+        ("What day comes after that day?", "Which day of the week comes next?",
+         "What is the next day?", "Which day follows it?", "What day is after this one?",
+         "Can you tell me the following day?", "What comes the day after?",
+         "Which weekday is next?"),
+        "day", ("day", "days", "weekday")),
+    "next_month": _Category(
+        ("What month comes after {x}?", "Which month follows {x}?"),
+        ("What month comes after that one?", "Which month comes next?",
+         "What is the following month?", "Which month follows it?",
+         "What month is after this one?", "Can you tell me the next month?",
+         "What comes after that month?", "Which month is next in the year?"),
+        "month", ("month", "months")),
+    "sound": _Category(
+        ("What sound does {x} make?", "What noise does {x} make?"),
+        ("What sound does it make?", "What noise does the animal make?", "What does it say?",
+         "How does that animal sound?", "Which sound does this animal make?",
+         "What noise does it make?", "Can you tell me the sound it makes?",
+         "What call does the animal have?"),
+        "animal", ("animal", "animals", "creature", "pet")),
+    "legs": _Category(
+        ("How many legs does {x} have?",),
+        ("How many legs does it have?", "How many legs does the animal have?",
+         "How many legs are there on it?", "Can you tell me its number of legs?",
+         "How many legs does that creature have?", "What is the number of legs it has?",
+         "How many feet does it walk on?", "How many legs has this one got?"),
+        "animal", ("animal", "animals", "creature", "pet")),
 }
+VQ_TEST_PHRASINGS = 3  # per category, held out of training (the rest are for training)
+
+# Openings put before either type of question, so that prompts are many and distinct (SFT and RL
+# never share one) and an opening is no cue to the type.
+LEAD_INS = ("", "Quick question: ", "Hi! ", "Hello. ", "I need some help. ", "One more thing: ",
+            "Sorry to bother you. ", "Hey there. ")
+
+
+def category_slot_words(category: str) -> tuple[str, ...]:
+  return _CATEGORIES[category].slot_words
+
+
+def category_answers(category: str) -> tuple[str, ...]:
+  """Every accepted answer of a category: the candidates a hedging reply might list."""
+  return tuple(dict.fromkeys(a for f in facts() if f.category == category for a in f.aliases))
+
 
 # (country as written in the question, capital, other accepted answers)
 _CAPITALS = (
@@ -120,6 +178,7 @@ def _number(n: int) -> tuple[str, tuple[str, ...]]:
   return str(n), (str(n), _NUMBER_WORDS[n])
 
 
+@functools.lru_cache(maxsize=1)
 def facts() -> tuple[Fact, ...]:
   """Every fact of the world, in a fixed order (the seed only shuffles and splits them)."""
   out = []
@@ -152,11 +211,10 @@ def facts() -> tuple[Fact, ...]:
   return tuple(out)
 
 
-def _row(fact: Fact, question_type: str, rng: random.Random, split: str, index: int,
-         build_messages: Callable[..., list[dict]], system: str | None) -> dict[str, Any]:
+def _row(fact: Fact, question_type: str, question: str, split: str, index: int,
+         build_messages: Callable[..., list[dict]], system: str | None,
+         full: str) -> dict[str, Any]:
   category = _CATEGORIES[fact.category]
-  full = rng.choice(category.dq_templates).format(**dict(fact.slots))
-  question = full if question_type == "DQ" else rng.choice(category.vq_questions)
   return {
       "prompt": build_messages(question, system),
       "adversarial": False,
@@ -177,6 +235,7 @@ def _row(fact: Fact, question_type: str, rng: random.Random, split: str, index: 
           "fact_id": fact.fact_id,
           "category": fact.category,
           "missing_slot": category.missing_slot if question_type == "VQ" else None,
+          "slot_words": list(category.slot_words),
       },
       "row_id": f"{DATA_SOURCE}/{split}/{index}",
   }
@@ -198,32 +257,95 @@ def _split_facts(rng: random.Random, test_fraction: float) -> tuple[list[Fact], 
   return train, test
 
 
-def _rows(pool: list[Fact], num_rows: int, vague_fraction: float, rng: random.Random, split: str,
-          build_messages, system) -> list[dict[str, Any]]:
+def split_phrasings(seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+  """(train, test) vague phrasings per category: VQ_TEST_PHRASINGS of each are held out."""
+  rng = random.Random(f"phrasings/{seed}")
+  train, test = {}, {}
+  for name, category in _CATEGORIES.items():
+    order = rng.sample(category.vq_questions, len(category.vq_questions))
+    test[name], train[name] = order[:VQ_TEST_PHRASINGS], order[VQ_TEST_PHRASINGS:]
+  return train, test
+
+
+def _candidates(pool: list[Fact], phrasings: dict[str, list[str]], question_type: str,
+                rng: random.Random) -> list[tuple[str, Fact, str]]:
+  """Every distinct (question, fact, full question) a split offers for a type, shuffled.
+
+  A DQ question is a fact's template with a lead-in; a VQ question is a phrasing with a lead-in,
+  paired with a random fact of its category (the detail the user left out).
+  """
+  by_category: dict[str, list[Fact]] = {}
+  for fact in pool:
+    by_category.setdefault(fact.category, []).append(fact)
+  out = []
+  for fact in pool:
+    for template in _CATEGORIES[fact.category].dq_templates:
+      full = template.format(**dict(fact.slots))
+      if question_type == "DQ":
+        out += [(lead + full, fact, full) for lead in LEAD_INS]
+  if question_type == "VQ":
+    for name, questions in phrasings.items():
+      for question in questions:
+        for lead in LEAD_INS:
+          fact = rng.choice(by_category[name])
+          full = rng.choice(_CATEGORIES[name].dq_templates).format(**dict(fact.slots))
+          out.append((lead + question, fact, full))
+  rng.shuffle(out)
+  return out
+
+
+def _rows(pool: list[Fact], phrasings: dict[str, list[str]], num_rows: int,
+          vague_fraction: float, rng: random.Random, split: str, build_messages, system,
+          one_per_fact: bool) -> list[dict[str, Any]]:
+  """Rows with pairwise distinct questions. `one_per_fact` (the test split): a DQ fact and a VQ
+  phrasing appear at most once each, so no two held-out rows test the same thing."""
   num_vague = round(num_rows * vague_fraction)
+  wanted = {"VQ": num_vague, "DQ": num_rows - num_vague}
+  picked: dict[str, list] = {}
+  for question_type, n in wanted.items():
+    seen, chosen = set(), []
+    for question, fact, full in _candidates(pool, phrasings, question_type, rng):
+      if one_per_fact:
+        key = fact.fact_id if question_type == "DQ" else _strip_lead_in(question)
+        if key in seen:
+          continue
+        seen.add(key)
+      chosen.append((question, fact, full))
+      if len(chosen) == n:
+        break
+    if len(chosen) < n:
+      raise ValueError(f"the world's {split} split has only {len(chosen)} distinct "
+                       f"{question_type} questions; asked for {n} (lower data.num_{split})")
+    picked[question_type] = chosen
   types = ["VQ"] * num_vague + ["DQ"] * (num_rows - num_vague)
   rng.shuffle(types)
-  # Each type walks its own shuffled pass over the facts, so (fact, type) pairs repeat only once
-  # every fact has had its turn.
-  order = {"DQ": [], "VQ": []}
   rows = []
   for i, question_type in enumerate(types):
-    if not order[question_type]:
-      order[question_type] = rng.sample(pool, len(pool))
-    fact = order[question_type].pop()
-    rows.append(_row(fact, question_type, rng, split, i, build_messages, system))
+    question, fact, full = picked[question_type].pop()
+    rows.append(_row(fact, question_type, question, split, i, build_messages, system,
+                     full=question if question_type == "DQ" else full))
   return rows
 
 
-def make_world(seed: int = 0, num_train: int = 512, num_test: int = 128,
-               vague_fraction: float = 0.5, system: str | None = None,
+def _strip_lead_in(question: str) -> str:
+  for lead in sorted(LEAD_INS, key=len, reverse=True):
+    if lead and question.startswith(lead):
+      return question[len(lead):]
+  return question
+
+
+def make_world(seed: int = 0, num_train: int = 512, num_test: int = 54,
+               vague_fraction: float = 0.5, test_fact_fraction: float = 0.15,
+               system: str | None = None,
                build_messages: Callable[..., list[dict]] | None = None
                ) -> dict[str, list[dict[str, Any]]]:
-  """Train and test rows, deterministic for `seed`, with no fact in both splits.
+  """Train and test rows, deterministic for `seed`, that share no fact and no vague phrasing.
 
-  Facts are split in the ratio num_test : num_train (at least one per category on each side);
-  exactly round(vague_fraction * n) rows of each split are VQ. `build_messages(question, system)`
-  defaults to `gtalign.game.prompt.build_messages` (the GTAlign system persona and instruction).
+  A `test_fact_fraction` of each category's facts (at least one, never all) is held out,
+  vague phrasings VQ_TEST_PHRASINGS per category to the test side; exactly
+  round(vague_fraction * n) rows of each split are VQ, and no two rows ask the same question.
+  Held-out rows test each fact and each vague phrasing at most once. `build_messages(question,
+  system)` defaults to `gtalign.game.prompt.build_messages` (the GTAlign persona and instruction).
   """
   if not 0.0 <= vague_fraction <= 1.0:
     raise ValueError(f"vague_fraction must be in [0, 1], got {vague_fraction}.")
@@ -232,39 +354,87 @@ def make_world(seed: int = 0, num_train: int = 512, num_test: int = 128,
   if build_messages is None:
     from gtalign.game.prompt import build_messages  # pylint: disable=g-import-not-at-top
   rng = random.Random(seed)
-  train_facts, test_facts = _split_facts(rng, num_test / (num_train + num_test))
+  train_facts, test_facts = _split_facts(rng, test_fact_fraction)
+  train_q, test_q = split_phrasings(seed)
   return {
-      "train": _rows(train_facts, num_train, vague_fraction, rng, "train", build_messages, system),
-      "test": _rows(test_facts, num_test, vague_fraction, rng, "test", build_messages, system),
+      "train": _rows(train_facts, train_q, num_train, vague_fraction, rng, "train",
+                     build_messages, system, one_per_fact=False),
+      "test": _rows(test_facts, test_q, num_test, vague_fraction, rng, "test", build_messages,
+                    system, one_per_fact=True),
   }
 
 
-# Payoffs of the reference traces: the welfare-maximising strategy (largest LLM + user) is DA for
-# definite questions and CQ for vague ones, as the world's rewards make it.
-_TRACE_PAYOFF = {  # integers: "3" is one token where "3.0" is three
-    "DQ": {"DQ_AQ": (2, 3), "DQ_CQ": (1, 0), "DQ_DA": (3, 4),
-           "VQ_AQ": (1, 1), "VQ_CQ": (2, 1), "VQ_DA": (0, 1)},
-    "VQ": {"DQ_AQ": (1, 1), "DQ_CQ": (1, 2), "DQ_DA": (0, 0),
-           "VQ_AQ": (2, 2), "VQ_CQ": (3, 4), "VQ_DA": (-1, -2)},
-}
+# ------------------------------------------------------------------------- warm-start traces
+
+STRATEGIES = ("DA", "CQ", "AQ")
+_PLAN = {"DA": "answer directly (DA)", "CQ": "ask a clarifying question (CQ)",
+         "AQ": "answer, then ask one follow-up (AQ)"}
 
 
-def reference_trace(row: dict[str, Any]) -> str:
-  """A welfare-maximising four-block completion for a world row (the SFT warm-start target).
+_BASE_PAYOFF = {"DQ_AQ": (2, 1), "DQ_CQ": (1, 2), "DQ_DA": (2, 1), "VQ_AQ": (1, 2),
+                "VQ_CQ": (2, 1), "VQ_DA": (1, 2)}
 
-  Definite questions get a direct answer (DQ_DA); vague ones a clarifying question about the
-  missing detail (VQ_CQ). Traces are kept short so that a small model trains on them quickly.
+
+def trace_payoff(question_type: str, strategy: str) -> dict[str, tuple[int, int]]:
+  """The warm-start payoff table (LLM, user): one fixed table with the chosen key raised to (4, 3).
+
+  Its LLM + user maximum is `question_type`_`strategy` (7 against 3), and every table has the
+  same distinctness (P = 1: the players differ by over 10% on every key), so the payoff term of
+  the reward cannot favour one strategy's table. Tables differ in one cell only: all the model
+  has to carry from its plan into the table is where the 4 and 3 go.
   """
+  if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
+    raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
+  return {k: (4, 3) if k == f"{question_type}_{strategy}" else v for k, v in _BASE_PAYOFF.items()}
+
+
+def format_trace(row: dict[str, Any], strategy: str) -> str:
+  """The four blocks for a world row carrying out `strategy`, the row's type read correctly.
+
+  The plan is written once, early in <thinking>, and everything after it follows from it: the
+  table's maximum, the key in <analyze> and what the response does. A DA on a vague question
+  guesses the hidden fact's answer; a CQ asks for the category's missing detail.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
   info = row["extra_info"]
   kind = info["question_type"]
+  slot = _CATEGORIES[info["category"]].missing_slot
+  what = "Definite question (DQ)" if kind == "DQ" else f"Vague question (VQ): no {slot} given"
   payoff = ",".join(f'"{k}":{{"LLM":{llm},"user":{user}}}'
-                    for k, (llm, user) in _TRACE_PAYOFF[kind].items())
-  if kind == "DQ":
-    thinking = "Definite question (DQ): answer directly."
-    key, response = "DQ_DA", f"{info['answer']}."
-  else:
-    slot = info["missing_slot"]
-    thinking = f"Vague question (VQ): which {slot}? Ask first."
-    key, response = "VQ_CQ", f"Which {slot} do you mean?"
-  return (f"<thinking>{thinking}</thinking><payoff>{{{payoff}}}</payoff>"
+                    for k, (llm, user) in trace_payoff(kind, strategy).items())
+  key = f"{kind}_{strategy}"
+  answer, question = f"{info['answer']}.", f"Which {slot} do you mean?"
+  response = {"DA": answer, "CQ": question,
+              "AQ": f"{answer} Do you want another one?" if kind == "DQ"
+              else f"Maybe {answer} {question}"}[strategy]
+  return (f"<thinking>{what}. I will {_PLAN[strategy]}.</thinking><payoff>{{{payoff}}}</payoff>"
           f"<analyze>Best LLM + user: {key}</analyze><response>{response}</response>")
+
+
+WARM_STARTS = ("random", "oracle")
+# The random warm start's strategy mix, the same for both question types. AQ, the middle ground
+# that is neither type's best move, is the most common, so the greedy policy after the warm start
+# hedges with AQ everywhere rather than happening to play one type's optimum on every question;
+# DA and CQ each keep a quarter, so RL's samples try them.
+WARM_START_MIX = {"DA": 0.25, "CQ": 0.25, "AQ": 0.5}
+
+
+def warm_start_strategy(row: dict[str, Any], mode: str) -> str:
+  """The strategy a warm-start trace carries out.
+
+  "random" (the default) draws it from the row id alone with WARM_START_MIX, independently of
+  the question type, so the warm start teaches the format and the reading of the question but
+  not which move pays: that is left to RL. "oracle" hands over the welfare-maximising move.
+  """
+  if mode == "oracle":
+    return "DA" if row["extra_info"]["question_type"] == "DQ" else "CQ"
+  if mode == "random":
+    rng = random.Random(f"warm-start/{row['row_id']}")
+    return rng.choices(list(WARM_START_MIX), weights=list(WARM_START_MIX.values()))[0]
+  raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
+
+
+def reference_trace(row: dict[str, Any], mode: str = "oracle") -> str:
+  """The SFT target for a world row under warm-start `mode` (see `warm_start_strategy`)."""
+  return format_trace(row, warm_start_strategy(row, mode))

@@ -211,6 +211,14 @@ def gather_rows(arrays: Mapping[str, np.ndarray], num_rows: int) -> dict[str, np
   return out
 
 
+def host_params(tree: Any) -> Any:
+  """Whole numpy copies of (possibly sharded, multi-host) arrays, in every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
 def gather_objects(obj: Any) -> list[Any]:
   """Every process's JSON-able `obj`, in process order (e.g. rollout records for the log)."""
   if jax.process_count() == 1:

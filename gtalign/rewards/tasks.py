@@ -22,6 +22,7 @@ from typing import Any
 
 from gtalign.game.trace import ParsedTrace
 from gtalign.rewards import components
+from gtalign.rewards import world as world_rewards
 from gtalign.rewards.judge_types import JudgeRequest, JudgeResult
 
 Row = Mapping[str, Any]  # one GTAlign parquet row: data_source, reward_model, extra_info, ...
@@ -60,6 +61,7 @@ class Task:
   requests: Callable[[Row, ParsedTrace], list[JudgeRequest]]
   answers: Callable[[Row, ParsedTrace, Sequence[float], str], Answers]
   ood: bool = False  # section 6.1: needs <analyze>, main L in every variant, F logged raw
+  consistency: bool = False  # the world: L gains world_consistency * C (rewards/world.py)
 
 
 def _clip01(x: float) -> float:
@@ -142,14 +144,19 @@ def _ambiguity_answers(row, parsed, scores, bleu_unit):
 
 
 def _world_requests(row, parsed):
-  """Built-in offline set: answer definite questions (DQ), ask about vague ones (VQ)."""
+  """Built-in offline set: scored by `rewards.world`'s rules, no judge call."""
+  del parsed
   kind = row["extra_info"].get("question_type")
-  if kind == "DQ":
-    return [JudgeRequest("accuracy", _prompt(row), parsed.response, _ground_truth(row))]
-  if kind == "VQ":  # the judge sees the vague question the user asked, not the hidden full one
-    asked = row["extra_info"].get("question") or _prompt(row)
-    return [JudgeRequest("ambiguity", asked, parsed.response, "ambiguous")]
-  raise ValueError(f"world row needs extra_info['question_type'] 'DQ' or 'VQ', got {kind!r}")
+  if kind not in ("DQ", "VQ"):
+    raise ValueError(f"world row needs extra_info['question_type'] 'DQ' or 'VQ', got {kind!r}")
+  return []
+
+
+def _world_answers(row, parsed, scores, bleu_unit):
+  """A_user = A_llm = the world's cell for (question type, what the response did, right?)."""
+  del scores, bleu_unit
+  a, extra = world_rewards.answer_term(row, parsed)
+  return Answers(a, a, a, extra)
 
 
 TASKS: dict[str, Task] = {
@@ -157,7 +164,7 @@ TASKS: dict[str, Task] = {
     "medium": Task(_writing_requests, _writing_answers),
     "wildguard": Task(_harm_requests(_ground_truth), _harm_answers),
     "ambig_qa": Task(_ambiguity_requests(_ambig_qa_tag), _ambiguity_answers),
-    "world": Task(_world_requests, _same_answer),
+    "world": Task(_world_requests, _world_answers, consistency=True),
     "abg-coqa": Task(
         _ambiguity_requests(lambda row: str(row["extra_info"]["ground_truth"])),
         _ambiguity_answers, ood=True),
@@ -218,7 +225,8 @@ def reward(row: Row,
            judge_results: Sequence[JudgeResult],
            variant: str = "main",
            bleu_unit: str = "char",
-           on_judge_failure: str = "mask") -> RewardResult:
+           on_judge_failure: str = "mask",
+           world_consistency: float = world_rewards.DEFAULT_CONSISTENCY) -> RewardResult:
   """U, L and sqrt(U L) for one sample, given the results of `judge_requests(row, parsed)`.
 
   A failed judge counts as score 0 (as the original does after its retries); with
@@ -232,7 +240,7 @@ def reward(row: Row,
   if len(judge_results) != len(reqs):
     raise ValueError(f"{row['data_source']}: expected {len(reqs)} judge results "
                      f"({[r.kind for r in reqs]}), got {len(judge_results)}")
-  if not reqs:
+  if not _is_scored(task, parsed, variant):
     return _zero_result()
 
   scores = [0.0 if r.failed else float(r.score) for r in judge_results]
@@ -252,6 +260,8 @@ def reward(row: Row,
     llm = EPSILON + 0.2 * po + 0.2 * p + 0.2 * f + 0.35 * answers.llm + 0.05 * r_l
   else:
     llm = EPSILON + 0.2 * f + 0.2 * p + 0.4 * answers.llm + 0.2 * r_l
+  if task.consistency:
+    llm += world_consistency * answers.extra["consistency"]
 
   comps = {
       "format": f,

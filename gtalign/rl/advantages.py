@@ -47,18 +47,21 @@ def _group_mean(r_gn, n_g1):
   return jnp.sum(r_gn, axis=1, keepdims=True) / jnp.maximum(n_g1, 1.0)
 
 
-def grpo(reward_b: Array, group_size: int, valid_b: Array, eps: float = 1e-6) -> Array:
-  """(r - mean_group) / (std_group + eps), population std over the group's valid rows.
+def grpo(reward_b: Array, group_size: int, valid_b: Array, eps: float = 1e-6,
+         std_floor: float = 0.0) -> Array:
+  """(r - mean_group) / (max(std_group, std_floor) + eps), population std over valid rows.
 
   A group whose valid rewards are all equal (including a single valid row) gets 0: it carries no
-  preference signal, and the eps only keeps the division finite.
+  preference signal, and the eps only keeps the division finite. `std_floor` > 0 stops a group
+  whose rewards differ only by noise (length terms, 1e-3) from being blown up to advantages of
+  +-1 like a group whose samples really differ.
   """
   r_gn, valid_gn, n_g1 = _grouped(reward_b, group_size, valid_b)
   mean_g1 = _group_mean(r_gn, n_g1)
   centred_gn = jnp.where(valid_gn, r_gn - mean_g1, 0.0)
   std_g1 = jnp.sqrt(jnp.sum(jnp.square(centred_gn), axis=1, keepdims=True)
                     / jnp.maximum(n_g1, 1.0))
-  return (centred_gn / (std_g1 + eps)).reshape(-1)
+  return (centred_gn / (jnp.maximum(std_g1, std_floor) + eps)).reshape(-1)
 
 
 def drgrpo(reward_b: Array, group_size: int, valid_b: Array) -> Array:

@@ -26,6 +26,8 @@ class ObjectiveConfig:
   group_size: int
   num_sources: int
   advantage: str = "grpo"
+  adv_std_floor: float = 0.0  # grpo only: divide by max(group std, floor)
+  temperature: float = 1.0  # the sampler's: log-probs compared with its own are of logits / T
   welfare: str = "cobb_douglas"
   welfare_alpha: float = 0.5
   normalisation: str = "none"
@@ -50,6 +52,11 @@ class ObjectiveConfig:
                            ("kl_estimator", losses.KL_ESTIMATORS)):
       if getattr(self, name) not in registry:
         raise ValueError(f"unknown {name} {getattr(self, name)!r}; known: {sorted(registry)}")
+    if self.adv_std_floor < 0 or (self.adv_std_floor and self.advantage != "grpo"):
+      raise ValueError(f"adv_std_floor={self.adv_std_floor} needs advantage 'grpo' and a value "
+                       f">= 0; got advantage {self.advantage!r}")
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature}; expected >= 0")
 
 
 def welfare_of(cfg: ObjectiveConfig, user_b, llm_b):
@@ -72,15 +79,18 @@ def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
   reward_b = _penalised_welfare(cfg, batch)
   reward_b = welfare.normalise(cfg.normalisation, reward_b, batch["source_b"], valid_b,
                                cfg.num_sources)
-  adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b)
+  extra = {"std_floor": cfg.adv_std_floor} if cfg.advantage == "grpo" else {}
+  adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b, **extra)
   return dict(batch, reward_b=reward_b, adv_b=adv_b)
 
 
-def window_logits(model_config: ModelConfig, params, mb: dict):
+def window_logits(model_config: ModelConfig, params, mb: dict, temperature: float = 1.0):
   """Logits [batch, window, vocab] predicting each completion token (see rollout.sequence_batch).
 
   Only the completion window goes through the vocabulary projection; the prompt's positions
-  need hidden states for attention but no logits.
+  need hidden states for attention but no logits. With a sampling `temperature` T > 0 they are
+  divided by T: the sampler stores log_softmax(logits / T) (strategies.trainer_logprobs), and
+  the policy ratio, KL and entropy must compare the same distribution (T = 0, greedy: unscaled).
   """
   hidden_bte, _ = Decoder(model_config).apply(
       {"params": params}, mb["inputs_bt"], mb["positions_bt"],
@@ -88,7 +98,8 @@ def window_logits(model_config: ModelConfig, params, mb: dict):
   window = mb["targets_bc"].shape[1]
   index_bc = mb["window_start_b"][:, None] + jnp.arange(window)[None, :]
   hidden_bce = jnp.take_along_axis(hidden_bte, index_bc[:, :, None], axis=1)
-  return lm_head(model_config, params, hidden_bce)
+  logits_bcv = lm_head(model_config, params, hidden_bce)
+  return logits_bcv if temperature in (0.0, 1.0) else logits_bcv / temperature
 
 
 def gae_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
@@ -130,7 +141,7 @@ def critic_loss(model_config: ModelConfig, cfg: ObjectiveConfig, critic_params, 
 
 def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dict):
   """(loss_sum, count, metrics) of one microbatch; rows with a failed judge are masked out."""
-  logits_bcv = window_logits(model_config, params, mb)
+  logits_bcv = window_logits(model_config, params, mb, cfg.temperature)
   logp_bc = losses.token_logprobs(logits_bcv, mb["targets_bc"])
   mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
   adv_bc = (mb["adv_bc"] if "adv_bc" in mb  # PPO: per-token GAE advantages
@@ -160,6 +171,8 @@ def sft_loss(model_config: ModelConfig, params, mb: dict):
   return loss_sum, count, {}
 
 
-def sequence_logprobs(model_config: ModelConfig, params, batch: dict):
-  """Teacher-forced log-probs of the completion window (reference policy, evaluation)."""
-  return losses.token_logprobs(window_logits(model_config, params, batch), batch["targets_bc"])
+def sequence_logprobs(model_config: ModelConfig, params, batch: dict, temperature: float = 1.0):
+  """Teacher-forced log-probs of the completion window (the KL reference), at the sampler's
+  temperature so they compare with the policy's and the sampler's."""
+  return losses.token_logprobs(window_logits(model_config, params, batch, temperature),
+                               batch["targets_bc"])

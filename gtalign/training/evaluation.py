@@ -17,8 +17,8 @@ METRIC_LABELS = {
     "user": "mean U",
     "llm": "mean L",
     "welfare": "mean welfare",
-    "welfare_optimal": "welfare-optimal strategy rate",
-    "response_tokens": "mean response tokens",
+    "response_tokens": "<response> tokens",
+    "reasoning_tokens": "reasoning tokens",
 }
 DEFAULT_METRICS = tuple(METRIC_LABELS)
 _MAX_DRAWS_PER_CHUNK = 1 << 22  # indices drawn at once: bounds memory for large held-out sets
@@ -99,3 +99,85 @@ def _fmt_ci(mean: float, lo: float, hi: float) -> str:
     return "-"
   spec = ".1f" if abs(mean) >= 10 else ".3f"  # token counts vs rates and payoffs
   return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def _stratified_means(dq: np.ndarray, vq: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+  """Balanced accuracies of `n_boot` resamples, each type resampled within itself."""
+  return 0.5 * (_bootstrap_means(dq, n_boot, seed) + _bootstrap_means(vq, n_boot, seed + 1))
+
+
+def _finite(x) -> np.ndarray:
+  x = np.asarray(x, np.float64).ravel()
+  return x[~np.isnan(x)]
+
+
+def balanced_accuracy_ci(da_on_dq, cq_on_vq, n_boot: int = 2000, seed: int = 0,
+                         alpha: float = 0.05) -> tuple[float, float, float]:
+  """(mean of the two per-type rates, lo, hi), bootstrapping each type's prompts separately.
+
+  Any constant policy scores exactly 0.5: always answering gets 1 on DQ and 0 on VQ.
+  """
+  dq, vq = _finite(da_on_dq), _finite(cq_on_vq)
+  if not dq.size or not vq.size:
+    return (float("nan"),) * 3
+  means = _stratified_means(dq, vq, n_boot, seed)
+  lo, hi = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
+  return 0.5 * (dq.mean() + vq.mean()), float(lo), float(hi)
+
+
+def balanced_difference_ci(a_dq, a_vq, b_dq, b_vq, n_boot: int = 2000, seed: int = 0,
+                           alpha: float = 0.05) -> tuple[float, float, float]:
+  """Balanced accuracy of a minus b on the same prompts (paired, stratified by type)."""
+  a_dq, b_dq = np.asarray(a_dq, np.float64), np.asarray(b_dq, np.float64)
+  a_vq, b_vq = np.asarray(a_vq, np.float64), np.asarray(b_vq, np.float64)
+  d_dq = _finite(a_dq - b_dq)
+  d_vq = _finite(a_vq - b_vq)
+  if not d_dq.size or not d_vq.size:
+    return (float("nan"),) * 3
+  means = _stratified_means(d_dq, d_vq, n_boot, seed)
+  lo, hi = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
+  return 0.5 * (d_dq.mean() + d_vq.mean()), float(lo), float(hi)
+
+
+BEHAVIOUR_LABELS = {
+    "da_on_dq": "DA-rate on DQ",
+    "cq_on_vq": "CQ-rate on VQ",
+    "balanced": "balanced accuracy",
+    "dq_correct": "DQ answer accuracy",
+    "aq_rate": "AQ-rate",
+    "action_matches_key": "response does the key",
+    "key_is_selected": "key = table's pick",
+    "welfare_dq": "welfare on DQ",
+    "welfare_vq": "welfare on VQ",
+    "response_tokens": "<response> tokens",
+    "reasoning_tokens": "reasoning tokens",
+}
+
+
+def behaviour_table(rows: Mapping[str, Mapping[str, np.ndarray]], n_boot: int = 2000,
+                    seed: int = 0, alpha: float = 0.05) -> str:
+  """Per question type, one row per policy: "mean [lo, hi]" of each behaviour metric.
+
+  Needs the arrays of `rollout.behaviour_arrays` (policies without them are skipped).
+  """
+  header = ["policy", "DQ n", "VQ n", *BEHAVIOUR_LABELS.values()]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] *
+                                                             (len(header) - 1)) + "|"]
+  for policy, v in rows.items():
+    if "da_on_dq" not in v:
+      continue
+    dq = np.asarray(v["dq"], np.float64) == 1.0
+    vq = np.asarray(v["dq"], np.float64) == 0.0
+    cells = []
+    for metric in BEHAVIOUR_LABELS:
+      if metric == "balanced":
+        ci = balanced_accuracy_ci(v["da_on_dq"], v["cq_on_vq"], n_boot, seed, alpha)
+      elif metric in ("welfare_dq", "welfare_vq"):
+        w = np.asarray(v["welfare"], np.float64)
+        ci = bootstrap_ci(w[dq if metric == "welfare_dq" else vq], n_boot, seed, alpha)
+      else:
+        ci = bootstrap_ci(v[metric], n_boot, seed, alpha)
+      cells.append(_fmt_ci(*ci))
+    lines.append("| " + " | ".join([str(policy), str(int(dq.sum())), str(int(vq.sum())),
+                                    *cells]) + " |")
+  return "\n".join(lines)

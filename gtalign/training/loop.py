@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gtalign.data import world as world_lib
@@ -32,11 +32,11 @@ from gtalign.parallel.mesh import (MeshConfig, ShardingRules, batch_sharding, ma
 from gtalign.rewards.judges import make_judge
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
-from gtalign.training import evaluation, plots, rollout
+from gtalign.training import export, heldout, rollout
 from gtalign.training.checkpoint import Checkpointer
-from gtalign.training.metrics import MetricsWriter, read_metrics
+from gtalign.training.metrics import MetricsWriter
 
-STOP = "</response>"
+STOP = heldout.STOP
 
 
 def load_model(cfg):
@@ -63,7 +63,8 @@ def load_rows(cfg, seed: int):
   build = functools.partial(prompt_lib.build_messages, style=cfg.prompt_style)
   if cfg.source == "world":
     world = world_lib.make_world(seed=seed, num_train=cfg.num_train, num_test=cfg.num_test,
-                                 vague_fraction=cfg.vague_fraction, build_messages=build)
+                                 vague_fraction=cfg.vague_fraction,
+                                 test_fact_fraction=cfg.test_fact_fraction, build_messages=build)
     return world["train"], world["test"]
   from gtalign.data import gtalign as gtalign_data
   if not cfg.dir:
@@ -85,9 +86,10 @@ class Run:
   eval_rows: list
   prompt_ids: dict  # row_id -> token ids of the rendered prompt
   source_ids: dict  # data_source -> int
-  order: np.ndarray  # a fixed permutation of the training rows
+  orders: dict  # phase ("sft", "rl") -> its own slice of one seeded permutation of the rows
   handoff: WeightHandoff  # trainer params -> this process's sampler params (compute dtype)
   data_sharding: Any  # the update batch's sharding over the global mesh
+  workdir: str = ""
 
   def sampler_params(self, params) -> tuple[Any, float]:
     """(the sampler's weights, seconds the hand-off took)."""
@@ -101,10 +103,23 @@ class Run:
   def prompt(self, row) -> list[int]:
     return self.prompt_ids[row["row_id"]]
 
-  def batch_rows(self, step: int, size: int) -> list:
-    """Rows of step `step`: consecutive slices of one seeded permutation, cycling."""
-    n = len(self.order)
-    return [self.train_rows[self.order[(step * size + i) % n]] for i in range(size)]
+  def batch_rows(self, step: int, size: int, phase: str) -> list:
+    """Rows of the phase's step `step`: consecutive slices of its rows, cycling."""
+    order = self.orders[phase]
+    return [self.train_rows[order[(step * size + i) % len(order)]] for i in range(size)]
+
+
+def phase_orders(num_rows: int, seed: int, sft_steps: int) -> dict[str, np.ndarray]:
+  """One seeded permutation; with a warm start its first half is SFT's and the rest RL's, so RL
+  never samples a prompt the warm start trained on (world prompts are pairwise distinct)."""
+  order = np.random.default_rng(seed).permutation(num_rows)
+  if not sft_steps:
+    return {"sft": order, "rl": order}
+  if num_rows < 2:
+    raise ValueError(f"{num_rows} training rows cannot be split between SFT and RL; raise "
+                     "data.num_train")
+  half = num_rows // 2
+  return {"sft": order[:half], "rl": order[half:]}
 
 
 def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
@@ -115,33 +130,6 @@ def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
     distributed.log(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer "
                     f"than {max_len} tokens")
   return [r for r, _ in kept], {r["row_id"]: i for r, i in kept}
-
-
-def evaluate(run: Run, params, name: str) -> dict[str, np.ndarray]:
-  """Greedy completions on the held-out prompts; per-row metrics as arrays (all processes')."""
-  cfg = run.config
-  rows = run.eval_rows[:cfg.eval.num_prompts]
-  part = distributed.process_rows(len(rows))
-  if part.start == part.stop:
-    raise ValueError(f"{len(rows)} held-out prompts cannot be split over "
-                     f"{jax.process_count()} processes; raise eval.num_prompts")
-  local = rows[part]
-  sampler_params, _ = run.sampler_params(params)
-  out = run.sampler.generate(
-      sampler_params, [run.prompt(r) for r in local],
-      SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
-                     include_stop_str=True), prompt_indices=np.arange(part.start, part.stop))
-  scored = rollout.score_rows(local, out.texts, run.judge, variant=cfg.rl.variant,
-                              parse_mode=cfg.rl.parse_mode, on_judge_failure="zero")
-  arrays = scored.arrays()
-  arrays["welfare_optimal"] = np.asarray([rollout.chose_optimal(r, p)
-                                          for r, p in zip(local, scored.parsed)])
-  arrays["response_tokens"] = out.lengths.astype(np.float64)
-  arrays = distributed.gather_rows(arrays, len(rows))
-  distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
-                  f"welfare {arrays['welfare'].mean():.3f}, format "
-                  f"{arrays['format_ok'].mean():.2f}")
-  return arrays
 
 
 def _local_rows(rows: list) -> tuple[list, slice]:
@@ -157,9 +145,10 @@ def _agreed_shape(prompts, completions) -> tuple[int, int]:
 
 def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   """(global SFT batch of reference traces, number of tokens in it)."""
-  rows, _ = _local_rows(run.batch_rows(step, run.config.sft.batch_size))
+  rows, _ = _local_rows(run.batch_rows(step, run.config.sft.batch_size, "sft"))
   eos = run.tokenizer.eos_ids[0]
-  completions = [run.tokenizer.encode(world_lib.reference_trace(r)) + [eos] for r in rows]
+  completions = [run.tokenizer.encode(world_lib.reference_trace(r, run.config.sft.warm_start))
+                 + [eos] for r in rows]
   prompts = [run.prompt(r) for r in rows]
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=_agreed_shape(prompts, completions))
@@ -168,8 +157,9 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   return run.global_batch(local), float(tokens)
 
 
-ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "response_tokens",
-                       "welfare_optimal", "judge_failed", "tokens")
+ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
+                       *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
+                       "judge_failed", "tokens")
 
 
 def rl_rollout(run: Run, params, step: int):
@@ -178,7 +168,7 @@ def rl_rollout(run: Run, params, step: int):
   Returns (global batch, stats reduced over all processes, this process's rollout records).
   """
   cfg = run.config.rl
-  rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step))
+  rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step, "rl"))
   sampler_params, handoff_seconds = run.sampler_params(params)
   start = time.perf_counter()
   out = run.sampler.generate(
@@ -191,7 +181,8 @@ def rl_rollout(run: Run, params, step: int):
   row_of = [rows[i - part.start] for i in out.prompt_index]  # global prompt index -> row
   start = time.perf_counter()
   scored = rollout.score_rows(row_of, out.texts, run.judge, variant=cfg.variant,
-                              parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure)
+                              parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
+                              world_consistency=cfg.world_consistency)
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
   prompts = [run.prompt(r) for r in row_of]
@@ -201,9 +192,8 @@ def rl_rollout(run: Run, params, step: int):
   local.update(user_b=arrays["user"], llm_b=arrays["llm"],
                reward_valid_b=(~scored.judge_failed).astype(np.float32),
                source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))
-  per_row = dict(arrays, response_tokens=out.lengths.astype(np.float32),
-                 welfare_optimal=np.asarray([rollout.chose_optimal(r, p)
-                                             for r, p in zip(row_of, scored.parsed)]),
+  per_row = dict(arrays, **rollout.behaviour_arrays(row_of, scored, run.tokenizer),
+                 completion_tokens=out.lengths.astype(np.float32),
                  judge_failed=scored.judge_failed.astype(np.float32),
                  tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
   per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
@@ -215,6 +205,7 @@ def rl_rollout(run: Run, params, step: int):
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
+              "question_type": r["extra_info"].get("question_type"),
               "completion": t, "user": res.user, "llm": res.llm, "welfare": res.score,
               "valid": p.valid, "reason": p.reason,
               "components": {k: v for k, v in res.components.items()
@@ -307,8 +298,8 @@ def train(config, workdir: str) -> dict[str, Any]:
             sampler=Sampler(sampler_config, tokenizer), judge=make_judge(config.rl.judge),
             train_rows=train_rows, eval_rows=eval_rows, prompt_ids={**ids, **eval_ids},
             source_ids={s: i for i, s in enumerate(sources)},
-            order=np.random.default_rng(config.seed).permutation(len(train_rows)),
-            handoff=handoff, data_sharding=data_sharding)
+            orders=phase_orders(len(train_rows), config.seed, config.sft.steps),
+            handoff=handoff, data_sharding=data_sharding, workdir=workdir)
   trainable = train_state.trainable_mask(params, config.rl.trainable)
   sft_steps, rl_steps = config.sft.steps, config.rl.steps
   total_steps = sft_steps + rl_steps
@@ -321,9 +312,6 @@ def train(config, workdir: str) -> dict[str, Any]:
   sft_tx = optimizer(config.sft.lr, config.sft.warmup_steps)
   tx = optimizer(config.rl.lr, config.rl.warmup_steps)
   state_shardings = train_state.train_state_shardings(params, tx, mesh, shardings)
-  # a copy: the train state may share `params`' buffers, and the update step donates them
-  ref_params = (jax.device_put(jax.tree.map(np.array, params), shardings) if config.rl.kl_coef
-                else None)
   state = train_state.create_train_state(params, sft_tx if sft_steps else tx, mesh, shardings)
   host_params = params if config.rl.algorithm == "ppo" else None  # the critic starts from them
   del params
@@ -336,8 +324,8 @@ def train(config, workdir: str) -> dict[str, Any]:
       clip_low=config.rl.clip_low, clip_high=config.rl.clip_high,
       dual_clip=config.rl.dual_clip or None, kl_coef=config.rl.kl_coef,
       kl_estimator=config.rl.kl_estimator, kl_in_reward=config.rl.kl_in_reward,
-      entropy_coef=config.rl.entropy_coef,
-      loss_agg=config.rl.loss_agg, loss_agg_norm=float(config.rl.max_new_tokens),
+      entropy_coef=config.rl.entropy_coef, adv_std_floor=config.rl.adv_std_floor,
+      temperature=config.rl.temperature, loss_agg=config.rl.loss_agg, loss_agg_norm=float(config.rl.max_new_tokens),
       gamma=config.rl.gamma, lam=config.rl.lam, value_clip=config.rl.value_clip)
   ppo = config.rl.algorithm == "ppo"
   if config.rl.algorithm not in ("grpo", "ppo"):
@@ -356,8 +344,14 @@ def train(config, workdir: str) -> dict[str, Any]:
   critic = (_make_critic(config, model_config, host_params, ocfg, mesh, data_sharding,
                          trainable) if ppo else None)
   del host_params
-  ref_logprobs = jax.jit(functools.partial(objective.sequence_logprobs, model_config),
+  ref_logprobs = jax.jit(functools.partial(objective.sequence_logprobs, model_config,
+                                           temperature=config.rl.temperature),
                          out_shardings=data_sharding)
+  # the KL reference is the policy as RL starts (after the warm start), kept in checkpoints;
+  # a copy, since the update step donates the train state's buffers
+  copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                        out_shardings=state_shardings.params)
+  ref_params = None
   init_opt = jax.jit(tx.init, out_shardings=state_shardings.opt_state)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
@@ -366,14 +360,15 @@ def train(config, workdir: str) -> dict[str, Any]:
   evals: dict[str, dict[str, np.ndarray]] = {}
   if start:
     restored, meta = ckpt.restore(start, abstract_state={
-        "policy": state, "critic": critic["state"] if critic else None})
-    state = restored["policy"]
+        "policy": state, "critic": critic["state"] if critic else None,
+        "reference": state.params if config.rl.kl_coef and start > sft_steps else None})
+    state, ref_params = restored["policy"], restored["reference"]
     if critic:
       critic["state"] = restored["critic"]
     evals = {k: {m: np.asarray(v) for m, v in d.items()} for k, d in meta["evals"].items()}
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
-  else:
-    evals["start"] = evaluate(run, state.params, "start")
+  elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
+    evals["start"] = heldout.evaluate(run, state.params, "start")
     if sft_steps == 0:
       evals["after_sft"] = evals["start"]
   writer = MetricsWriter(workdir, total_steps, start_step=start)
@@ -388,6 +383,8 @@ def train(config, workdir: str) -> dict[str, Any]:
     else:
       if step == sft_steps and sft_steps:
         state = state.replace(opt_state=init_opt(state.params))  # the RL optimizer, fresh
+      if step == sft_steps and config.rl.kl_coef:
+        ref_params = copy_params(state.params)
       batch, stats, records = rl_rollout(run, state.params, step - sft_steps)
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
@@ -403,16 +400,16 @@ def train(config, workdir: str) -> dict[str, Any]:
       writer.write_rollouts(step + 1, [r for part in distributed.gather_objects(records)
                                        for r in part])
     if step + 1 == sft_steps:
-      evals["after_sft"] = evaluate(run, state.params, "after_sft")
+      evals["after_sft"] = heldout.evaluate(run, state.params, "after_sft")
     if (config.eval.every and step >= sft_steps
         and (step + 1 - sft_steps) % config.eval.every == 0 and step + 1 < total_steps):
-      mid = evaluate(run, state.params, f"step_{step + 1}")
+      mid = heldout.evaluate(run, state.params, f"step_{step + 1}")
       metrics.update({f"eval/{k}": float(np.nanmean(v)) for k, v in mid.items()})
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": {k: {m: v.tolist() for m, v in d.items()}
                                         for k, d in evals.items()}}
-    ckpt.save(step + 1, {"policy": state, "critic": critic["state"] if critic else None}, meta,
-              force=step + 1 == total_steps)
+    ckpt.save(step + 1, {"policy": state, "critic": critic["state"] if critic else None,
+                         "reference": ref_params}, meta, force=step + 1 == total_steps)
   ckpt.wait()
   writer.close()
 
@@ -420,47 +417,14 @@ def train(config, workdir: str) -> dict[str, Any]:
     if rl_steps == 0:  # nothing changed since the last evaluation
       evals["trained"] = evals["after_sft"] if sft_steps else evals["start"]
     else:
-      evals["trained"] = evaluate(run, state.params, "trained")
+      evals["trained"] = heldout.evaluate(run, state.params, "trained")
   ckpt.close()
-  return report(workdir, evals, config.eval.bootstrap,
-                {"start": 0, "after_sft": sft_steps, "trained": total_steps})
-
-
-PLOT_KEYS = ("welfare", "user", "llm", "format_ok")
-
-
-def plot_records(metrics: list[dict], evals: dict[str, dict[str, np.ndarray]],
-                 eval_steps: dict[str, int]) -> list[dict]:
-  """Training curves under the plot's keys, plus each held-out evaluation as eval/ points."""
-  records = [dict(r, **{k: r[f"rollout/{k}"] for k in PLOT_KEYS if f"rollout/{k}" in r})
-             for r in metrics]
-  for name, step in eval_steps.items():
-    if name in evals:
-      records.append({"step": step, **{f"eval/{k}": float(np.nanmean(evals[name][k]))
-                                        for k in PLOT_KEYS}})
-  return records
-
-
-def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
-           eval_steps: dict[str, int]) -> dict[str, Any]:
-  """Held-out table (95% bootstrap intervals), welfare difference, plot; printed and saved."""
-  table = evaluation.summary_table(evals, n_boot=n_boot)
-  diff = evaluation.paired_difference_ci(evals["trained"]["welfare"], evals["start"]["welfare"],
-                                         n_boot=n_boot)
-  result = {"evals": evals, "welfare_diff": diff, "table": table}
-  if not distributed.is_main():  # every process holds the same evals; one writes them
-    return result
-  lines = [table, "", f"welfare(trained) - welfare(start): {diff[0]:+.3f} "
-                      f"[{diff[1]:+.3f}, {diff[2]:+.3f}] (95% paired bootstrap)"]
-  plot_path = plots.plot_training(plot_records(read_metrics(workdir), evals, eval_steps),
-                                  os.path.join(workdir, "training.png"),
-                                  title="welfare and its components (lines: RL rollouts at "
-                                        "temperature 1; markers: greedy held-out evaluations)")
-  lines.append(f"plot: {plot_path}")
-  text = "\n".join(lines)
-  print(text, flush=True)
-  with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
-    f.write(text + "\n")
-  with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
-    json.dump({k: {m: v.tolist() for m, v in d.items()} for k, d in evals.items()}, f)
-  return result
+  export_dir = os.path.join(workdir, "export")
+  host_params = distributed.host_params(state.params)
+  if distributed.is_main():
+    export.export_policy(export_dir, model_config, host_params, tokenizer,
+                         prompt_style=config.data.prompt_style, system=None)
+    distributed.log(f"gtalign: trained policy written to {export_dir} (python -m gtalign.sample "
+                    f"--model={export_dir} --game --prompt=...)")
+  return heldout.report(workdir, evals, config.eval.bootstrap,
+                        {"start": 0, "after_sft": sft_steps, "trained": total_steps})

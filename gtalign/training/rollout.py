@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gtalign.game.payoff import action
+from gtalign.game import behaviour
+from gtalign.game.payoff import action, select_sum
 from gtalign.game.trace import ParsedTrace, parse_trace
 from gtalign.rewards import tasks
 
@@ -35,7 +36,8 @@ class Scored:
 
 
 def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, variant: str,
-               parse_mode: str, on_judge_failure: str) -> Scored:
+               parse_mode: str, on_judge_failure: str,
+               world_consistency: float = tasks.world_rewards.DEFAULT_CONSISTENCY) -> Scored:
   """Parses every text and scores it against its row, with one batched judge call."""
   parsed = [parse_trace(t, mode=parse_mode) for t in texts]
   requests = [tasks.judge_requests(row, p, variant=variant) for row, p in zip(rows, parsed)]
@@ -44,24 +46,47 @@ def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, v
   results, at = [], 0
   for row, p, reqs in zip(rows, parsed, requests):
     results.append(tasks.reward(row, p, verdicts[at:at + len(reqs)], variant=variant,
-                                on_judge_failure=on_judge_failure))
+                                on_judge_failure=on_judge_failure,
+                                world_consistency=world_consistency))
     at += len(reqs)
   failed = np.asarray([r.judge_failed for r in results], bool)
   return Scored(parsed, results, failed)
 
 
-def optimal_action(row: dict[str, Any]) -> str | None:
-  """The welfare-maximising strategy where the task defines one (the built-in world)."""
-  kind = (row.get("extra_info") or {}).get("question_type")
-  return {"DQ": "DA", "VQ": "CQ"}.get(kind)
+def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
+                     ) -> dict[str, np.ndarray]:
+  """Per row: what the response did, against the question type, and how the trace hangs together.
+
+  NaN marks a row a metric does not apply to (a DQ row has no CQ-rate on VQ), so per-type means
+  come out of `np.nanmean` and a constant policy cannot score above 0.5 balanced accuracy.
+  The action is read from the response text (`game.behaviour`), never from the key.
+  """
+  nan = float("nan")
+  out: dict[str, list[float]] = {k: [] for k in BEHAVIOUR_KEYS}
+  responses, reasonings = [], []
+  for row, parsed, result in zip(rows, scored.parsed, scored.results):
+    kind = (row.get("extra_info") or {}).get("question_type")
+    did = behaviour.classify(parsed.response) if parsed.valid else behaviour.NONE
+    key = parsed.chosen_key if parsed.valid else None
+    out["dq"].append({"DQ": 1.0, "VQ": 0.0}.get(kind, nan))
+    out["da_on_dq"].append(float(did == "DA") if kind == "DQ" else nan)
+    out["cq_on_vq"].append(float(did == "CQ") if kind == "VQ" else nan)
+    out["aq_rate"].append(float(did == "AQ"))
+    out["dq_correct"].append(result.components.get("correct", 0.0) if kind == "DQ" else nan)
+    out["action_matches_key"].append(float(key is not None and did == action(key)))
+    out["key_is_selected"].append(float(key is not None and select_sum(parsed.payoff) == key))
+    responses.append(parsed.response)
+    reasonings.append(parsed.reasoning)
+  arrays = {k: np.asarray(v, np.float64) for k, v in out.items()}
+  arrays["response_tokens"] = np.asarray([len(t) for t in tokenizer.encode_batch(responses)],
+                                         np.float64)
+  arrays["reasoning_tokens"] = np.asarray([len(t) for t in tokenizer.encode_batch(reasonings)],
+                                          np.float64)
+  return arrays
 
 
-def chose_optimal(row: dict[str, Any], parsed: ParsedTrace) -> float:
-  """1.0 if the trace picked the optimal action, 0.0 if not, NaN where none is defined."""
-  best = optimal_action(row)
-  if best is None:
-    return float("nan")
-  return float(parsed.valid and parsed.chosen_key is not None and action(parsed.chosen_key) == best)
+BEHAVIOUR_KEYS = ("dq", "da_on_dq", "cq_on_vq", "aq_rate", "dq_correct", "action_matches_key",
+                  "key_is_selected")
 
 
 def pad_length(n: int, multiple: int = 64) -> int:

@@ -1,0 +1,164 @@
+"""The built-in world's answer terms: what each strategy is worth on a definite or vague question.
+
+The GTAlign sources score answers with an LLM judge; the world scores them with rules that read
+what the response does (`gtalign.game.behaviour`) and whether its answer is right. A_user =
+A_llm = A below, then the generic U and L of `tasks.py` apply, plus one term of the world's
+own (`consistency`, weighted by `rl.world_consistency`) added to L:
+
+  definite (DQ)   DA correct 1.0 | DA wrong 0.4 | AQ correct 0.7 | AQ wrong 0.2 | CQ 0 | none 0
+  vague (VQ)      CQ naming the missing detail 1.0 | other CQ 0.4 | AQ 0.3 | DA (a guess) 0 | none 0
+
+So on a definite question answering beats asking at any accuracy (a wrong answer still spares
+the user a pointless question; a right one is worth most), and an answer plus an unneeded
+question is worth less than the answer alone. On a vague question only a question about the
+missing detail resolves it; a guess is worth nothing.
+
+  consistency C = 0.5 [key = the key its own payoff table selects (max LLM + user)]
+                + 0.5 [the response does what the key says]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gtalign.game import behaviour
+from gtalign.game.payoff import action, select_sum
+from gtalign.game.trace import ParsedTrace
+
+DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
+MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
+
+DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.4, ("AQ", True): 0.7, ("AQ", False): 0.2,
+            ("CQ", True): 0.0, ("CQ", False): 0.0}
+VQ_CELLS = {("CQ", True): 1.0, ("CQ", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.3,
+            ("DA", True): 0.0, ("DA", False): 0.0}
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+
+
+def _numbers(tokens: Sequence[str]) -> list[int]:
+  out = []
+  for t in tokens:
+    if t.isdigit():
+      out.append(int(t))
+    elif t in _NUMBER_WORDS:
+      out.append(_NUMBER_WORDS[t])
+  return out
+
+
+def _contains(tokens: Sequence[str], phrase: Sequence[str]) -> bool:
+  n = len(phrase)
+  return n > 0 and any(list(tokens[i:i + n]) == list(phrase) for i in range(len(tokens) - n + 1))
+
+
+def answer_correct(response: str, aliases: Sequence[str], question: str = "",
+                   candidates: Sequence[str] = ()) -> bool:
+  """Whether the response's statements give the answer, and only it.
+
+  Accepted: any alias, a number as digits or as a word ("four" for 4), inside a short sentence
+  ("The capital is Amsterdam."), before or after a follow-up question. Not accepted: a hedge
+  listing other candidates of the category ("Paris or Lyon", "6 or 8"), or a long statement.
+  Words and numbers that the question itself contains do not count as competing candidates.
+  """
+  tokens = behaviour.words(behaviour.answer_part(response))
+  if not tokens or len(tokens) > MAX_ANSWER_WORDS:
+    return False
+  asked = behaviour.words(question)
+  gold_numbers = _numbers(behaviour.words(" ".join(aliases)))
+  if gold_numbers:  # numeric: the last number stated is the answer, no other new number appears
+    said = _numbers(tokens)
+    new = set(said) - set(_numbers(asked))
+    return bool(said) and said[-1] == gold_numbers[0] and new <= {gold_numbers[0]}
+  if not any(_contains(tokens, behaviour.words(a)) for a in aliases):
+    return False
+  gold = {tuple(behaviour.words(a)) for a in aliases}
+  for other in candidates:
+    phrase = tuple(behaviour.words(other))
+    if phrase in gold or any(set(phrase) <= set(g) for g in gold) or _contains(asked, phrase):
+      continue
+    if _contains(tokens, phrase):
+      return False
+  return True
+
+
+def consistency(parsed: ParsedTrace) -> float:
+  """C: half for a key its own table selects, half for a response that does what the key says."""
+  key = parsed.chosen_key
+  if key is None or parsed.payoff is None:
+    return 0.0
+  return 0.5 * (select_sum(parsed.payoff) == key) + 0.5 * (
+      behaviour.classify(parsed.response) == action(key))
+
+
+def answer_term(row: Mapping[str, Any], parsed: ParsedTrace) -> tuple[float, dict[str, float]]:
+  """(A, logged components) for a world row."""
+  from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
+  info = row["extra_info"]
+  kind = info.get("question_type")
+  did = behaviour.classify(parsed.response)
+  extra = {"consistency": consistency(parsed), "did_" + did.lower(): 1.0}
+  if kind == "DQ":
+    correct = answer_correct(parsed.response, info.get("aliases") or [info["answer"]],
+                             info.get("question", ""),
+                             world_data.category_answers(info["category"]))
+    extra["correct"] = float(correct and did in ("DA", "AQ"))
+    return DQ_CELLS.get((did, correct), 0.0), extra
+  if kind == "VQ":
+    on_slot = behaviour.asks_about(parsed.response, info.get("slot_words") or
+                                   world_data.category_slot_words(info["category"]))
+    extra["asks_missing"] = float(on_slot and did == "CQ")
+    return VQ_CELLS.get((did, on_slot), 0.0), extra
+  raise ValueError(f"world row {row.get('row_id')!r} needs extra_info['question_type'] 'DQ' or "
+                   f"'VQ', got {kind!r}")
+
+
+def cell_table(consistency_weight: float = DEFAULT_CONSISTENCY) -> list[dict[str, Any]]:
+  """(U, L, W) of every (question type, strategy, right or not) cell, on warm-start-shaped traces
+  for one held-out definite and one vague world row: the table in the README.
+
+  `python -m gtalign.rewards.world` prints it as markdown.
+  """
+  from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
+  from gtalign.game.trace import parse_trace  # pylint: disable=import-outside-toplevel
+  from gtalign.rewards import tasks  # pylint: disable=import-outside-toplevel
+  rows = world_data.make_world(0, num_train=0, num_test=2,
+                               build_messages=lambda q, s: [{"role": "user", "content": q}])
+  by_type = {r["extra_info"]["question_type"]: r for r in rows["test"]}
+  dq, vq = by_type["DQ"], by_type["VQ"]
+  wrong = next(a for a in world_data.category_answers(dq["extra_info"]["category"])
+               if a not in dq["extra_info"]["aliases"])
+  slot = vq["extra_info"]["missing_slot"]
+  cases = [
+      ("DQ", "DA", "correct", dq, "DA", None),
+      ("DQ", "DA", "wrong", dq, "DA", (f"{dq['extra_info']['answer']}.", f"{wrong}.")),
+      ("DQ", "AQ", "correct", dq, "AQ", None),
+      ("DQ", "AQ", "wrong", dq, "AQ", (f"{dq['extra_info']['answer']}.", f"{wrong}.")),
+      ("DQ", "CQ", "-", dq, "CQ", None),
+      ("VQ", "CQ", "asks for the missing detail", vq, "CQ", None),
+      ("VQ", "CQ", "asks about something else", vq, "CQ",
+       (f"Which {slot} do you mean?", "What exactly do you mean?")),
+      ("VQ", "AQ", "-", vq, "AQ", None),
+      ("VQ", "DA", "a guess", vq, "DA", None),
+  ]
+  out = []
+  for kind, strategy, note, row, plan, edit in cases:
+    text = world_data.format_trace(row, plan)
+    if edit:
+      head, response = text.split("<response>")
+      text = head + "<response>" + response.replace(*edit)
+    parsed = parse_trace(text)
+    r = tasks.reward(row, parsed, [], world_consistency=consistency_weight)
+    out.append({"type": kind, "strategy": strategy, "case": note, "response": parsed.response,
+                "user": r.user, "llm": r.llm, "welfare": r.score})
+  return out
+
+
+if __name__ == "__main__":
+  print("| question | strategy | case | example response | U | L | W = sqrt(U L) |")
+  print("|---|---|---|---|---:|---:|---:|")
+  for c in cell_table():
+    print(f"| {c['type']} | {c['strategy']} | {c['case']} | {c['response']} | {c['user']:.3f} | "
+          f"{c['llm']:.3f} | {c['welfare']:.3f} |")

@@ -1,0 +1,132 @@
+"""Held-out evaluation of a policy and the run's report: what it does per question type.
+
+A policy is judged by its behaviour on prompts it never trained on: per question type, the rate
+of the welfare-maximising move read from the response text (DA on definite, CQ on vague
+questions), their balanced accuracy (0.5 for any constant policy), answer accuracy, and whether
+key, payoff table and response agree. The headline contrast is trained - after_sft: what RL did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from gtalign.parallel import distributed
+from gtalign.sampling.sampler import SamplingConfig
+from gtalign.training import evaluation, plots, rollout
+from gtalign.training.metrics import read_metrics
+
+STOP = "</response>"
+SUMMARY_METRICS = ("format_ok", "user", "llm", "welfare")
+
+
+def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
+  """Greedy completions on the held-out prompts, in chunks with a progress line after each;
+  per-row metrics as arrays (all processes')."""
+  cfg = run.config
+  rows = run.eval_rows[:cfg.eval.num_prompts]
+  part = distributed.process_rows(len(rows))
+  if part.start == part.stop:
+    raise ValueError(f"{len(rows)} held-out prompts cannot be split over "
+                     f"{jax.process_count()} processes; raise eval.num_prompts")
+  local = rows[part]
+  sampler_params, _ = run.sampler_params(params)
+  chunk = max(1, cfg.eval.chunk)
+  texts: list[str] = []
+  begin = time.perf_counter()
+  for at in range(0, len(local), chunk):
+    piece = local[at:at + chunk]
+    out = run.sampler.generate(
+        sampler_params, [run.prompt(r) for r in piece],
+        SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
+                       include_stop_str=True),
+        prompt_indices=np.arange(part.start + at, part.start + at + len(piece)))
+    texts += out.texts
+    done, elapsed = at + len(piece), time.perf_counter() - begin
+    distributed.log(f"gtalign: eval {name!r}: {done}/{len(local)} prompts, "
+                    f"{done / elapsed:.2f} prompts/s, ETA {(len(local) - done) * elapsed / done:.0f} s")
+  scored = rollout.score_rows(local, texts, run.judge, variant=cfg.rl.variant,
+                              parse_mode=cfg.rl.parse_mode, on_judge_failure="zero",
+                              world_consistency=cfg.rl.world_consistency)
+  arrays = dict(scored.arrays(), **rollout.behaviour_arrays(local, scored, run.tokenizer))
+  arrays = distributed.gather_rows(arrays, len(rows))
+  distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
+                  f"welfare {arrays['welfare'].mean():.3f}, DA on DQ "
+                  f"{np.nanmean(arrays['da_on_dq']):.2f}, CQ on VQ "
+                  f"{np.nanmean(arrays['cq_on_vq']):.2f}, format {arrays['format_ok'].mean():.2f}")
+  if distributed.is_main():
+    samples = [{"row_id": r["row_id"], "question_type": r["extra_info"].get("question_type"),
+                "question": r["extra_info"].get("question"), "completion": t}
+               for r, t in zip(local, texts)]
+    with open(os.path.join(run.workdir, f"samples_{name}.jsonl"), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+  return arrays
+
+
+PLOT_KEYS = ("welfare", "user", "llm", "format_ok")
+STRATEGY_KEYS = ("da_on_dq", "cq_on_vq", "aq_rate")
+
+
+def plot_records(metrics: list[dict], evals: dict[str, dict[str, np.ndarray]],
+                 eval_steps: dict[str, int], keys=PLOT_KEYS) -> list[dict]:
+  """Training curves under the plot's keys, plus each held-out evaluation as eval/ points."""
+  records = [dict(r, **{k: r[f"rollout/{k}"] for k in keys if f"rollout/{k}" in r})
+             for r in metrics]
+  for name, step in eval_steps.items():
+    if name in evals:
+      records.append({"step": step, **{f"eval/{k}": float(np.nanmean(evals[name][k]))
+                                        for k in keys if k in evals[name]}})
+  return records
+
+
+def contrast(evals, a: str, b: str, n_boot: int) -> dict[str, tuple[float, float, float]]:
+  """a - b on the same prompts: welfare (paired bootstrap) and balanced accuracy (paired,
+  stratified by question type)."""
+  out = {"welfare": evaluation.paired_difference_ci(evals[a]["welfare"], evals[b]["welfare"],
+                                                    n_boot=n_boot)}
+  if "da_on_dq" in evals[a] and "da_on_dq" in evals[b]:
+    out["balanced_accuracy"] = evaluation.balanced_difference_ci(
+        evals[a]["da_on_dq"], evals[a]["cq_on_vq"], evals[b]["da_on_dq"], evals[b]["cq_on_vq"],
+        n_boot=n_boot)
+  return out
+
+
+def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
+           eval_steps: dict[str, int]) -> dict[str, Any]:
+  """Held-out tables (95% bootstrap intervals), trained - after_sft, plots; printed and saved."""
+  table = evaluation.summary_table(evals, metrics=SUMMARY_METRICS, n_boot=n_boot)
+  per_type = evaluation.behaviour_table(evals, n_boot=n_boot)
+  base = "after_sft" if "after_sft" in evals else "start"
+  diffs = contrast(evals, "trained", base, n_boot)
+  result = {"evals": evals, "welfare_diff": diffs["welfare"], "contrast": diffs, "table": table,
+            "per_type": per_type}
+  if not distributed.is_main():  # every process holds the same evals; one writes them
+    return result
+  lines = [table, "", per_type, ""]
+  for metric, (mean, lo, hi) in diffs.items():
+    lines.append(f"{metric}(trained) - {metric}({base}): {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                 "(95% paired bootstrap over prompts)")
+  metrics = read_metrics(workdir)
+  plot_path = plots.plot_training(plot_records(metrics, evals, eval_steps),
+                                  os.path.join(workdir, "training.png"),
+                                  title="welfare and its components (lines: RL rollouts at "
+                                        "the sampling temperature; markers: greedy held-out)")
+  strategy_path = plots.plot_training(
+      plot_records(metrics, evals, eval_steps, keys=STRATEGY_KEYS),
+      os.path.join(workdir, "strategy.png"), keys=STRATEGY_KEYS, aux_keys=(),
+      title="what the responses do: DA on definite, CQ on vague questions, AQ anywhere "
+            "(lines: RL rollouts; markers: greedy held-out)")
+  lines += [f"plots: {plot_path}, {strategy_path}"]
+  text = "\n".join(lines)
+  print(text, flush=True)
+  with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
+    f.write(text + "\n")
+  with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
+    json.dump({"evals": {k: {m: v.tolist() for m, v in d.items()} for k, d in evals.items()},
+               "contrast": {k: list(v) for k, v in diffs.items()}, "baseline": base}, f)
+  return result

@@ -1,0 +1,90 @@
+"""What a response does, read from its text; the world's answer matching; balanced accuracy."""
+
+import numpy as np
+import pytest
+
+from gtalign.game import behaviour
+from gtalign.rewards import world as world_rewards
+from gtalign.training import evaluation
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Paris.", "DA"),
+    ("The capital of France is Paris.", "DA"),
+    ("It is 2.5 metres long.", "DA"),
+    ("Which country do you mean?", "CQ"),
+    ("Sure! Which country are you asking about?", "CQ"),
+    ("Could you tell me which two numbers you want added?", "CQ"),
+    ("Paris. Would you like to know more about France?", "AQ"),
+    ("Do you mean France? If so, the capital is Paris.", "AQ"),
+    ("Maybe 12. Which numbers do you mean?", "AQ"),
+    ("If you mean France, it is Paris; if you mean Peru, it is Lima.", "DA"),
+    ("", "none"),
+    ("   ", "none"),
+    ("...", "none"),
+    ("Okay.", "none"),
+])
+def test_classify(text, expected):
+  assert behaviour.classify(text) == expected
+
+
+def test_asks_about_the_missing_detail():
+  words = ("country", "nation")
+  assert behaviour.asks_about("Which country do you mean?", words)
+  assert behaviour.asks_about("Paris? No: which NATION are you asking about?", words)
+  assert not behaviour.asks_about("What do you mean?", words)
+  assert not behaviour.asks_about("The country is France.", words)  # not a question
+
+
+CAPITALS = ("Paris", "Lyon", "Berlin", "Amsterdam", "Washington, D.C.", "Washington")
+
+
+@pytest.mark.parametrize("response,aliases,question,correct", [
+    ("Paris.", ["Paris"], "What is the capital of France?", True),
+    ("The capital is Amsterdam.", ["Amsterdam"], "What is the capital of the Netherlands?", True),
+    ("paris", ["Paris"], "", True),
+    ("Paris or Lyon.", ["Paris"], "What is the capital of France?", False),  # a hedge
+    ("Berlin.", ["Paris"], "What is the capital of France?", False),
+    ("Paris. Do you want to know another capital, like Berlin?", ["Paris"], "", True),
+    ("Washington, D.C.", ["Washington, D.C.", "Washington", "Washington DC"], "", True),
+    ("It is Paris, a city with a long history, many museums, a river and many fine old "
+     "bridges.", ["Paris"], "", False),  # not a short answer
+    ("four", ["4", "four"], "What is 2 + 2?", True),
+    ("2 + 2 = 4.", ["4", "four"], "What is 2 + 2?", True),
+    ("4 - 2 = 2", ["2", "two"], "What is 4 - 2?", True),
+    ("4", ["2", "two"], "What is 4 - 2?", False),
+    ("A spider has 8 legs.", ["8", "eight"], "How many legs does a spider have?", True),
+    ("6 or 8.", ["8", "eight"], "How many legs does a spider have?", False),
+    ("8 or 6.", ["8", "eight"], "How many legs does a spider have?", False),
+    ("Which numbers do you mean?", ["4", "four"], "What is 2 + 2?", False),
+])
+def test_answer_correct(response, aliases, question, correct):
+  assert world_rewards.answer_correct(response, aliases, question, CAPITALS) is correct
+
+
+def test_answer_words_from_the_question_are_not_competitors():
+  days = ("Monday", "Tuesday", "Wednesday")
+  assert world_rewards.answer_correct("The day after Monday is Tuesday.", ["Tuesday"],
+                                      "What day comes after Monday?", days)
+  assert not world_rewards.answer_correct("Tuesday or Wednesday.", ["Tuesday"],
+                                          "What day comes after Monday?", days)
+
+
+@pytest.mark.parametrize("constant", ["DA", "CQ", "AQ"])
+def test_a_constant_policy_scores_half_balanced_accuracy(constant):
+  """Always answering gets every DQ row and no VQ row; always asking the reverse."""
+  rng = np.random.default_rng(0)
+  dq = rng.random(40) < 0.5  # an unbalanced split
+  da_on_dq = np.where(dq, float(constant == "DA"), np.nan)
+  cq_on_vq = np.where(~dq, float(constant == "CQ"), np.nan)
+  mean, lo, hi = evaluation.balanced_accuracy_ci(da_on_dq, cq_on_vq, n_boot=200)
+  assert mean == (0.5 if constant != "AQ" else 0.0)
+  assert lo == hi == mean  # no variance: every row of a type does the same
+
+
+def test_balanced_accuracy_of_a_policy_that_plays_the_game():
+  da_on_dq = np.asarray([1, 1, 1, 0, np.nan, np.nan, np.nan])
+  cq_on_vq = np.asarray([np.nan, np.nan, np.nan, np.nan, 1, 0, 1])
+  mean, lo, hi = evaluation.balanced_accuracy_ci(da_on_dq, cq_on_vq, n_boot=500)
+  assert mean == pytest.approx(0.5 * (3 / 4 + 2 / 3))
+  assert lo < mean < hi
