@@ -31,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
       max_prompt_length=512,  # tokens; longer prompts are dropped (with a logged count)
   ))
   c.sft = ml_collections.ConfigDict(dict(
-      steps=32, batch_size=8, lr=2e-4, warmup_steps=4,
+      steps=40, batch_size=8, lr=4e-4, warmup_steps=4,
       # random: the traces' strategy is drawn independently of the question type, so the warm
       # start teaches the format and the reading of the question, and RL has to learn which
       # move pays; oracle: DA on definite and CQ on vague questions (hands over the answer)
@@ -39,13 +39,13 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
-      steps=20,
+      steps=18,
       prompts_per_step=4,
       num_samples=4,  # G: completions per prompt
       temperature=1.0,
       top_p=1.0,
       max_new_tokens=192,
-      lr=5e-5,
+      lr=7e-5,
       warmup_steps=0,
       weight_decay=0.01,
       grad_clip=1.0,

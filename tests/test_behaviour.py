@@ -88,3 +88,29 @@ def test_balanced_accuracy_of_a_policy_that_plays_the_game():
   mean, lo, hi = evaluation.balanced_accuracy_ci(da_on_dq, cq_on_vq, n_boot=500)
   assert mean == pytest.approx(0.5 * (3 / 4 + 2 / 3))
   assert lo < mean < hi
+
+
+def test_behaviour_table_and_the_trained_minus_after_sft_contrast():
+  from gtalign.training import heldout
+  dq = np.asarray([1.0] * 6 + [0.0] * 6)
+  nan = np.nan
+
+  def policy(answers_dq, asks_vq, welfare):
+    return {"dq": dq, "da_on_dq": np.asarray(answers_dq + [nan] * 6),
+            "cq_on_vq": np.asarray([nan] * 6 + asks_vq), "welfare": np.asarray(welfare),
+            "aq_rate": np.zeros(12), "dq_correct": np.asarray([1.0] * 6 + [nan] * 6),
+            "action_matches_key": np.ones(12), "key_is_selected": np.ones(12),
+            "response_tokens": np.full(12, 5.0), "reasoning_tokens": np.full(12, 150.0)}
+
+  always_ask = policy([0.0] * 6, [1.0] * 6, [0.4] * 6 + [0.87] * 6)
+  plays = policy([1.0] * 5 + [0.0], [1.0] * 6, [0.88] * 5 + [0.4] + [0.87] * 6)
+  evals = {"after_sft": always_ask, "trained": plays}
+  table = evaluation.behaviour_table(evals, n_boot=200).splitlines()
+  assert table[2].startswith("| after_sft | 6 | 6 | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000] "
+                             "| 0.500 [0.500, 0.500] |")
+  assert table[3].startswith("| trained | 6 | 6 | 0.833 ")
+  diffs = heldout.contrast(evals, "trained", "after_sft", n_boot=500)
+  mean, lo, hi = diffs["balanced_accuracy"]
+  assert mean == pytest.approx(0.5 * 5 / 6) and lo <= mean <= hi
+  mean, lo, hi = diffs["welfare"]
+  assert mean == pytest.approx(5 * 0.48 / 12) and 0 < lo <= mean <= hi

@@ -220,13 +220,19 @@ def test_no_held_out_phrasing_or_fact_is_trained_on(seed):
         test_q[name])
 
 
-def test_sft_and_rl_rows_are_disjoint():
+def test_sft_and_rl_rows_are_disjoint_and_rl_alternates_types():
   from gtalign.training.loop import phase_orders
-  orders = phase_orders(512, 0, sft_steps=40)
+  rows = _world(0)["train"]
+  orders = phase_orders(rows, 0, sft_steps=40)
   assert not set(orders["sft"]) & set(orders["rl"])
   assert sorted([*orders["sft"], *orders["rl"]]) == list(range(512))
-  same = phase_orders(512, 0, sft_steps=0)  # no warm start: RL has every row
+  kinds = [rows[i]["extra_info"]["question_type"] for i in orders["rl"]]
+  pairs = len(kinds) // 2 - 8  # the surplus of the longer type may trail at the end
+  assert all({kinds[2 * j], kinds[2 * j + 1]} == {"DQ", "VQ"} for j in range(pairs))
+  same = phase_orders(rows, 0, sft_steps=0)  # no warm start: RL has every row
   assert sorted(same["rl"]) == list(range(512))
+  untyped = [{"extra_info": {}} for _ in range(10)]  # other sources: a plain permutation
+  assert sorted(phase_orders(untyped, 0, sft_steps=0)["rl"]) == list(range(10))
 
 
 def test_asking_for_more_held_out_rows_than_exist_names_the_key():

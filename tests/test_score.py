@@ -28,8 +28,9 @@ def _completions():
   vq = next(r for r in world if r["extra_info"]["question_type"] == "VQ")
   return world, [
       {"row_id": dq["row_id"], "text": trace(dq["extra_info"]["answer"])},
-      {"row_id": vq["row_id"], "text": trace("Which one do you mean? Could you tell me more?",
-                                             "VQ_CQ")},
+      {"row_id": vq["row_id"], "text": trace(
+          f"Which {vq['extra_info']['missing_slot']} do you mean? Could you tell me more?",
+          "VQ_CQ")},
       {"row_id": dq["row_id"], "text": "no blocks at all"},
   ]
 
@@ -90,4 +91,4 @@ def test_bad_completions_are_named(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "gtalign.score", "--data=world",
                          f"--completions={path}"], capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0 and "c.jsonl:1" in proc.stderr and "'nope'" in proc.stderr
-  assert len(rows) == 640
+  assert len(rows) == 512 + 54  # the world's default train and held-out rows

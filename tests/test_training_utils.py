@@ -237,9 +237,9 @@ def test_summary_table_is_markdown():
   assert len(lines) == 4
   assert all(line.startswith("|") and line.endswith("|") for line in lines)
   assert len({line.count("|") for line in lines}) == 1
-  assert "format-valid rate" in lines[0] and "mean response tokens" in lines[0]
+  assert "format-valid rate" in lines[0] and "<response> tokens" in lines[0]
   assert lines[3].startswith("| gtalign | 40 | 1.000 [1.000, 1.000] |")
-  assert re.search(r"\| 3\d\d\.\d \[\d+\.\d, \d+\.\d\] \|$", lines[2]), lines[2]
+  assert re.search(r"\| 3\d\d\.\d \[\d+\.\d, \d+\.\d\] \| - \|$", lines[2]), lines[2]
 
 
 # --------------------------------------------------------------------------- plots

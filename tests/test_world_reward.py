@@ -17,7 +17,7 @@ def cells():
 
 
 # (type, strategy, case) -> answer term A (rewards/world.py's cells); C = 1 on every trace here
-A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.4, ("DQ", "AQ", "correct"): 0.7,
+A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.6, ("DQ", "AQ", "correct"): 0.5,
      ("DQ", "AQ", "wrong"): 0.2, ("DQ", "CQ", "-"): 0.0,
      ("VQ", "CQ", "asks for the missing detail"): 1.0,
      ("VQ", "CQ", "asks about something else"): 0.4, ("VQ", "AQ", "-"): 0.3,
@@ -56,7 +56,7 @@ def test_the_intended_behaviour_is_the_optimum(cells):
   # ... and answering beats asking at any accuracy: even a wrong answer scores above CQ
   assert w[("DQ", "DA", "wrong")] > w[("DQ", "CQ", "-")] + 0.1
   assert w[("DQ", "DA", "correct")] > w[("DQ", "AQ", "correct")] + 0.1
-  assert w[("DQ", "DA", "wrong")] > w[("DQ", "AQ", "wrong")]
+  assert w[("DQ", "DA", "wrong")] > w[("DQ", "AQ", "correct")]  # the unasked follow-up costs
   # vague: the question about the missing detail beats a guess, answer + question, and a
   # question about something else
   best = w[("VQ", "CQ", "asks for the missing detail")]

@@ -367,16 +367,23 @@ def make_world(seed: int = 0, num_train: int = 512, num_test: int = 54,
 # ------------------------------------------------------------------------- warm-start traces
 
 STRATEGIES = ("DA", "CQ", "AQ")
-_PLAN = {"DA": "answer directly (DA)", "CQ": "ask a clarifying question (CQ)",
-         "AQ": "answer, then ask one follow-up (AQ)"}
+# What each strategy means for a question of each type, in words of the type's own: the plan's
+# first word differs between types ("answer"/"check" on definite, "guess"/"ask" on vague
+# questions), so what RL learns for one type does not move the other type's plan by sharing
+# the same output token.
+_PLANS = {
+    "DQ": {"DA": "answer it directly (DA)", "CQ": "check what they mean anyway (CQ)",
+           "AQ": "answer it, then offer a follow-up (AQ)"},
+    "VQ": {"DA": "guess an answer (DA)", "CQ": "ask which {slot} (CQ)",
+           "AQ": "guess, then ask which {slot} (AQ)"},
+}
 
 
-_BASE_PAYOFF = {"DQ_AQ": (2, 1), "DQ_CQ": (1, 2), "DQ_DA": (2, 1), "VQ_AQ": (1, 2),
-                "VQ_CQ": (2, 1), "VQ_DA": (1, 2)}
+_BASE_PAYOFF = dict.fromkeys(("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA"), (1, 2))
 
 
 def trace_payoff(question_type: str, strategy: str) -> dict[str, tuple[int, int]]:
-  """The warm-start payoff table (LLM, user): one fixed table with the chosen key raised to (4, 3).
+  """The warm-start payoff table (LLM, user): (1, 2) on every key but the chosen one, (4, 3).
 
   Its LLM + user maximum is `question_type`_`strategy` (7 against 3), and every table has the
   same distinctness (P = 1: the players differ by over 10% on every key), so the payoff term of
@@ -408,7 +415,8 @@ def format_trace(row: dict[str, Any], strategy: str) -> str:
   response = {"DA": answer, "CQ": question,
               "AQ": f"{answer} Do you want another one?" if kind == "DQ"
               else f"Maybe {answer} {question}"}[strategy]
-  return (f"<thinking>{what}. I will {_PLAN[strategy]}.</thinking><payoff>{{{payoff}}}</payoff>"
+  plan = _PLANS[kind][strategy].format(slot=slot)
+  return (f"<thinking>{what}. I will {plan}.</thinking><payoff>{{{payoff}}}</payoff>"
           f"<analyze>Best LLM + user: {key}</analyze><response>{response}</response>")
 
 
@@ -416,8 +424,8 @@ WARM_STARTS = ("random", "oracle")
 # The random warm start's strategy mix, the same for both question types. AQ, the middle ground
 # that is neither type's best move, is the most common, so the greedy policy after the warm start
 # hedges with AQ everywhere rather than happening to play one type's optimum on every question;
-# DA and CQ each keep a quarter, so RL's samples try them.
-WARM_START_MIX = {"DA": 0.25, "CQ": 0.25, "AQ": 0.5}
+# DA and CQ keep 30% each, so RL's samples try them.
+WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
 
 
 def warm_start_strategy(row: dict[str, Any], mode: str) -> str:

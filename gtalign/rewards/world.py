@@ -5,13 +5,16 @@ what the response does (`gtalign.game.behaviour`) and whether its answer is righ
 A_llm = A below, then the generic U and L of `tasks.py` apply, plus one term of the world's
 own (`consistency`, weighted by `rl.world_consistency`) added to L:
 
-  definite (DQ)   DA correct 1.0 | DA wrong 0.4 | AQ correct 0.7 | AQ wrong 0.2 | CQ 0 | none 0
+  definite (DQ)   DA correct 1.0 | DA wrong 0.6 | AQ correct 0.5 | AQ wrong 0.2 | CQ 0 | none 0
   vague (VQ)      CQ naming the missing detail 1.0 | other CQ 0.4 | AQ 0.3 | DA (a guess) 0 | none 0
 
-So on a definite question answering beats asking at any accuracy (a wrong answer still spares
-the user a pointless question; a right one is worth most), and an answer plus an unneeded
-question is worth less than the answer alone. On a vague question only a question about the
-missing detail resolves it; a guess is worth nothing.
+A definite question asks for an answer and nothing more: giving one is the move it calls for,
+right or wrong (0.6), and a right one is worth most (1.0); a follow-up question nobody asked for
+costs the user a turn and is worth less than a plain answer whatever the accuracy, and asking
+back is worth nothing. On a vague question only a question about the missing detail resolves
+it; a guess is worth nothing. The two types mirror each other (best move 1.0, the hedge AQ
+0.2-0.5, the other type's move 0), so neither type's signal outweighs the other's in RL: with a
+weaker pull on definite questions, the policy drifts to asking everywhere.
 
   consistency C = 0.5 [key = the key its own payoff table selects (max LLM + user)]
                 + 0.5 [the response does what the key says]
@@ -29,7 +32,7 @@ from gtalign.game.trace import ParsedTrace
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
-DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.4, ("AQ", True): 0.7, ("AQ", False): 0.2,
+DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.6, ("AQ", True): 0.5, ("AQ", False): 0.2,
             ("CQ", True): 0.0, ("CQ", False): 0.0}
 VQ_CELLS = {("CQ", True): 1.0, ("CQ", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.3,
             ("DA", True): 0.0, ("DA", False): 0.0}

@@ -109,17 +109,35 @@ class Run:
     return [self.train_rows[order[(step * size + i) % len(order)]] for i in range(size)]
 
 
-def phase_orders(num_rows: int, seed: int, sft_steps: int) -> dict[str, np.ndarray]:
-  """One seeded permutation; with a warm start its first half is SFT's and the rest RL's, so RL
-  never samples a prompt the warm start trained on (world prompts are pairwise distinct)."""
-  order = np.random.default_rng(seed).permutation(num_rows)
-  if not sft_steps:
-    return {"sft": order, "rl": order}
-  if num_rows < 2:
-    raise ValueError(f"{num_rows} training rows cannot be split between SFT and RL; raise "
+def phase_orders(rows: list, seed: int, sft_steps: int) -> dict[str, np.ndarray]:
+  """Each phase's rows, in the order its steps take them.
+
+  One seeded permutation; with a warm start its first half is SFT's and the rest RL's, so RL
+  never samples a prompt the warm start trained on (world prompts are pairwise distinct). RL
+  alternates definite and vague questions where rows have a type, so every step with an even
+  number of prompts sees both types equally: a step of one type only would push the shared
+  "answer" or "ask" direction for every question, and a few such steps in a row collapse the
+  policy onto one move before it learns which type wants which.
+  """
+  order = np.random.default_rng(seed).permutation(len(rows))
+  if sft_steps and len(rows) < 2:
+    raise ValueError(f"{len(rows)} training rows cannot be split between SFT and RL; raise "
                      "data.num_train")
-  half = num_rows // 2
-  return {"sft": order[:half], "rl": order[half:]}
+  sft, rl = (order[:len(rows) // 2], order[len(rows) // 2:]) if sft_steps else (order, order)
+  return {"sft": sft, "rl": _alternate_types(rl, rows)}
+
+
+def _alternate_types(order: np.ndarray, rows: list) -> np.ndarray:
+  """`order` re-interleaved DQ, VQ, DQ, VQ, ... (each type keeps its order); the longer type's
+  surplus goes last. Rows without a question type keep `order`."""
+  kind = [(rows[i].get("extra_info") or {}).get("question_type") for i in order]
+  dq = [i for i, k in zip(order, kind) if k == "DQ"]
+  vq = [i for i, k in zip(order, kind) if k == "VQ"]
+  if len(dq) + len(vq) != len(order) or not dq or not vq:
+    return order
+  n = min(len(dq), len(vq))
+  pairs = [i for pair in zip(dq[:n], vq[:n]) for i in pair]
+  return np.asarray(pairs + dq[n:] + vq[n:], order.dtype)
 
 
 def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
@@ -200,8 +218,9 @@ def rl_rollout(run: Run, params, step: int):
   # the step waits for its slowest process
   handoff_s, sample_s, judge_s = distributed.agree_max([handoff_seconds, sample_seconds,
                                                         judge_seconds])
-  stats = {f"rollout/{k}": float(np.nanmean(per_row[k]) if len(per_row[k]) else np.nan)
-           for k in ROLLOUT_ROW_METRICS if k != "tokens"}
+  stats = {f"rollout/{k}": float(np.mean(v[np.isfinite(v)]))
+           for k in ROLLOUT_ROW_METRICS if k != "tokens"
+           if np.isfinite(v := np.asarray(per_row[k], np.float64)).any()}
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
@@ -298,7 +317,7 @@ def train(config, workdir: str) -> dict[str, Any]:
             sampler=Sampler(sampler_config, tokenizer), judge=make_judge(config.rl.judge),
             train_rows=train_rows, eval_rows=eval_rows, prompt_ids={**ids, **eval_ids},
             source_ids={s: i for i, s in enumerate(sources)},
-            orders=phase_orders(len(train_rows), config.seed, config.sft.steps),
+            orders=phase_orders(train_rows, config.seed, config.sft.steps),
             handoff=handoff, data_sharding=data_sharding, workdir=workdir)
   trainable = train_state.trainable_mask(params, config.rl.trainable)
   sft_steps, rl_steps = config.sft.steps, config.rl.steps
