@@ -56,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
       # advantages of +-1.7, Dr.GRPO (no division) leaves real differences at +-0.2.
       adv_std_floor=0.1,
       world_consistency=0.2,  # world only: weight of the key/table/response consistency in L
+      world_misread=0.0,  # world only: the answer term's factor when the key's row (DQ_/VQ_)
+                          # is not the question's type; 1 turns it off (rewards/world.py)
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

@@ -1,5 +1,6 @@
 """Rewards: section 4 building blocks and the section 6 per-source U, L, sqrt(U L), by hand."""
 
+import dataclasses
 import math
 
 import pytest
@@ -237,8 +238,15 @@ def test_world():
   vq = row("world", "ambiguous", question_type="VQ", question="What is the sum?", category="add",
            answer="4", slot_words=["numbers"])
   for response, a in (("Which numbers do you mean?", 1.0), (wrong, 0.4), ("4", 0.0)):
-    _, res = run(vq, trace(response=response))
+    _, res = run(vq, dataclasses.replace(trace(response=response), chosen_key="VQ_CQ"))
     assert res.components["answer_user"] == a, response
+    # read as definite (the key's row is DQ_): the answer term is scaled by rl.world_misread
+    _, res = run(vq, trace(response=response), world_misread=0.5)
+    assert res.components["answer_user"] == 0.5 * a and res.components["read_right"] == 0.0
+    _, res = run(vq, trace(response=response))
+    assert res.components["answer_user"] == 0.0
+  _, res = run(vq, trace(response="Which numbers do you mean?"), world_misread=1.0)
+  assert res.components["answer_user"] == 1.0
   # the same trace with the consistency term off: L drops by exactly weight * C
   on = run(dq, trace(response="4"))[1]
   assert on.components["consistency"] > 0

@@ -152,10 +152,10 @@ def _world_requests(row, parsed):
   return []
 
 
-def _world_answers(row, parsed, scores, bleu_unit):
+def _world_answers(row, parsed, scores, bleu_unit, misread=world_rewards.DEFAULT_MISREAD):
   """A_user = A_llm = the world's cell for (question type, what the response did, right?)."""
   del scores, bleu_unit
-  a, extra = world_rewards.answer_term(row, parsed)
+  a, extra = world_rewards.answer_term(row, parsed, misread)
   return Answers(a, a, a, extra)
 
 
@@ -226,7 +226,8 @@ def reward(row: Row,
            variant: str = "main",
            bleu_unit: str = "char",
            on_judge_failure: str = "mask",
-           world_consistency: float = world_rewards.DEFAULT_CONSISTENCY) -> RewardResult:
+           world_consistency: float = world_rewards.DEFAULT_CONSISTENCY,
+           world_misread: float = world_rewards.DEFAULT_MISREAD) -> RewardResult:
   """U, L and sqrt(U L) for one sample, given the results of `judge_requests(row, parsed)`.
 
   A failed judge counts as score 0 (as the original does after its retries); with
@@ -246,7 +247,8 @@ def reward(row: Row,
   scores = [0.0 if r.failed else float(r.score) for r in judge_results]
   failures = sum(r.failed for r in judge_results)
   pareto = _uses_pareto(task, variant)
-  answers = task.answers(row, parsed, scores[:-1] if pareto else scores, bleu_unit)
+  extra = {"misread": world_misread} if task.consistency else {}
+  answers = task.answers(row, parsed, scores[:-1] if pareto else scores, bleu_unit, **extra)
   po = scores[-1] if pareto else 0.0
 
   f = 1.0 if parsed.format_ok else 0.0

@@ -18,6 +18,12 @@ weaker pull on definite questions, the policy drifts to asking everywhere.
 
   consistency C = 0.5 [key = the key its own payoff table selects (max LLM + user)]
                 + 0.5 [the response does what the key says]
+
+and a second (`rl.world_misread`, 0): A is multiplied by it when the row of the key in
+<analyze> (DQ_ or VQ_, the model's reading of the question) is not the question's type: a move
+that suits the question only by accident is not the game played right. Without it a clarifying
+question pays on a vague question whatever the model read, and RL learned to read every
+question as definite and "check anyway", asking about everything; at 0.5 it still did.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from gtalign.game.payoff import action, select_sum
 from gtalign.game.trace import ParsedTrace
 
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
+DEFAULT_MISREAD = 0.0  # A's factor when the key's row is not the question's type; rl.world_misread
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
 DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.6, ("AQ", True): 0.5, ("AQ", False): 0.2,
@@ -96,24 +103,28 @@ def consistency(parsed: ParsedTrace) -> float:
       behaviour.classify(parsed.response) == action(key))
 
 
-def answer_term(row: Mapping[str, Any], parsed: ParsedTrace) -> tuple[float, dict[str, float]]:
-  """(A, logged components) for a world row."""
+def answer_term(row: Mapping[str, Any], parsed: ParsedTrace,
+                misread: float = DEFAULT_MISREAD) -> tuple[float, dict[str, float]]:
+  """(A, logged components) for a world row; `misread` scales A when the key's row is wrong."""
   from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
   info = row["extra_info"]
   kind = info.get("question_type")
   did = behaviour.classify(parsed.response)
   extra = {"consistency": consistency(parsed), "did_" + did.lower(): 1.0}
+  read_right = parsed.chosen_key is not None and parsed.chosen_key.startswith(f"{kind}_")
+  extra["read_right"] = float(read_right)
+  scale = 1.0 if read_right else misread
   if kind == "DQ":
     correct = answer_correct(parsed.response, info.get("aliases") or [info["answer"]],
                              info.get("question", ""),
                              world_data.category_answers(info["category"]))
     extra["correct"] = float(correct and did in ("DA", "AQ"))
-    return DQ_CELLS.get((did, correct), 0.0), extra
+    return scale * DQ_CELLS.get((did, correct), 0.0), extra
   if kind == "VQ":
     on_slot = behaviour.asks_about(parsed.response, info.get("slot_words") or
                                    world_data.category_slot_words(info["category"]))
     extra["asks_missing"] = float(on_slot and did == "CQ")
-    return VQ_CELLS.get((did, on_slot), 0.0), extra
+    return scale * VQ_CELLS.get((did, on_slot), 0.0), extra
   raise ValueError(f"world row {row.get('row_id')!r} needs extra_info['question_type'] 'DQ' or "
                    f"'VQ', got {kind!r}")
 

@@ -52,7 +52,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                     f"{done / elapsed:.2f} prompts/s, ETA {(len(local) - done) * elapsed / done:.0f} s")
   scored = rollout.score_rows(local, texts, run.judge, variant=cfg.rl.variant,
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="zero",
-                              world_consistency=cfg.rl.world_consistency)
+                              world_consistency=cfg.rl.world_consistency,
+                              world_misread=cfg.rl.world_misread)
   arrays = dict(scored.arrays(), **rollout.behaviour_arrays(local, scored, run.tokenizer))
   arrays = distributed.gather_rows(arrays, len(rows))
   distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
