@@ -120,8 +120,7 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
   strategy_path = plots.plot_training(
       plot_records(metrics, evals, eval_steps, keys=STRATEGY_KEYS),
       os.path.join(workdir, "strategy.png"), keys=STRATEGY_KEYS, aux_keys=(),
-      title="what the responses do: DA on definite, CQ on vague questions, AQ anywhere "
-            "(lines: RL rollouts; markers: greedy held-out)")
+      title="what responses do per type (lines: RL rollouts; markers: greedy held-out)")
   lines += [f"plots: {plot_path}, {strategy_path}"]
   text = "\n".join(lines)
   print(text, flush=True)
