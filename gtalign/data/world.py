@@ -274,16 +274,15 @@ def _candidates(pool: list[Fact], phrasings: dict[str, list[str]], question_type
   A DQ question is a fact's template with a lead-in; a VQ question is a phrasing with a lead-in,
   paired with a random fact of its category (the detail the user left out).
   """
-  by_category: dict[str, list[Fact]] = {}
-  for fact in pool:
-    by_category.setdefault(fact.category, []).append(fact)
-  out = []
-  for fact in pool:
-    for template in _CATEGORIES[fact.category].dq_templates:
-      full = template.format(**dict(fact.slots))
-      if question_type == "DQ":
-        out += [(lead + full, fact, full) for lead in LEAD_INS]
-  if question_type == "VQ":
+  if question_type == "DQ":
+    fulls = [(fact, t.format(**dict(fact.slots))) for fact in pool
+             for t in _CATEGORIES[fact.category].dq_templates]
+    out = [(lead + full, fact, full) for fact, full in fulls for lead in LEAD_INS]
+  else:
+    by_category: dict[str, list[Fact]] = {}
+    for fact in pool:
+      by_category.setdefault(fact.category, []).append(fact)
+    out = []
     for name, questions in phrasings.items():
       for question in questions:
         for lead in LEAD_INS:

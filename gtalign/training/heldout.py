@@ -49,7 +49,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
     texts += out.texts
     done, elapsed = at + len(piece), time.perf_counter() - begin
     distributed.log(f"gtalign: eval {name!r}: {done}/{len(local)} prompts, "
-                    f"{done / elapsed:.2f} prompts/s, ETA {(len(local) - done) * elapsed / done:.0f} s")
+                    f"{done / elapsed:.2f} prompts/s, "
+                    f"ETA {(len(local) - done) * elapsed / done:.0f} s")
   scored = rollout.score_rows(local, texts, run.judge, variant=cfg.rl.variant,
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="zero",
                               world_consistency=cfg.rl.world_consistency,

@@ -345,7 +345,8 @@ def train(config, workdir: str) -> dict[str, Any]:
       dual_clip=config.rl.dual_clip or None, kl_coef=config.rl.kl_coef,
       kl_estimator=config.rl.kl_estimator, kl_in_reward=config.rl.kl_in_reward,
       entropy_coef=config.rl.entropy_coef, adv_std_floor=config.rl.adv_std_floor,
-      temperature=config.rl.temperature, loss_agg=config.rl.loss_agg, loss_agg_norm=float(config.rl.max_new_tokens),
+      temperature=config.rl.temperature, loss_agg=config.rl.loss_agg,
+      loss_agg_norm=float(config.rl.max_new_tokens),
       gamma=config.rl.gamma, lam=config.rl.lam, value_clip=config.rl.value_clip)
   ppo = config.rl.algorithm == "ppo"
   if config.rl.algorithm not in ("grpo", "ppo"):
