@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.sft = ml_collections.ConfigDict(dict(
       steps=40, batch_size=8, lr=4e-4, warmup_steps=4,
+      lr_schedule="constant",  # constant | cosine (to zero at the last SFT step)
       # random: the traces' strategy is drawn independently of the question type, so the warm
       # start teaches the format and the reading of the question, and RL has to learn which
       # move pays; oracle: DA on definite and CQ on vague questions (hands over the answer)
@@ -46,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
       top_p=1.0,
       max_new_tokens=192,
       lr=7e-5,
+      lr_schedule="constant",  # constant | cosine (to zero at the last RL step)
       warmup_steps=0,
       weight_decay=0.01,
       grad_clip=1.0,

@@ -255,3 +255,40 @@ def test_plot_training_writes_png(tmp_path):
     data = f.read()
   assert data[:8] == b"\x89PNG\r\n\x1a\n"
   assert len(data) > 20_000
+
+
+# --------------------------------------------------------------------------- phase optimizers
+
+
+def _rates(tx, params, steps):
+  """The learning rate each of `steps` updates used (the injected hyperparameter, read after
+  the update as the update step reports it)."""
+  state, out = tx.init(params), []
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(steps):
+    _, state = tx.update(grads, state, params)
+    out.append(float(optax.tree_utils.tree_get(
+        state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array))))
+  return out
+
+
+def test_phase_optimizers_follow_their_own_schedules():
+  from configs import grpo
+  from gtalign.training.loop import phase_optimizer
+  config = grpo.get_config()
+  config.sft.lr, config.sft.steps, config.sft.warmup_steps = 1.0, 8, 4
+  config.rl.lr, config.rl.steps, config.rl.warmup_steps = 0.5, 4, 0
+  config.rl.lr_schedule = "cosine"
+  params = {"w": jnp.zeros((2,))}
+  trainable = {"w": True}
+  # SFT: linear warmup to its rate, then constant
+  assert _rates(phase_optimizer(config, "sft", trainable), params, 6) == pytest.approx(
+      [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+  # RL: its own rate from its first step, cosine to zero over its own 4 steps
+  half_cos = [0.5 * 0.5 * (1 + np.cos(np.pi * s / 4)) for s in range(4)]
+  assert _rates(phase_optimizer(config, "rl", trainable), params, 4) == pytest.approx(half_cos)
+  config.rl.steps = 0  # a run without RL still builds its (unused) RL optimizer
+  phase_optimizer(config, "rl", trainable)
+  config.sft.lr_schedule = "linear"
+  with pytest.raises(ValueError, match="unknown schedule"):
+    phase_optimizer(config, "sft", trainable)

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gtalign.data import world as world_lib
 from gtalign.game import prompt as prompt_lib
@@ -234,6 +235,16 @@ def rl_rollout(run: Run, params, step: int):
   return run.global_batch(local), stats, records
 
 
+def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformation:
+  """AdamW for the SFT or RL phase: that phase's rate, warmup and schedule over its own steps
+  (a cosine reaches zero after the phase's last step); decay and clipping as `rl`."""
+  cfg = config.sft if phase == "sft" else config.rl
+  rate = train_state.make_schedule(cfg.lr, cfg.lr_schedule, cfg.warmup_steps,
+                                   max(cfg.steps, cfg.warmup_steps + 1))
+  return train_state.make_optimizer(rate, weight_decay=config.rl.weight_decay,
+                                    grad_clip=config.rl.grad_clip, trainable=trainable)
+
+
 def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding, trainable):
   """PPO's value model, initialised from the policy, with its own optimizer and update step."""
   from gtalign.models import value
@@ -325,12 +336,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   total_steps = sft_steps + rl_steps
   # one optimizer per phase, of identical structure: RL starts from fresh moments and its own
   # schedule (SFT's momentum would otherwise keep moving the weights on zero-advantage steps)
-  def optimizer(lr, warmup):
-    return train_state.make_optimizer(
-        train_state.make_schedule(lr, warmup_steps=warmup), weight_decay=config.rl.weight_decay,
-        grad_clip=config.rl.grad_clip, trainable=trainable)
-  sft_tx = optimizer(config.sft.lr, config.sft.warmup_steps)
-  tx = optimizer(config.rl.lr, config.rl.warmup_steps)
+  sft_tx = phase_optimizer(config, "sft", trainable)
+  tx = phase_optimizer(config, "rl", trainable)
   state_shardings = train_state.train_state_shardings(params, tx, mesh, shardings)
   state = train_state.create_train_state(params, sft_tx if sft_steps else tx, mesh, shardings)
   host_params = params if config.rl.algorithm == "ppo" else None  # the critic starts from them
