@@ -18,6 +18,18 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir/grpo",
 _COORDINATOR = flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
+_COMPILE_CACHE = flags.DEFINE_bool(
+    "compile_cache", True, "Keep compiled XLA programs in $GTALIGN_CACHE/xla (default "
+    "~/.cache/gtalign/xla), so that a second run of the same config does not compile again.")
+
+
+def enable_compile_cache(directory: str, min_compile_seconds: float = 1.0) -> None:
+  """JAX's persistent compilation cache in `directory`, for every program that takes at least
+  `min_compile_seconds` to compile (the sampler's, the update steps, the evaluation's)."""
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def check_overrides(argv: list[str], config) -> None:
@@ -38,6 +50,9 @@ def check_overrides(argv: list[str], config) -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _COMPILE_CACHE.value:
+    from gtalign.models.weights_cache import cache_dir
+    enable_compile_cache(str(cache_dir() / "xla"))
   from gtalign.parallel import distributed
   try:
     cluster = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

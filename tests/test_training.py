@@ -107,3 +107,18 @@ def test_ppo_with_a_critic_runs_and_trains_the_value_model(tmp_path):
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   rl = [r for r in records if r.get("phase") == 1.0]
   assert len(rl) == 4 and all("critic/loss" in r and "critic/value_mean" in r for r in rl)
+
+
+def test_compile_cache_keeps_programs_across_processes(tmp_path):
+  """A second process finds the first one's compiled program in the cache directory."""
+  code = ("import sys, jax, jax.numpy as jnp; from gtalign.main import enable_compile_cache; "
+          "hits = []; jax.monitoring.register_event_listener("
+          "lambda name, **kw: hits.append(name) if 'cache_hits' in name else None); "
+          "enable_compile_cache(sys.argv[1], min_compile_seconds=0); "
+          "jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(3)).block_until_ready(); "
+          "print('hits', len(hits))")
+  runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120) for _ in range(2)]
+  assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+  assert os.listdir(tmp_path)
+  assert "hits 0" in runs[0].stdout and "hits 0" not in runs[1].stdout, [r.stdout for r in runs]

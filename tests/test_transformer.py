@@ -158,3 +158,30 @@ def test_cache_windows_give_the_same_logits():
       steps.append(logits[:, -1])
     results.append(np.stack([np.asarray(s) for s in steps]))
   np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("cpu_kernels", [True, False])
+@pytest.mark.parametrize("w_is_nk", [False, True])
+def test_dense_backward_matches_autodiff(monkeypatch, cpu_kernels, w_is_nk):
+  """The hand-written backward (materialised transposes on CPU, plain ones elsewhere) gives
+  autodiff's gradients: exactly in float32, to bfloat16 rounding in bfloat16."""
+  from gtalign.models import matmul
+  monkeypatch.setattr(matmul, "_on_cpu", lambda: cpu_kernels)
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  x = jax.random.normal(keys[0], (37, 20))
+  w = jax.random.normal(keys[1], (13, 20) if w_is_nk else (20, 13))
+  dy = jax.random.normal(keys[2], (37, 13))
+  spec = "mk,nk->mn" if w_is_nk else "mk,kn->mn"
+  for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+    xd, wd = x.astype(dtype), w.astype(dtype)
+    ours = jax.grad(lambda a, b: jnp.sum(matmul.dense(a, b, w_is_nk) * dy), (0, 1))(xd, wd)
+    ref = jax.grad(lambda a, b: jnp.sum(
+        jnp.einsum(spec, a, b, preferred_element_type=jnp.float32) * dy), (0, 1))(xd, wd)
+    for got, want in zip(ours, ref):
+      assert got.dtype == want.dtype == dtype
+      scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+      np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                 atol=tol * scale, rtol=0)
+    np.testing.assert_allclose(np.asarray(matmul.dense(xd, wd, w_is_nk)),
+                               np.asarray(jnp.einsum(spec, xd, wd,
+                                                     preferred_element_type=jnp.float32)))

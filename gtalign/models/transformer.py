@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gtalign.models.config import ModelConfig, RopeScaling
+from gtalign.models.matmul import dense
 
 _NEG_INF = float(np.finfo(np.float32).min)
 
@@ -117,8 +118,11 @@ class Linear(nn.Module):
         "kernel",
         nn.with_logical_partitioning(nn.initializers.normal(fan_in ** -0.5), tuple(self.axes)),
         tuple(self.shape), cfg.jnp_param_dtype)
-    y = jnp.einsum(self.equation, x.astype(cfg.jnp_dtype), kernel.astype(cfg.jnp_dtype),
-                   preferred_element_type=jnp.float32)
+    # every equation contracts x's trailing dims with the kernel's leading ones: one 2-D matmul
+    lead, n_in = x.shape[:2], x.ndim - 2
+    y = dense(x.reshape(-1, int(np.prod(x.shape[2:]))).astype(cfg.jnp_dtype),
+              kernel.reshape(int(np.prod(self.shape[:n_in])), -1).astype(cfg.jnp_dtype), False)
+    y = y.reshape(*lead, *self.shape[n_in:])
     if self.bias_axes is not None:
       bias_shape = self.shape[len(self.shape) - len(self.bias_axes):]
       bias = self.param("bias",
@@ -324,9 +328,10 @@ def positions_from_mask(attention_mask_bt: jax.Array) -> jax.Array:
 def lm_head(config: ModelConfig, params, hidden_bte: jax.Array) -> jax.Array:
   """Float32 logits from final hidden states (the projection `Decoder` applies last)."""
   if config.tie_embeddings:
-    table_ve = params["embed_tokens"]["embedding"]
-    return jnp.einsum("bte,ve->btv", hidden_bte.astype(config.jnp_dtype),
-                      table_ve.astype(config.jnp_dtype), preferred_element_type=jnp.float32)
-  kernel_ev = params["lm_head"]["kernel"]
-  return jnp.einsum("bte,ev->btv", hidden_bte.astype(config.jnp_dtype),
-                    kernel_ev.astype(config.jnp_dtype), preferred_element_type=jnp.float32)
+    weight, tied = params["embed_tokens"]["embedding"], True  # [vocab, embed]
+  else:
+    weight, tied = params["lm_head"]["kernel"], False  # [embed, vocab]
+  b, t, e = hidden_bte.shape
+  logits = dense(hidden_bte.reshape(b * t, e).astype(config.jnp_dtype),
+                 weight.astype(config.jnp_dtype), tied)
+  return logits.reshape(b, t, -1)
