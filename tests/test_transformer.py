@@ -185,3 +185,20 @@ def test_dense_backward_matches_autodiff(monkeypatch, cpu_kernels, w_is_nk):
     np.testing.assert_allclose(np.asarray(matmul.dense(xd, wd, w_is_nk)),
                                np.asarray(jnp.einsum(spec, xd, wd,
                                                      preferred_element_type=jnp.float32)))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 64])
+def test_chunked_causal_attention_equals_full(chunk):
+  """Query chunks over key prefixes give full causal attention's output (right padding too)."""
+  from gtalign.models import transformer
+  b, kv, g, t, d = 2, 2, 3, 10, 8
+  keys = jax.random.split(jax.random.PRNGKey(5), 3)
+  q = jax.random.normal(keys[0], (b, kv, g, t, d))
+  k = jax.random.normal(keys[1], (b, kv, t, d))
+  v = jax.random.normal(keys[2], (b, kv, t, d))
+  valid_bt = jnp.arange(t)[None, :] < jnp.array([[t], [7]])  # row 1 right-padded
+  mask_bts = jnp.tril(jnp.ones((t, t), bool))[None] & valid_bt[:, None, :]
+  full = transformer._attend(q.reshape(b, kv, g * t, d), k, v, jnp.tile(mask_bts, (1, g, 1)),
+                             jnp.float32).reshape(b, kv, g, t, d)
+  ours = transformer._attend_causal(q, k, v, mask_bts, jnp.float32, chunk=chunk)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(full), atol=1e-6)
