@@ -2,10 +2,11 @@
 
     python bench/sampler.py [--batches=1,16] [--new_tokens=128] [--dtype=float32]
 
-SmolLM2-135M-Instruct from its GGUF (both sides get the same dequantized weights), chat prompts
-of similar length, temperature 1, exactly `new_tokens` per row (EOS ignored on both sides).
-Compilation is excluded (a warm-up call with the same shapes); the best of `--repeats` runs is
-reported. At batch 1 it also reports memory-bandwidth utilisation: bytes read per decode step
+SmolLM2-135M-Instruct from its GGUF (both sides get the same dequantized weights), the chat
+prompts of `bench/grpo_iteration.py`, temperature 1, exactly `new_tokens` per row (EOS ignored
+on both sides). Compilation is excluded (a warm-up call with the same shapes); the mean of
+`--repeats` calls is reported, with the CPU time other processes took meanwhile (a noisy run is
+flagged). At batch 1 it also reports memory-bandwidth utilisation: bytes read per decode step
 (every weight once, plus the keys and values of the context) over the step time, against the
 read bandwidth this script measures with a jitted reduction over a 1 GiB array.
 """
@@ -20,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-QUESTIONS = ["What is the capital of France?", "Write a short poem about the sea.",
-             "Explain photosynthesis simply.", "Give me three tips for better sleep.",
-             "What is 12 times 7?", "Name a famous painter and one painting.",
-             "How do airplanes fly?", "Suggest a name for a black cat."]
+from grpo_iteration import OtherLoad, prompts as bench_prompts
+
+QUESTIONS = bench_prompts()
 
 
 def read_bandwidth_gbs() -> float:
@@ -44,7 +44,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="1,16")
   parser.add_argument("--new_tokens", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()
 
@@ -71,9 +71,10 @@ def main():
   for b in [int(x) for x in args.batches.split(",")]:
     prompts = [tokenizer.encode(tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])) for i in range(b)]
+    load = OtherLoad().start()
     sampler.generate(params, prompts, sampling)  # compile
-    ours = min(_timed(lambda: sampler.generate(params, prompts, sampling))
-               for _ in range(args.repeats))
+    ours = sum(_timed(lambda: sampler.generate(params, prompts, sampling))
+               for _ in range(args.repeats)) / args.repeats
     width = max(map(len, prompts))
     ids = torch.tensor([[tokenizer.pad_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -81,9 +82,14 @@ def main():
                   temperature=1.0, top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_id)
     with torch.inference_mode():
       ref.generate(ids, **dict(kwargs, max_new_tokens=4, min_new_tokens=4))  # warm-up
-      theirs = min(_timed(lambda: ref.generate(ids, **kwargs)) for _ in range(args.repeats))
+      theirs = sum(_timed(lambda: ref.generate(ids, **kwargs))
+                   for _ in range(args.repeats)) / args.repeats
     results[b] = ours
-    print(f"{b:>5} {b * n / ours:>14.1f} {b * n / theirs:>19.1f} {theirs / ours:>6.2f}")
+    other = load.stop()
+    flag = "  (noisy: other processes used the CPU)" if other > 0.05 * args.repeats * (
+        ours + theirs) else ""
+    print(f"{b:>5} {b * n / ours:>14.1f} {b * n / theirs:>19.1f} {theirs / ours:>6.2f}"
+          f"   other processes {other:.1f} CPU s{flag}")
 
   if 1 in results:
     weight_bytes = sum(a.nbytes for a in jax.tree.leaves(params))
