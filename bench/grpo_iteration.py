@@ -24,63 +24,26 @@ import sys
 import tempfile
 import time
 
-PROMPTS = 64
+from common import PROMPTS, OtherLoad, grpo_update, prompts
+
 PER_ITERATION = 4
 GROUP = 4
 NEW_TOKENS = 128
-_TOPICS = ("the sea", "a city at night", "autumn", "a lost key", "coffee", "the moon",
-           "a long train ride", "a garden")
-_ASKS = ("Write a short poem about {}.", "Describe {} in three sentences.",
-         "Give me two facts about {}.", "Tell a tiny story about {}.",
-         "What does {} make you think of?", "Explain {} to a child.",
-         "List three words that go with {}.", "Write a haiku about {}.")
-
-
-def prompts() -> list[str]:
-  """64 distinct user turns."""
-  return [a.format(t) for a in _ASKS for t in _TOPICS][:PROMPTS]
 
 
 def length_reward(texts: list[str]) -> list[float]:
   return [float(len(t)) for t in texts]
 
 
-class OtherLoad:
-  """CPU seconds used by other processes between start() and stop(), from /proc/stat."""
-
-  def start(self):
-    self._busy, self._own = self._machine_busy(), self._own_cpu()
-    return self
-
-  def stop(self) -> float:
-    return max(0.0, (self._machine_busy() - self._busy) - (self._own_cpu() - self._own))
-
-  @staticmethod
-  def _machine_busy() -> float:
-    with open("/proc/stat") as f:
-      fields = [float(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-  @staticmethod
-  def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 # ------------------------------------------------------------------------------------ gtalign
 
 
 def run_gtalign(model_dir: str, dtype: str, iterations: int) -> dict:
-  import functools
-
   import jax
   import numpy as np
 
   from gtalign.models.checkpoints import load_pretrained
-  from gtalign.models.transformer import logical_axes
-  from gtalign.parallel.mesh import MeshConfig, batch_sharding, make_mesh, param_shardings
-  from gtalign.rl import objective, train_state, update
+  from gtalign.rl import objective
   from gtalign.sampling.sampler import Sampler, SamplingConfig
   from gtalign.training import rollout
 
@@ -92,17 +55,8 @@ def run_gtalign(model_dir: str, dtype: str, iterations: int) -> dict:
                             ignore_eos=True)
   ids = [tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": p}]))
          for p in prompts()]
-  mesh = make_mesh(MeshConfig())
-  host = jax.tree.map(np.asarray, params)
-  shardings = param_shardings(mesh, logical_axes(config), shapes=host)
-  trainable = train_state.trainable_mask(host, "all")
-  tx = train_state.make_optimizer(1e-6, trainable=trainable)
-  state = train_state.create_train_state(host, tx, mesh, shardings)
   ocfg = objective.ObjectiveConfig(group_size=GROUP, num_sources=1, welfare="user_only")
-  step = update.make_update_step(
-      functools.partial(objective.policy_loss, config, ocfg), tx,
-      train_state.train_state_shardings(host, tx, mesh, shardings), batch_sharding(mesh),
-      trainable=trainable, prepare_batch=functools.partial(objective.welfare_advantages, ocfg))
+  state, step, _ = grpo_update(config, params, "all", ocfg)
   to_sampler = jax.jit(lambda p: jax.tree.map(lambda a: a.astype(sampler_config.jnp_dtype), p))
 
   def iteration(i, state):

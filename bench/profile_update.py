@@ -13,13 +13,13 @@ a `jax.profiler` trace of three updates is written there (open it with xprof/Ten
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import grpo_update, random_rollout_batch
 
 
 def _mean_seconds(fn, repeats: int) -> float:
@@ -42,33 +42,18 @@ def main():
   args = parser.parse_args()
 
   from gtalign.models.checkpoints import load_pretrained
-  from gtalign.models.transformer import Decoder, lm_head, logical_axes
+  from gtalign.models.transformer import Decoder, lm_head
   from gtalign.models.weights_cache import smollm2_gguf_path
-  from gtalign.parallel.mesh import MeshConfig, batch_sharding, make_mesh, param_shardings
-  from gtalign.rl import losses, objective, train_state, update
-  from gtalign.training import rollout
+  from gtalign.rl import losses, objective
 
   config, params, _ = load_pretrained(smollm2_gguf_path())
   cfg = config.replace(dtype=args.dtype, param_dtype="float32")
-  rng = np.random.default_rng(0)
-  prompts = [list(rng.integers(0, cfg.vocab_size, args.prompt)) for _ in range(args.rows)]
-  completions = [list(rng.integers(0, cfg.vocab_size, args.completion)) for _ in range(args.rows)]
-  batch = rollout.sequence_batch(prompts, completions, pad_id=2)
+  batch = jax.tree.map(jnp.asarray, random_rollout_batch(args.rows, args.prompt,
+                                                         args.completion, cfg.vocab_size))
   window = batch["targets_bc"].shape[1]
-  batch.update(old_logp_bc=np.full((args.rows, window), -10.0, np.float32),
-               user_b=rng.uniform(0.1, 0.9, args.rows).astype(np.float32),
-               llm_b=rng.uniform(0.1, 0.9, args.rows).astype(np.float32),
-               reward_valid_b=np.ones(args.rows, np.float32),
-               source_b=np.zeros(args.rows, np.int32))
-  batch = jax.tree.map(jnp.asarray, batch)
   ocfg = objective.ObjectiveConfig(group_size=4, num_sources=1, adv_std_floor=0.1)
   prepared = objective.welfare_advantages(ocfg, batch)
-  mesh = make_mesh(MeshConfig())
-  host = jax.tree.map(np.asarray, params)
-  shardings = param_shardings(mesh, logical_axes(cfg), shapes=host)
-  trainable = train_state.trainable_mask(host, args.trainable)
-  tx = train_state.make_optimizer(1e-6, trainable=trainable)
-  state = train_state.create_train_state(host, tx, mesh, shardings)
+  state, step, tx = grpo_update(cfg, params, args.trainable, ocfg)
   p = state.params
   print(f"SmolLM2-135M, {args.rows} rows x ({args.prompt} + {args.completion}) tokens, "
         f"{args.dtype} compute, trainable={args.trainable}, {os.cpu_count()} CPUs")
@@ -87,10 +72,6 @@ def main():
   grad = jax.jit(jax.grad(loss))
   g = grad(p, prepared)
   opt = jax.jit(tx.update)
-  step = update.make_update_step(
-      functools.partial(objective.policy_loss, cfg, ocfg), tx,
-      train_state.train_state_shardings(host, tx, mesh, shardings), batch_sharding(mesh),
-      trainable=trainable, prepare_batch=functools.partial(objective.welfare_advantages, ocfg))
   holder = {"state": state}
 
   def run_step():

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grpo_iteration import OtherLoad, prompts as bench_prompts
+from common import OtherLoad, prompts as bench_prompts
 
 QUESTIONS = bench_prompts()
 

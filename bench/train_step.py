@@ -13,13 +13,13 @@ frozen layers the real work is less than 6N per token, so MFU is only comparable
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import grpo_update, random_rollout_batch
 
 
 def matmul_peak(dtype) -> float:
@@ -50,25 +50,13 @@ def main():
 
   from gtalign.models.checkpoints import load_pretrained
   from gtalign.models.weights_cache import smollm2_gguf_path
-  from gtalign.models.transformer import logical_axes
-  from gtalign.parallel.mesh import MeshConfig, batch_sharding, make_mesh, param_shardings
-  from gtalign.rl import objective, train_state, update
-  from gtalign.training import rollout
+  from gtalign.rl import objective
 
   path = smollm2_gguf_path()
   config, params, _ = load_pretrained(path)
   n_params = config.num_params()
-  rng = np.random.default_rng(0)
-  prompts = [list(rng.integers(0, config.vocab_size, args.prompt)) for _ in range(args.rows)]
-  completions = [list(rng.integers(0, config.vocab_size, args.completion))
-                 for _ in range(args.rows)]
-  batch = rollout.sequence_batch(prompts, completions, pad_id=2)
+  batch = random_rollout_batch(args.rows, args.prompt, args.completion, config.vocab_size)
   window = batch["targets_bc"].shape[1]
-  batch.update(old_logp_bc=np.full((args.rows, window), -10.0, np.float32),
-               user_b=rng.uniform(0.1, 0.9, args.rows).astype(np.float32),
-               llm_b=rng.uniform(0.1, 0.9, args.rows).astype(np.float32),
-               reward_valid_b=np.ones(args.rows, np.float32),
-               source_b=np.zeros(args.rows, np.int32))
   tokens = args.rows * (args.prompt + args.completion)
   print(f"SmolLM2-135M ({n_params / 1e6:.1f}M params), {args.rows} rows x ({args.prompt} prompt + "
         f"{args.completion} completion) = {tokens} tokens, trainable={args.trainable}, "
@@ -78,20 +66,11 @@ def main():
         f"accumulate) {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
   print(f"{'implementation':<34}{'s/update':>10}{'tokens/s':>10}{'MFU':>8}")
 
-  mesh = make_mesh(MeshConfig())
   results = {}
   for dtype in ("float32", "bfloat16"):
     cfg = config.replace(dtype=dtype, param_dtype="float32")
-    host = jax.tree.map(np.asarray, params)
-    shardings = param_shardings(mesh, logical_axes(cfg), shapes=host)
-    trainable = train_state.trainable_mask(host, args.trainable)
-    tx = train_state.make_optimizer(1e-6, trainable=trainable)
-    state = train_state.create_train_state(host, tx, mesh, shardings)
     ocfg = objective.ObjectiveConfig(group_size=4, num_sources=1)
-    step = update.make_update_step(
-        functools.partial(objective.policy_loss, cfg, ocfg), tx,
-        train_state.train_state_shardings(host, tx, mesh, shardings), batch_sharding(mesh),
-        trainable=trainable, prepare_batch=functools.partial(objective.welfare_advantages, ocfg))
+    state, step, _ = grpo_update(cfg, params, args.trainable, ocfg)
     holder = {"state": state}
 
     def run_step():

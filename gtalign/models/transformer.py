@@ -201,12 +201,12 @@ class Attention(nn.Module):
     # queries of one kv head grouped together: [b, kv, g*t, d], query index = group * t + position
     q_bkgtd = q_bthd.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4)
     q_bkqd = q_bkgtd.reshape(b, kv, g * t, d)
-    mask_bqs = jnp.tile(mask_bts, (1, g, 1))
     if cache_kv is None:  # a whole causal sequence (training, scoring)
       out_bkqd = _attend_causal(q_bkgtd, k_bktd, v_bktd, mask_bts, cfg.jnp_dtype).reshape(
           b, kv, g * t, d)
       new_kv = None
     else:  # write this chunk at the cache offset, then attend to the cache
+      mask_bqs = jnp.tile(mask_bts, (1, g, 1))
       cache_k, cache_v, offset = cache_kv
       cache_k = jax.lax.dynamic_update_slice(cache_k, k_bktd.astype(cache_k.dtype),
                                              (0, 0, offset, 0))

@@ -239,6 +239,9 @@ def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformati
   """AdamW for the SFT or RL phase: that phase's rate, warmup and schedule over its own steps
   (a cosine reaches zero after the phase's last step); decay and clipping as `rl`."""
   cfg = config.sft if phase == "sft" else config.rl
+  if cfg.lr_schedule not in train_state.SCHEDULES:
+    raise ValueError(f"{phase}.lr_schedule={cfg.lr_schedule!r}; expected one of "
+                     f"{train_state.SCHEDULES}")
   rate = train_state.make_schedule(cfg.lr, cfg.lr_schedule, cfg.warmup_steps,
                                    max(cfg.steps, cfg.warmup_steps + 1))
   return train_state.make_optimizer(rate, weight_decay=config.rl.weight_decay,
