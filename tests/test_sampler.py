@@ -283,3 +283,34 @@ def test_trainer_logprobs_match_the_samplers_at_its_temperature(sampler, params,
   ref = objective.sequence_logprobs(CONFIG, params, batch, temperature=temperature)
   mask = batch["loss_mask_bc"] > 0
   np.testing.assert_allclose(np.asarray(ref)[mask], batch["old_logp_bc"][mask], atol=1e-4)
+
+
+def test_chunked_decoding_equals_one_call_and_cancel_stops_only_its_row(sampler, params):
+  sc = SamplingConfig(max_new_tokens=10, temperature=1.0, seed=5, num_samples=2,
+                      stop=("zz",))
+  whole = sampler.generate(params, PROMPTS, sc)
+  generation = sampler.start(params, PROMPTS, sc)
+  steps = []
+  while not generation.done:
+    generation.advance(3)
+    steps.append(generation.step)
+  # the prefill emits the first token; each call then takes at most 3 steps
+  assert len(steps) > 1 and all(0 < b - a <= 3 for a, b in zip([1] + steps, steps))
+  chunked = generation.result()
+  for a, b in zip(whole.tokens, chunked.tokens):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(whole.logprobs, chunked.logprobs):
+    np.testing.assert_allclose(a, b, rtol=0, atol=0)
+  assert whole.texts == chunked.texts and whole.finish_reasons == chunked.finish_reasons
+
+  generation = sampler.start(params, PROMPTS, sc)
+  generation.advance(2)
+  tokens, reasons = generation.snapshot()
+  assert [len(t) for t in tokens] == [3] * 6 and set(reasons) <= {"running", "stop", "eos"}
+  generation.cancel([1])
+  generation.advance()
+  out = generation.result()
+  assert out.finish_reasons[1] == "length" and len(out.tokens[1]) == 3
+  np.testing.assert_array_equal(out.tokens[1], whole.tokens[1][:3])
+  for r in (0, 2, 3, 4, 5):  # the other rows are untouched
+    np.testing.assert_array_equal(out.tokens[r], whole.tokens[r])

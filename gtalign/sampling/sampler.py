@@ -190,13 +190,15 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _decode(prog: _Program, params, state: SamplerState, table: stop_lib.TokenBytes
-            ) -> SamplerState:
-  """Decode until every row is done or the token budget is spent."""
+def _decode(prog: _Program, params, state: SamplerState, table: stop_lib.TokenBytes,
+            until_step: jax.Array) -> SamplerState:
+  """Decode until every row is done, the token budget is spent, or `until_step` steps are
+  taken (a traced scalar: chunked decoding reuses the one compiled program)."""
   model = Decoder(prog.model, prog.cache_windows)
+  limit = jnp.minimum(until_step, prog.max_new_tokens)
 
   def cond(s: SamplerState):
-    return (s.step < prog.max_new_tokens) & ~jnp.all(s.done_r)
+    return (s.step < limit) & ~jnp.all(s.done_r)
 
   def body(s: SamplerState):
     position_r = s.position_r + 1
@@ -250,6 +252,15 @@ class Sampler:
     stream: row (i, j) uses prompt index `prompt_indices[i]` and sample index
     `sample_offsets[i] + j`, wherever it sits in the batch.
     """
+    generation = self.start(params, prompts, sampling, prompt_indices, sample_offsets)
+    generation.advance()
+    return generation.result()
+
+  def start(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
+            prompt_indices: Sequence[int] | None = None,
+            sample_offsets: Sequence[int] | None = None) -> "Generation":
+    """Prefills the prompts and emits every row's first token; `Generation.advance` decodes
+    the rest, all at once or in chunks (arguments as in `generate`)."""
     if not prompts or any(len(p) == 0 for p in prompts):
       raise ValueError("every prompt needs at least one token")
     b = len(prompts)
@@ -270,22 +281,7 @@ class Sampler:
     state = _prefill(prog, params, tokens_bt, mask_bt, prompt_indices.astype(np.int32),
                      sample_offsets.astype(np.int32), key, self._table)
     jax.block_until_ready(state.done_r)
-    prefill_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    state = _decode(prog, params, state, self._table)
-    tokens_rn, logprobs_rn, length_r, finish_r, prompt_r, sample_r = jax.device_get(
-        (state.tokens_rn, state.logprobs_rn, state.length_r, state.finish_r,
-         state.prompt_index_r, state.sample_index_r))
-    decode_seconds = time.perf_counter() - start
-
-    tokens = [tokens_rn[r, :length_r[r]] for r in range(len(length_r))]
-    finish = [FINISH_REASONS[f] for f in finish_r]
-    texts = [self._text(t, reason, sampling) for t, reason in zip(tokens, finish)]
-    return SampleOutput(tokens=tokens, logprobs=[logprobs_rn[r, :length_r[r]]
-                                                 for r in range(len(length_r))],
-                        texts=texts, finish_reasons=finish, prompt_index=prompt_r,
-                        sample_index=sample_r, prefill_seconds=prefill_seconds,
-                        decode_seconds=decode_seconds)
+    return Generation(self, prog, params, state, sampling, time.perf_counter() - start)
 
   def _text(self, tokens: np.ndarray, reason: str, sampling: SamplingConfig) -> str:
     text = self.tokenizer.decode(tokens)
@@ -309,3 +305,71 @@ class Sampler:
     rows = [list(p) + self.tokenizer.encode(x) for p, x in zip(prompts, prefixes)]
     return self.generate(params, rows, dataclasses.replace(sampling, num_samples=1),
                          prompt_indices, sample_offsets)
+
+
+class Generation:
+  """One batch being decoded: `advance` runs more decode steps (all by default), `snapshot`
+  copies what each row has so far to the host, `cancel` stops rows (a client that went away),
+  `result` is the `SampleOutput` of `Sampler.generate`."""
+
+  def __init__(self, sampler: Sampler, prog: _Program, params, state: SamplerState,
+               sampling: SamplingConfig, prefill_seconds: float):
+    self._sampler, self._prog, self._params, self._state = sampler, prog, params, state
+    self._sampling = sampling
+    self.prefill_seconds = prefill_seconds
+    self.decode_seconds = 0.0
+    self.num_rows = int(state.done_r.shape[0])
+
+  @property
+  def step(self) -> int:
+    return int(self._state.step)
+
+  @property
+  def done(self) -> bool:
+    return self.step >= self._prog.max_new_tokens or bool(jnp.all(self._state.done_r))
+
+  def advance(self, steps: int | None = None) -> None:
+    """Decodes `steps` more tokens per running row (default: until every row is done)."""
+    until = self._prog.max_new_tokens if steps is None else self.step + steps
+    start = time.perf_counter()
+    self._state = _decode(self._prog, self._params, self._state, self._sampler._table,
+                          jnp.asarray(until, jnp.int32))
+    jax.block_until_ready(self._state.done_r)
+    self.decode_seconds += time.perf_counter() - start
+
+  def cancel(self, rows: Sequence[int]) -> None:
+    """Marks `rows` finished ("length") so they emit nothing more and stop holding the loop."""
+    if not len(rows):
+      return
+    stop_r = np.zeros((self.num_rows,), bool)
+    stop_r[np.asarray(rows)] = True
+    stop_r = jnp.asarray(stop_r) & ~self._state.done_r
+    self._state = self._state.replace(
+        done_r=self._state.done_r | stop_r,
+        finish_r=jnp.where(stop_r, _LENGTH, self._state.finish_r))
+
+  def snapshot(self) -> tuple[list[np.ndarray], list[str]]:
+    """(tokens so far, finish reason or "running") per row."""
+    tokens_rn, length_r, finish_r = jax.device_get(
+        (self._state.tokens_rn, self._state.length_r, self._state.finish_r))
+    return ([tokens_rn[r, :length_r[r]] for r in range(self.num_rows)],
+            [FINISH_REASONS[f] for f in finish_r])
+
+  def text(self, tokens: np.ndarray, reason: str) -> str:
+    """A row's text as `SampleOutput.texts` has it (cut at its stop string once stopped)."""
+    return self._sampler._text(tokens, reason, self._sampling)
+
+  def result(self) -> SampleOutput:
+    start = time.perf_counter()
+    tokens_rn, logprobs_rn, length_r, finish_r, prompt_r, sample_r = jax.device_get(
+        (self._state.tokens_rn, self._state.logprobs_rn, self._state.length_r,
+         self._state.finish_r, self._state.prompt_index_r, self._state.sample_index_r))
+    self.decode_seconds += time.perf_counter() - start
+    tokens = [tokens_rn[r, :length_r[r]] for r in range(len(length_r))]
+    finish = [FINISH_REASONS[f] for f in finish_r]
+    texts = [self.text(t, reason) for t, reason in zip(tokens, finish)]
+    return SampleOutput(tokens=tokens, logprobs=[logprobs_rn[r, :length_r[r]]
+                                                 for r in range(len(length_r))],
+                        texts=texts, finish_reasons=finish, prompt_index=prompt_r,
+                        sample_index=sample_r, prefill_seconds=self.prefill_seconds,
+                        decode_seconds=self.decode_seconds)

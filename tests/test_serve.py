@@ -1,0 +1,238 @@
+"""`python -m gtalign.serve` in its own process, driven by the official `openai` client and httpx.
+
+The model is a random tiny Llama with SmolLM2's tokenizer and chat template, saved as a Hugging
+Face directory, so the server's whole path (template, batching, streaming, stops) runs in
+seconds; its text is noise, so tests compare the server with itself (same seed, streamed or not,
+with or without a stop string) rather than with expected words.
+"""
+
+import asyncio
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import jax
+import openai
+import pytest
+
+from gtalign.models.checkpoints import save_pretrained
+from gtalign.models.config import get_preset
+from gtalign.models.tokenizer import load_tokenizer
+from gtalign.models.transformer import init_params
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MESSAGES = [{"role": "user", "content": "Tell me about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_gguf_path):
+  tokenizer = load_tokenizer(smollm2_gguf_path)
+  config = get_preset("tiny-llama").replace(vocab_size=tokenizer.vocab_size,
+                                            max_position_embeddings=4096)
+  directory = tmp_path_factory.mktemp("tiny_chat")
+  save_pretrained(str(directory), config, init_params(config, jax.random.PRNGKey(0)), tokenizer)
+  return directory
+
+
+class _Server:
+  def __init__(self, model_dir, log_path, *flags):
+    self.log_path = log_path
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "gtalign.serve", f"--model={model_dir}", "--served_name=tiny",
+         "--port=0", *flags], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "w"), env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 120
+    while time.time() < deadline:
+      found = re.search(r"on (http://[\d.]+:\d+/v1)", log_path.read_text())
+      if found:
+        self.base_url = found.group(1)
+        return
+      if self.proc.poll() is not None:
+        break
+      time.sleep(0.2)
+    self.proc.kill()
+    raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}")
+
+  @property
+  def root(self) -> str:
+    return self.base_url[:-len("/v1")]
+
+  def health(self) -> dict:
+    return httpx.get(f"{self.root}/health", timeout=10).json()
+
+  def close(self):
+    self.proc.terminate()
+    try:
+      self.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+  s = _Server(tiny_model_dir, tmp_path_factory.mktemp("serve") / "server.log", "--chunk_steps=8")
+  yield s
+  s.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+  return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_and_health(server, client):
+  assert [m.id for m in client.models.list().data] == ["tiny"]
+  assert server.health()["status"] == "ok"
+
+
+def test_plain_chat_reports_usage_and_is_reproducible_by_seed(client, tiny_model_dir):
+  tokenizer = load_tokenizer(str(tiny_model_dir))
+  prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(MESSAGES,
+                                                              add_generation_prompt=True))
+  kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=12, temperature=1.0, seed=11)
+  first = client.chat.completions.create(**kwargs)
+  again = client.chat.completions.create(**kwargs)
+  (choice,) = first.choices
+  assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+  assert choice.finish_reason in ("stop", "length")
+  assert first.usage.prompt_tokens == len(prompt_ids)
+  assert 0 < first.usage.completion_tokens <= 12
+  assert again.choices[0].message.content == choice.message.content
+  other = client.chat.completions.create(**{**kwargs, "seed": 12})
+  assert other.choices[0].message.content != choice.message.content
+
+
+def test_n_choices_are_distinct_streams_of_one_seed(client):
+  kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=10, temperature=1.0, seed=3, n=3)
+  out = client.chat.completions.create(**kwargs)
+  texts = [c.message.content for c in out.choices]
+  assert [c.index for c in out.choices] == [0, 1, 2]
+  assert len(set(texts)) == 3
+  assert [c.message.content for c in client.chat.completions.create(**kwargs).choices] == texts
+  single = client.chat.completions.create(**{**kwargs, "n": 1})
+  assert single.choices[0].message.content == texts[0]
+
+
+def test_streaming_equals_the_non_streamed_completion(client):
+  kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=40, temperature=1.0, seed=5, n=2)
+  whole = client.chat.completions.create(**kwargs)
+  parts, finish, usage = {0: "", 1: ""}, {}, None
+  for event in client.chat.completions.create(**kwargs, stream=True,
+                                              stream_options={"include_usage": True}):
+    if event.usage is not None:
+      usage = event.usage
+    for c in event.choices:
+      parts[c.index] += c.delta.content or ""
+      if c.finish_reason:
+        finish[c.index] = c.finish_reason
+  assert [parts[0], parts[1]] == [c.message.content for c in whole.choices]
+  assert finish == {c.index: c.finish_reason for c in whole.choices}
+  assert usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stop_string_cuts_the_text_where_it_first_appears(client):
+  kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=32, temperature=1.0, seed=21)
+  text = client.chat.completions.create(**kwargs).choices[0].message.content
+  at = next(i for i in range(3, len(text) - 2) if text[i:i + 2].isascii()
+            and text[i:i + 2].isalnum())
+  stop = text[at:at + 2]
+  out = client.chat.completions.create(**kwargs, stop=[stop, "\x00never"])
+  assert out.choices[0].message.content == text[:text.find(stop)]
+  assert out.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": MESSAGES, "frobnicate": 1}, "frobnicate"),
+    ({"messages": "hello"}, "messages"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
+    ({"messages": MESSAGES, "temperature": "hot"}, "temperature"),
+    ({"messages": MESSAGES, "top_p": 0}, "top_p"),
+    ({"messages": MESSAGES, "n": 0}, "n"),
+    ({"messages": MESSAGES, "max_tokens": 100000}, "max_tokens"),
+    ({"messages": MESSAGES, "max_tokens": "many"}, "max_tokens"),
+    ({"messages": MESSAGES, "stop": [1]}, "stop"),
+    ({"messages": MESSAGES, "stream": "yes"}, "stream"),
+    ({"messages": MESSAGES, "gtalign": {"game": True}}, "gtalign"),
+])
+def test_bad_requests_get_a_400_naming_the_field(server, body, param):
+  r = httpx.post(f"{server.base_url}/chat/completions", json={"model": "tiny", **body},
+                 timeout=30)
+  assert r.status_code == 400, r.text
+  error = r.json()["error"]
+  assert error["param"] == param and error["type"] == "invalid_request_error"
+  assert param.split("[")[0].split(".")[0] in error["message"]
+
+
+def test_malformed_and_oversize_bodies_get_a_400_and_the_server_lives_on(server, client):
+  r = httpx.post(f"{server.base_url}/chat/completions", content=b"{not json",
+                 headers={"content-type": "application/json"}, timeout=30)
+  assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+  huge = {"model": "tiny", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+  r = httpx.post(f"{server.base_url}/chat/completions", json=huge, timeout=30)
+  assert r.status_code == 400 and "bytes" in r.json()["error"]["message"]
+  with pytest.raises(openai.BadRequestError, match="temperature"):
+    client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=5)
+  assert client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2).choices
+
+
+def test_concurrent_requests_share_batches(server):
+  async def main():
+    async with httpx.AsyncClient(timeout=120) as http:
+      body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 24, "temperature": 1.0}
+      return await asyncio.gather(*[
+          http.post(f"{server.base_url}/chat/completions", json={**body, "seed": i})
+          for i in range(12)])
+
+  before = server.health()
+  replies = asyncio.run(main())
+  assert all(r.status_code == 200 for r in replies)
+  after = server.health()
+  assert after["rows"] - before["rows"] == 12
+  assert after["batches"] - before["batches"] < 12  # some requests were decoded together
+
+
+def test_a_client_that_disconnects_frees_its_rows(server):
+  body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 3000, "temperature": 1.0,
+          "seed": 1, "stream": True}
+  before = server.health()
+  with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body,
+                    timeout=60) as r:
+    lines = r.iter_lines()
+    seen = [next(lines) for _ in range(4)]
+  assert any(line.startswith("data: ") for line in seen)
+  deadline = time.time() + 30
+  while time.time() < deadline:
+    health = server.health()
+    if health["batches"] > before["batches"]:
+      break
+    time.sleep(0.1)
+  assert health["batches"] == before["batches"] + 1
+  assert health["rows_cancelled"] == before["rows_cancelled"] + 1
+  assert health["last_batch_steps"] < 3000 and health["active_rows"] == 0
+
+
+def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, tmp_path):
+  small = _Server(tiny_model_dir, tmp_path / "small.log", "--max_queue=1", "--max_rows=1")
+  try:
+    async def main():
+      async with httpx.AsyncClient(timeout=120) as http:
+        body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 400}
+        return await asyncio.gather(*[
+            http.post(f"{small.base_url}/chat/completions", json={**body, "seed": i})
+            for i in range(6)])
+
+    replies = asyncio.run(main())
+    codes = sorted(r.status_code for r in replies)
+    assert 200 in codes and 429 in codes, codes
+    busy = next(r for r in replies if r.status_code == 429)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["error"]["type"] == "rate_limit_error"
+    assert small.health()["status"] == "ok"
+  finally:
+    small.close()
