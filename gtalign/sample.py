@@ -14,7 +14,6 @@ one JSON object with its parsed trace: blocks, payoff, chosen key, response and 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -72,9 +71,9 @@ def chat_prompt_ids(tokenizer, prompt: str, system: str | None) -> list[int]:
 
 def game_settings(model: str, prompt_style: str | None, system: str | None) -> dict:
   """{"prompt_style", "system"} for --game: the flags where given, else the model's export."""
-  from gtalign.training.export import DEFAULT_SETTINGS, read_game_settings
+  from gtalign.training.export import settings_for_model
 
-  settings = read_game_settings(model) if os.path.isdir(model) else dict(DEFAULT_SETTINGS)
+  settings = settings_for_model(model)
   if prompt_style is not None:
     settings["prompt_style"] = prompt_style
   if system is not None:

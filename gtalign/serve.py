@@ -24,6 +24,8 @@ _MAX_QUEUE = flags.DEFINE_integer("max_queue", 64,
                                   "Requests waiting at most; beyond it the server answers 429.")
 _CHUNK = flags.DEFINE_integer("chunk_steps", 16,
                               "Decode steps between streamed chunks and cancellation checks.")
+_GATHER = flags.DEFINE_float("gather_ms", 5.0,
+                             "After a request arrives, wait this long for others to batch with.")
 _CONTEXT = flags.DEFINE_integer("context", 4096,
                                 "Prompt plus max_tokens at most (capped by the model's own).")
 _DEFAULT_MAX_TOKENS = flags.DEFINE_integer("default_max_tokens", 256,
@@ -39,16 +41,19 @@ def main(argv):
   from gtalign.sampling.sampler import Sampler
   from gtalign.serving.app import Server
   from gtalign.serving.engine import Engine
+  from gtalign.training.export import settings_for_model
 
   start = time.perf_counter()
   config, params, tokenizer = load_pretrained(_MODEL.value, dtype=_DTYPE.value)
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; a chat server needs one")
   engine = Engine(Sampler(config, tokenizer), params, max_rows=_MAX_ROWS.value,
-                  max_queue=_MAX_QUEUE.value, chunk_steps=_CHUNK.value)
+                  max_queue=_MAX_QUEUE.value, chunk_steps=_CHUNK.value,
+                  gather_ms=_GATHER.value)
   server = Server(engine, tokenizer, _NAME.value or _MODEL.value,
                   context=min(_CONTEXT.value, config.max_position_embeddings),
-                  default_max_tokens=_DEFAULT_MAX_TOKENS.value)
+                  default_max_tokens=_DEFAULT_MAX_TOKENS.value,
+                  game_settings=settings_for_model(_MODEL.value))
   config_ = uvicorn.Config(server.app, host=_HOST.value, port=_PORT.value, log_level="warning")
   userver = uvicorn.Server(config_)
   # the port line is what scripts and tests wait for (with --port=0 it names the chosen port)

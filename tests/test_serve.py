@@ -158,7 +158,18 @@ def test_stop_string_cuts_the_text_where_it_first_appears(client):
     ({"messages": MESSAGES, "max_tokens": "many"}, "max_tokens"),
     ({"messages": MESSAGES, "stop": [1]}, "stop"),
     ({"messages": MESSAGES, "stream": "yes"}, "stream"),
-    ({"messages": MESSAGES, "gtalign": {"game": True}}, "gtalign"),
+    ({"messages": MESSAGES, "gtalign": "yes"}, "gtalign"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "pricing": {"policy": "nope"}}},
+     "gtalign.pricing.policy"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "pricing": {"policy": "per_token",
+                                                                 "fee": 1.0}}},
+     "gtalign.pricing.fee"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "pricing": {"policy": "per_token",
+                                                                 "cost": "high"}}},
+     "gtalign.pricing.cost"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "colour": 1}}, "gtalign.colour"),
+    ({"messages": MESSAGES, "gtalign": {"game": True}, "stream": True}, "stream"),
+    ({"messages": MESSAGES + [{"role": "assistant", "content": "<thinking>"}]}, "messages"),
 ])
 def test_bad_requests_get_a_400_naming_the_field(server, body, param):
   r = httpx.post(f"{server.base_url}/chat/completions", json={"model": "tiny", **body},
@@ -236,3 +247,72 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, tmp_path):
     assert small.health()["status"] == "ok"
   finally:
     small.close()
+
+
+QUESTION = "What is the capital of Italy?"
+# sum-selection picks DQ_CQ as written; per_token pricing with the user paying (AQ -0.5, CQ -1)
+# makes DQ_DA the best key
+WRITTEN = {"DQ_AQ": {"LLM": 2.1, "user": 2.1}, "DQ_CQ": {"LLM": 2.4, "user": 2.4},
+           "DQ_DA": {"LLM": 2.0, "user": 2.0}, "VQ_AQ": {"LLM": 1.0, "user": 1.0},
+           "VQ_CQ": {"LLM": 1.0, "user": 1.0}, "VQ_DA": {"LLM": 1.0, "user": 1.0}}
+PRICING = {"policy": "per_token", "cost": 0.5, "payer": "user"}
+
+
+def _in_process(model_dir):
+  from gtalign.game import prompt as prompt_lib
+  from gtalign.models.checkpoints import load_pretrained
+  from gtalign.sampling.sampler import Sampler
+  config, params, tokenizer = load_pretrained(str(model_dir))
+  ids = tokenizer.encode(prompt_lib.render(tokenizer, prompt_lib.build_messages(QUESTION)))
+  return Sampler(config, tokenizer), params, tokenizer, ids
+
+
+def test_game_request_reprices_a_given_trace_as_edit_payoff_block_and_continue_from(
+    server, tiny_model_dir):
+  from gtalign.game.pricing import edit_payoff_block
+  from gtalign.sampling.sampler import SamplingConfig
+  prefix = ("<thinking>A definite question (DQ).</thinking>\n<payoff>" + json.dumps(WRITTEN) +
+            "</payoff>\n")
+  body = {"model": "tiny", "temperature": 0, "max_tokens": 24, "seed": 0,
+          "messages": [{"role": "user", "content": QUESTION},
+                       {"role": "assistant", "content": prefix}],
+          "gtalign": {"game": True, "pricing": PRICING}}
+  r = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120)
+  assert r.status_code == 200, r.text
+  (trace,) = r.json()["gtalign"]["choices"]
+  info = trace["pricing"]
+  assert info["payoff_written"] == WRITTEN and info["error"] is None
+  assert (info["selected_written"], info["selected_priced"]) == ("DQ_CQ", "DQ_DA")
+  assert info["payoff_priced"]["DQ_CQ"] == {"LLM": 2.4, "user": 1.4}
+
+  sampler, params, tokenizer, ids = _in_process(tiny_model_dir)
+  edited = edit_payoff_block(prefix, PRICING["policy"], cost=0.5, payer="user")
+  out = sampler.continue_from(params, [ids], [edited], SamplingConfig(
+      max_new_tokens=32, temperature=0.0, stop=("</response>",), include_stop_str=True),
+      prompt_indices=[1], sample_offsets=[0])  # the server's stream for choice 0: (seed + 1, 0)
+  tokens = out.tokens[0][:24]
+  expected = out.texts[0] if out.finish_reasons[0] != "length" else tokenizer.decode(tokens)
+  assert trace["text"] == edited + expected
+  assert r.json()["usage"]["completion_tokens"] == len(tokens)
+
+
+def test_game_request_from_scratch_renders_the_game_prompt_and_stops_at_the_payoff(
+    server, tiny_model_dir):
+  from gtalign.sampling.sampler import SamplingConfig
+  body = {"model": "tiny", "temperature": 0, "max_tokens": 20, "seed": 9,
+          "messages": [{"role": "user", "content": QUESTION}],
+          "gtalign": {"game": True, "pricing": PRICING}}
+  reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120).json()
+  (trace,) = reply["gtalign"]["choices"]
+  sampler, params, tokenizer, ids = _in_process(tiny_model_dir)
+  assert reply["gtalign"]["prompt"] == tokenizer.decode(ids) or QUESTION in reply["gtalign"][
+      "prompt"]
+  assert reply["usage"]["prompt_tokens"] == len(ids)
+  out = sampler.generate(params, [ids], SamplingConfig(max_new_tokens=32, temperature=0.0,
+                                                       stop=("</payoff>",)),
+                         prompt_indices=[9], sample_offsets=[0])
+  if out.finish_reasons[0] == "length":  # a random model: no payoff, so nothing to price
+    assert trace["text"] == tokenizer.decode(out.tokens[0][:20])
+    assert trace["pricing"] is None and trace["valid"] is False
+    assert reply["choices"][0]["message"]["content"] == trace["text"]
+    assert reply["choices"][0]["finish_reason"] == "length"

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from gtalign.serving import protocol
+from gtalign.serving import game, protocol
 from gtalign.serving.engine import Engine, Job, QueueFull, random_seed
 from gtalign.serving.protocol import RequestError
 
@@ -54,8 +54,9 @@ class Server:
 
   def __init__(self, engine: Engine, tokenizer, model_name: str, context: int,
                default_max_tokens: int = 256, max_body_bytes: int = 1 << 20,
-               retry_after_s: int = 1):
+               retry_after_s: int = 1, game_settings: dict | None = None):
     self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+    self.game_settings = game_settings or {"prompt_style": "full", "system": None}
     self.context, self.default_max_tokens = context, default_max_tokens
     self.max_body_bytes, self.retry_after_s = max_body_bytes, retry_after_s
     self.started = time.time()
@@ -77,45 +78,121 @@ class Server:
         {"id": self.model_name, "object": "model", "created": int(self.started),
          "owned_by": "gtalign"}]})
 
-  def _job(self, req: protocol.ChatRequest) -> Job:
-    messages = [{"role": r, "content": c} for r, c in req.messages]
-    ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True))
-    room = self.context - len(ids)
+  def _budget(self, req: protocol.ChatRequest, used: int) -> int:
+    """The request's max_tokens, checked against the context after `used` prompt tokens."""
+    room = self.context - used
     if room < 1:
-      raise RequestError("messages", f"the prompt has {len(ids)} tokens; the context holds "
+      raise RequestError("messages", f"the prompt has {used} tokens; the context holds "
                                      f"{self.context}")
     max_tokens = req.max_tokens if req.max_tokens is not None else min(
         self.default_max_tokens, room)
     if max_tokens > room:
-      raise RequestError("max_tokens", f"max_tokens={max_tokens} plus the prompt's {len(ids)} "
+      raise RequestError("max_tokens", f"max_tokens={max_tokens} plus the prompt's {used} "
                                        f"tokens is over the context of {self.context}")
-    seed = req.seed if req.seed is not None else random_seed()
-    return Job(prompt_ids=ids, n=req.n, max_tokens=max_tokens, temperature=req.temperature,
-               top_p=req.top_p, stop=req.stop, seed=seed % (2 ** 31),
+    return max_tokens
+
+  def _new_job(self, ids: list[int], req: protocol.ChatRequest, n: int, max_tokens: int,
+               stop: tuple[str, ...], seed: int) -> Job:
+    return Job(prompt_ids=ids, n=n, max_tokens=max_tokens, temperature=req.temperature,
+               top_p=req.top_p, stop=stop, seed=seed % (2 ** 31),
                loop=asyncio.get_running_loop())
+
+  def _job(self, req: protocol.ChatRequest) -> Job:
+    messages = [{"role": r, "content": c} for r, c in req.messages]
+    ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True))
+    seed = req.seed if req.seed is not None else random_seed()
+    return self._new_job(ids, req, req.n, self._budget(req, len(ids)), req.stop, seed)
+
+  @staticmethod
+  def _busy_response(e: QueueFull, retry_after_s: int) -> JSONResponse:
+    return _error(RequestError(None, f"the server is busy: {e}; retry after {retry_after_s} s",
+                               status=429, kind="rate_limit_error"),
+                  headers={"Retry-After": str(retry_after_s)})
 
   async def chat(self, request: Request):
     try:
       req = protocol.parse_chat_request(await _read_json(request, self.max_body_bytes))
-      if req.game is not None:
-        raise RequestError("gtalign", "the gtalign game extension is not served yet")
+      options = game.parse_options(req.game) if req.game is not None else None
+      if options is not None:
+        if req.stream:
+          raise RequestError("stream", "a gtalign game request cannot be streamed yet")
+        return await self._game(request, req, options)
       job = self._job(req)
       self.engine.submit(job)
     except RequestError as e:
       return _error(e)
     except QueueFull as e:
-      return _error(RequestError(None, f"the server is busy: {e}; retry after "
-                                       f"{self.retry_after_s} s", status=429,
-                                 kind="rate_limit_error"),
-                    headers={"Retry-After": str(self.retry_after_s)})
+      return self._busy_response(e, self.retry_after_s)
     cid = protocol.completion_id()
     if req.stream:
       return StreamingResponse(self._stream(job, req, cid), media_type="text/event-stream")
-    return await self._complete(request, job, cid)
+    result = await self._collect(request, job)
+    if not isinstance(result, dict):
+      return result
+    choices = [{"index": i, "message": {"role": "assistant", "content": result["texts"][i]},
+                "finish_reason": protocol.finish_reason(result["reasons"][i]),
+                "logprobs": None} for i in range(job.n)]
+    return JSONResponse(protocol.chat_completion(cid, self.model_name, choices,
+                                                 result["prompt_tokens"],
+                                                 sum(result["counts"])))
 
-  async def _complete(self, request: Request, job: Job, cid: str):
-    texts, reasons, counts = [""] * job.n, [None] * job.n, [0] * job.n
+  async def _game(self, request: Request, req: protocol.ChatRequest,
+                  options: game.GameOptions):
+    """Phase 1 up to </payoff> (unless the given trace has it), re-pricing, phase 2 to the end
+    of the response; each phase's rows share engine batches with everyone else's."""
+    text_prompt, prefix = game.prompt_and_prefix(req, options, self.tokenizer,
+                                                 self.game_settings)
+    ids = self.tokenizer.encode(text_prompt)
+    max_tokens = self._budget(req, len(ids) + len(self.tokenizer.encode(prefix)))
+    seed = req.seed if req.seed is not None else random_seed()
+    texts, used, reasons = [prefix] * req.n, [0] * req.n, [None] * req.n
+    if game.PAYOFF_END not in prefix:
+      job = self._new_job(ids + self.tokenizer.encode(prefix), req, req.n, max_tokens,
+                          (game.PAYOFF_END,), seed)
+      self.engine.submit(job)
+      first = await self._collect(request, job)
+      if not isinstance(first, dict):
+        return first
+      for j in range(req.n):
+        stopped = first["reasons"][j] == "stop"
+        texts[j] = prefix + first["texts"][j] + (game.PAYOFF_END if stopped else "")
+        used[j] = first["counts"][j]
+        reasons[j] = None if stopped else first["reasons"][j]
+    infos, second = [None] * req.n, {}
+    for j in range(req.n):
+      if reasons[j] is not None:
+        continue
+      texts[j], infos[j] = game.priced(texts[j], options)
+      if max_tokens - used[j] < 1:
+        reasons[j] = "length"
+        continue
+      second[j] = self._new_job(ids + self.tokenizer.encode(texts[j]), req, 1,
+                                max_tokens - used[j], (game.RESPONSE_END,), seed + 1 + j)
+      self.engine.submit(second[j])
+    for j, job in second.items():  # all submitted already: they decode together
+      result = await self._collect(request, job)
+      if not isinstance(result, dict):
+        for other in second.values():
+          other.cancelled.set()
+        return result
+      stopped = result["reasons"][0] == "stop"
+      texts[j] += result["texts"][0] + (game.RESPONSE_END if stopped else "")
+      used[j] += result["counts"][0]
+      reasons[j] = result["reasons"][0]
+    traces = [{"index": j, **game.choice_trace(texts[j], infos[j])} for j in range(req.n)]
+    choices = [{"index": j, "message": {"role": "assistant", "content": (
+        traces[j]["response"] if traces[j]["response"] is not None else texts[j])},
+                "finish_reason": protocol.finish_reason(reasons[j]), "logprobs": None}
+               for j in range(req.n)]
+    return JSONResponse(protocol.chat_completion(
+        protocol.completion_id(), self.model_name, choices, len(ids), sum(used),
+        extra={"gtalign": {"prompt": text_prompt, "choices": traces}}))
+
+  async def _collect(self, request: Request, job: Job):
+    """{texts, reasons, counts, prompt_tokens} of a job, or the response to send instead
+    (500 on a failed batch; when the client went away, its rows are cancelled)."""
+    texts, reasons, counts = [""] * job.n, ["length"] * job.n, [0] * job.n
     gone = asyncio.ensure_future(_disconnected(request))
     try:
       while True:
@@ -134,11 +211,8 @@ class Server:
           return JSONResponse({"error": {"message": payload, "type": "server_error",
                                          "param": None, "code": None}}, status_code=500)
         elif kind == "done":
-          choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                      "finish_reason": protocol.finish_reason(reasons[i] or "length"),
-                      "logprobs": None} for i in range(job.n)]
-          return JSONResponse(protocol.chat_completion(
-              cid, self.model_name, choices, payload["prompt_tokens"], sum(counts)))
+          return {"texts": texts, "reasons": reasons, "counts": counts,
+                  "prompt_tokens": payload["prompt_tokens"]}
     finally:
       gone.cancel()
 

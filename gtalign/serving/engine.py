@@ -1,12 +1,14 @@
 """Gathers concurrent chat requests into shared sampler batches, on one worker thread.
 
-Requests wait in a bounded queue (a full queue is the server's 429). The worker takes the oldest
-request and every queued one that samples the same way (temperature, top-p, stop strings), up to
+Requests wait in a bounded queue (a full queue is the server's 429). The worker waits
+`gather_ms` after a request arrives for others to join, then takes the oldest request and every
+queued one that samples the same way (temperature, top-p, stop strings), up to
 `max_rows` rows, and decodes them together in chunks of `chunk_steps` tokens: between chunks
 it hands each request its new text (streaming), and stops the rows of requests whose client
 went away or that reached their own `max_tokens`. Shapes are bucketed so a handful of programs
-serve every request: rows to a power of two (padding rows are stopped at once), the token
-budget to a power of two of at least 16, prompts to the sampler's length buckets.
+serve every request: rows to a power of four, at most `max_rows` (padding rows are stopped at
+once), the token budget to a power of two of at least 16, prompts to the sampler's length
+buckets.
 
 Each request's randomness depends only on its seed: row j of a request samples from the
 stream (seed, j), wherever it sits in the batch and whoever shares it.
@@ -21,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 
@@ -30,10 +32,10 @@ class QueueFull(RuntimeError):
   """The bounded request queue is full; retry after a moment."""
 
 
-def _pow2_at_least(n: int, floor: int = 1) -> int:
+def _power_at_least(n: int, floor: int = 1, base: int = 2) -> int:
   size = floor
   while size < n:
-    size *= 2
+    size *= base
   return size
 
 
@@ -69,9 +71,10 @@ class Engine:
   """The worker thread that owns the sampler; `submit` is called from the event loop."""
 
   def __init__(self, sampler: Sampler, params, max_rows: int = 16, max_queue: int = 64,
-               chunk_steps: int = 16, decode_text: Callable | None = None):
+               chunk_steps: int = 16, gather_ms: float = 5.0):
     self.sampler, self.params = sampler, params
     self.max_rows, self.max_queue, self.chunk_steps = max_rows, max_queue, chunk_steps
+    self.gather_s = gather_ms / 1e3
     self._pending: collections.deque[Job] = collections.deque()
     self._cv = threading.Condition()
     self._stopped = False
@@ -108,6 +111,11 @@ class Engine:
         self._cv.wait()
       if self._stopped:
         return []
+      # a short gathering window: requests that arrive together are decoded together
+      deadline = time.perf_counter() + self.gather_s
+      while (sum(j.n for j in self._pending) < self.max_rows and not self._stopped
+             and time.perf_counter() < deadline):
+        self._cv.wait(timeout=max(0.0, deadline - time.perf_counter()))
       while self._pending and self._pending[0].cancelled.is_set():
         self._pending.popleft()
       if not self._pending:
@@ -140,7 +148,7 @@ class Engine:
 
   def _serve(self, batch: list[Job]) -> None:
     first = batch[0]
-    budget = _pow2_at_least(max(j.max_tokens for j in batch), 16)
+    budget = _power_at_least(max(j.max_tokens for j in batch), 16)
     sampling = SamplingConfig(max_new_tokens=budget, temperature=first.temperature,
                               top_p=first.top_p, stop=first.stop, seed=0)
     prompts, seeds, offsets, owner = [], [], [], []
@@ -151,7 +159,7 @@ class Engine:
         offsets.append(j)
         owner.append((k, j))
     real = len(prompts)
-    padded = _pow2_at_least(real)
+    padded = min(_power_at_least(real, base=4), max(real, self.max_rows))
     prompts += [prompts[0]] * (padded - real)
     seeds += [0] * (padded - real)
     offsets += [0] * (padded - real)
@@ -188,12 +196,12 @@ class Engine:
           if over:
             stop_rows.append(r)
           job.send("finish", (j, reason, len(row_tokens)))
+          if all(finished[k]):  # answer now: its client can send the next request meanwhile
+            job.send("done", {"prompt_tokens": len(job.prompt_ids)})
       generation.cancel(stop_rows)
       if all(all(f) for f in finished) or generation.done:
         break
       generation.advance(self.chunk_steps)
-    for k, job in enumerate(batch):
-      job.send("done", {"prompt_tokens": len(job.prompt_ids)})
     self.batches += 1
     self.rows_served += real
     self.active_rows = 0

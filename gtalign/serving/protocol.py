@@ -103,8 +103,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
       raise RequestError(f"messages[{i}].{extra[0]}",
                          f"messages[{i}].{extra[0]} is not supported")
     parsed.append((role, content))
-  if parsed[-1][0] == "assistant":
-    raise RequestError("messages", "the last message must be from the user or the system")
+  game = body.get("gtalign")
+  if game is not None and not isinstance(game, dict):
+    raise RequestError("gtalign", "gtalign must be an object")
+  if parsed[-1][0] == "assistant" and not (game and game.get("game") is True):
+    raise RequestError("messages", "messages: the last one must be from the user or the system "
+                                   "(a final assistant message is a game trace to continue, "
+                                   "with gtalign.game)")
 
   stop = body.get("stop")
   if stop is None:
@@ -126,9 +131,6 @@ def parse_chat_request(body: Any) -> ChatRequest:
     raise RequestError("stream_options", "stream_options takes only include_usage")
   if not isinstance(body.get("model", ""), str):
     raise RequestError("model", "model must be a string")
-  game = body.get("gtalign")
-  if game is not None and not isinstance(game, dict):
-    raise RequestError("gtalign", "gtalign must be an object")
   max_tokens = _integer(body, "max_tokens", 1)
   if max_tokens is None:
     max_tokens = _integer(body, "max_completion_tokens", 1)

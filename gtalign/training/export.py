@@ -34,6 +34,12 @@ def export_policy(directory: str, model_config, params, tokenizer, prompt_style:
   return str(directory)
 
 
+def settings_for_model(model: str) -> dict:
+  """The game settings a model was trained with: its directory's file, else the defaults (a
+  known model name or a .gguf file was never exported by a run)."""
+  return read_game_settings(model) if os.path.isdir(model) else dict(DEFAULT_SETTINGS)
+
+
 def read_game_settings(directory: str) -> dict:
   """{"prompt_style", "system"} from `directory`'s gtalign_game.json, or the defaults without it."""
   path = pathlib.Path(directory) / GAME_SETTINGS_FILE
