@@ -295,6 +295,12 @@ def test_game_request_reprices_a_given_trace_as_edit_payoff_block_and_continue_f
   assert trace["text"] == edited + expected
   assert r.json()["usage"]["completion_tokens"] == len(tokens)
 
+  client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+  reply = client.chat.completions.create(
+      model="tiny", messages=body["messages"], temperature=0, max_tokens=24, seed=0,
+      extra_body={"gtalign": body["gtalign"]})
+  assert reply.model_extra["gtalign"]["choices"][0]["text"] == trace["text"]
+
 
 def test_game_request_from_scratch_renders_the_game_prompt_and_stops_at_the_payoff(
     server, tiny_model_dir):
