@@ -73,7 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
       num_microbatches=1,
       trainable="top_k_blocks:8",  # all | top_k_blocks:N (SFT uses it too)
-      judge="rule",  # rule | http://host:port/v1
+      judge="rule",  # rule | http://host:port/v1 (any OpenAI-compatible server, gtalign.serve too)
+      judge_model="judge",  # an HTTP judge's model name, max_tokens and retries per request
+      judge_max_tokens=4096,
+      judge_max_retries=3,
       variant="main",  # reward variant: main | ablation
       on_judge_failure="mask",  # mask | zero
       parse_mode="strict",  # strict | lenient (paper-exact)

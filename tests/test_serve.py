@@ -322,3 +322,41 @@ def test_game_request_from_scratch_renders_the_game_prompt_and_stops_at_the_payo
     assert trace["pricing"] is None and trace["valid"] is False
     assert reply["choices"][0]["message"]["content"] == trace["text"]
     assert reply["choices"][0]["finish_reason"] == "length"
+
+
+def test_http_judge_talks_to_the_server(server):
+  from gtalign.rewards import rubrics
+  from gtalign.rewards.judge_types import JudgeRequest
+  from gtalign.rewards.judges import HttpJudge
+  judge = HttpJudge(server.base_url, model="tiny", max_tokens=8, max_retries=0,
+                    extra_body={"seed": 4})
+  requests = [JudgeRequest("accuracy", "What is 2 + 2?", "4", "4"),
+              JudgeRequest("pareto", "", "I pick DQ_DA.", "DQ_DA, DQ_AQ")]
+  before = server.health()["rows"]
+  results = judge.score(requests)
+  assert server.health()["rows"] - before == 2 and judge.stats.requests == 2
+  for request, result in zip(requests, results):
+    # a random tiny model writes no verdict: each result is a failure carrying the server's text
+    direct = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "model": "tiny", "max_tokens": 8, "seed": 4, "temperature": 0.6, "top_p": 0.95,
+        "messages": [{"role": "user", "content": rubrics.render(request)}]}).json()
+    assert result.failed and direct["choices"][0]["message"]["content"] in result.raw
+
+
+def test_a_training_run_judged_by_the_server_masks_its_unusable_verdicts(server, tmp_path):
+  before = server.health()["rows"]
+  proc = subprocess.run(
+      [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
+       f"--workdir={tmp_path}", "--config.rl.variant=ablation",  # world rows ask a pareto judge
+       f"--config.rl.judge={server.base_url}", "--config.rl.judge_model=tiny",
+       "--config.rl.judge_max_tokens=8", "--config.rl.judge_max_retries=0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  rl = [r for r in records if "rollout/welfare" in r]
+  judged = server.health()["rows"] - before
+  assert judged > 0, "no sample was judged"
+  failed = sum(r["rollout/judge_failed"] for r in rl)
+  print(f"{judged} judge requests over {len(rl)} RL steps, failure rates "
+        f"{[round(r['rollout/judge_failed'], 2) for r in rl]}")
+  assert failed > 0 and all(0 <= r["rollout/judge_failed"] <= 1 for r in rl)

@@ -59,6 +59,14 @@ def load_model(cfg):
   return model_config, params, tokenizer
 
 
+def _judge(cfg):
+  """The rule judge, or an HTTP judge with the run's model name, token budget and retries."""
+  if cfg.judge == "rule":
+    return make_judge("rule")
+  return make_judge(cfg.judge, model=cfg.judge_model, max_tokens=cfg.judge_max_tokens,
+                    max_retries=cfg.judge_max_retries)
+
+
 def load_rows(cfg, seed: int):
   """(train rows, eval rows) with the configured prompt style."""
   build = functools.partial(prompt_lib.build_messages, style=cfg.prompt_style)
@@ -329,7 +337,7 @@ def train(config, workdir: str) -> dict[str, Any]:
                           _sampler_mesh(config, mesh), model_config.jnp_dtype)
   sampler_config = model_config.replace(param_dtype=model_config.dtype)
   run = Run(config=config, model_config=model_config, tokenizer=tokenizer,
-            sampler=Sampler(sampler_config, tokenizer), judge=make_judge(config.rl.judge),
+            sampler=Sampler(sampler_config, tokenizer), judge=_judge(config.rl),
             train_rows=train_rows, eval_rows=eval_rows, prompt_ids={**ids, **eval_ids},
             source_ids={s: i for i, s in enumerate(sources)},
             orders=phase_orders(train_rows, config.seed, config.sft.steps),
