@@ -19,11 +19,14 @@ _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
 _PORT = flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Parameter and compute dtype.")
-_MAX_ROWS = flags.DEFINE_integer("max_rows", 16, "Rows (requests x n) decoded together at most.")
+_MAX_ROWS = flags.DEFINE_integer("max_rows", 16, "Rows (requests x n) decoded together at most.",
+                                 lower_bound=1)
 _MAX_QUEUE = flags.DEFINE_integer("max_queue", 64,
-                                  "Requests waiting at most; beyond it the server answers 429.")
+                                  "Requests waiting at most; beyond it the server answers 429.",
+                                  lower_bound=1)
 _CHUNK = flags.DEFINE_integer("chunk_steps", 16,
-                              "Decode steps between streamed chunks and cancellation checks.")
+                              "Decode steps between streamed chunks and cancellation checks.",
+                              lower_bound=1)
 _GATHER = flags.DEFINE_float("gather_ms", 5.0,
                              "After a request arrives, wait this long for others to batch with.")
 _CONTEXT = flags.DEFINE_integer("context", 4096,

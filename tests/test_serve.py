@@ -170,6 +170,11 @@ def test_stop_string_cuts_the_text_where_it_first_appears(client):
     ({"messages": MESSAGES, "gtalign": {"game": True, "colour": 1}}, "gtalign.colour"),
     ({"messages": MESSAGES, "gtalign": {"game": True}, "stream": True}, "stream"),
     ({"messages": MESSAGES + [{"role": "assistant", "content": "<thinking>"}]}, "messages"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "pricing": {"policy": ["per_token"]}}},
+     "gtalign.pricing.policy"),
+    ({"messages": MESSAGES, "stop": ["x" * 65]}, "stop"),
+    ({"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": "y"}},
+     "stream_options"),
 ])
 def test_bad_requests_get_a_400_naming_the_field(server, body, param):
   r = httpx.post(f"{server.base_url}/chat/completions", json={"model": "tiny", **body},
@@ -180,10 +185,30 @@ def test_bad_requests_get_a_400_naming_the_field(server, body, param):
   assert param.split("[")[0].split(".")[0] in error["message"]
 
 
-def test_malformed_and_oversize_bodies_get_a_400_and_the_server_lives_on(server, client):
-  r = httpx.post(f"{server.base_url}/chat/completions", content=b"{not json",
+@pytest.mark.parametrize("raw, param, words", [
+    (b"{not json", None, "not valid JSON"),
+    (b"[" * 100000 + b"]" * 100000, None, "nested too deeply"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', "temperature",
+     "finite"),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "messages[0].content",
+     "Unicode"),
+])
+def test_raw_bodies_that_json_cannot_carry_get_a_400(server, raw, param, words):
+  r = httpx.post(f"{server.base_url}/chat/completions", content=raw,
                  headers={"content-type": "application/json"}, timeout=30)
-  assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+  assert r.status_code == 400, r.text
+  assert r.json()["error"]["param"] == param and words in r.json()["error"]["message"]
+
+
+def test_a_row_past_its_max_tokens_is_cut_and_finished_by_length():
+  from gtalign.serving.engine import row_outcome
+  assert row_outcome(list(range(12)), "stop", 10) == (list(range(10)), "length")
+  assert row_outcome(list(range(12)), "eos", 12) == (list(range(12)), "eos")
+  assert row_outcome(list(range(10)), "running", 10) == (list(range(10)), "length")
+  assert row_outcome(list(range(5)), "running", 10) == (list(range(5)), "running")
+
+
+def test_malformed_and_oversize_bodies_get_a_400_and_the_server_lives_on(server, client):
   huge = {"model": "tiny", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
   r = httpx.post(f"{server.base_url}/chat/completions", json=huge, timeout=30)
   assert r.status_code == 400 and "bytes" in r.json()["error"]["message"]
@@ -290,8 +315,9 @@ def test_game_request_reprices_a_given_trace_as_edit_payoff_block_and_continue_f
   out = sampler.continue_from(params, [ids], [edited], SamplingConfig(
       max_new_tokens=32, temperature=0.0, stop=("</response>",), include_stop_str=True),
       prompt_indices=[1], sample_offsets=[0])  # the server's stream for choice 0: (seed + 1, 0)
-  tokens = out.tokens[0][:24]
-  expected = out.texts[0] if out.finish_reasons[0] != "length" else tokenizer.decode(tokens)
+  tokens = out.tokens[0][:24]  # a row that ran past max_tokens is cut there: "length"
+  expected = (tokenizer.decode(tokens) if len(out.tokens[0]) > 24
+              or out.finish_reasons[0] == "length" else out.texts[0])
   assert trace["text"] == edited + expected
   assert r.json()["usage"]["completion_tokens"] == len(tokens)
 

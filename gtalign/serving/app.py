@@ -39,6 +39,8 @@ async def _read_json(request: Request, max_bytes: int):
     return json.loads(body)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise RequestError(None, f"the request body is not valid JSON: {e}") from None
+  except RecursionError:
+    raise RequestError(None, "the request body is nested too deeply") from None
 
 
 async def _disconnected(request: Request) -> None:
@@ -99,8 +101,11 @@ class Server:
 
   def _job(self, req: protocol.ChatRequest) -> Job:
     messages = [{"role": r, "content": c} for r, c in req.messages]
-    ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True))
+    try:
+      text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    except Exception as e:  # the model's template rejects this conversation (roles, order)
+      raise RequestError("messages", f"messages: the chat template refused them: {e}") from None
+    ids = self.tokenizer.encode(text)
     seed = req.seed if req.seed is not None else random_seed()
     return self._new_job(ids, req, req.n, self._budget(req, len(ids)), req.stop, seed)
 
@@ -164,12 +169,13 @@ class Server:
       if reasons[j] is not None:
         continue
       texts[j], infos[j] = game.priced(texts[j], options)
-      if max_tokens - used[j] < 1:
+      follow_ids = ids + self.tokenizer.encode(texts[j])
+      budget = min(max_tokens - used[j], self.context - len(follow_ids))
+      if budget < 1:
         reasons[j] = "length"
         continue
-      second[j] = self._new_job(ids + self.tokenizer.encode(texts[j]), req, 1,
-                                max_tokens - used[j], (game.RESPONSE_END,), seed + 1 + j)
-      self.engine.submit(second[j])
+      second[j] = self._new_job(follow_ids, req, 1, budget, (game.RESPONSE_END,), seed + 1 + j)
+      self.engine.submit(second[j], force=True)
     for j, job in second.items():  # all submitted already: they decode together
       result = await self._collect(request, job)
       if not isinstance(result, dict):

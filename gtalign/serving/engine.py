@@ -86,9 +86,11 @@ class Engine:
     self._thread = threading.Thread(target=self._run, name="gtalign-engine", daemon=True)
     self._thread.start()
 
-  def submit(self, job: Job) -> None:
+  def submit(self, job: Job, force: bool = False) -> None:
+    """Queues `job`; `force` (the second phase of a request already admitted) skips the
+    bound, so a request is never refused halfway."""
     with self._cv:
-      if len(self._pending) >= self.max_queue:
+      if not force and len(self._pending) >= self.max_queue:
         raise QueueFull(f"{len(self._pending)} requests are waiting (the queue holds "
                         f"{self.max_queue})")
       self._pending.append(job)
@@ -182,9 +184,8 @@ class Engine:
           finished[k][j] = True
           self.rows_cancelled += 1
           continue
+        row_tokens, reason = row_outcome(tokens[r], reasons[r], job.max_tokens)
         over = len(tokens[r]) >= job.max_tokens
-        reason = reasons[r] if reasons[r] != "running" else ("length" if over else "running")
-        row_tokens = tokens[r][:job.max_tokens]
         text = generation.text(row_tokens, reason if reason != "running" else "length")
         if reason == "running":
           text = _stable_prefix(text, job.stop)
@@ -206,6 +207,17 @@ class Engine:
     self.rows_served += real
     self.active_rows = 0
     self.last_batch_steps = generation.step
+
+
+def row_outcome(tokens, sampler_reason: str, max_tokens: int):
+  """(the tokens a request keeps, its finish reason) for one row of a batch whose budget may
+  exceed the request's `max_tokens`: a row that ran past it is cut there and finished by
+  "length", even if it reached EOS or a stop string later."""
+  if len(tokens) > max_tokens:
+    return tokens[:max_tokens], "length"
+  if sampler_reason == "running" and len(tokens) == max_tokens:
+    return tokens, "length"
+  return tokens, sampler_reason
 
 
 def _stable_prefix(text: str, stops: tuple[str, ...]) -> str:

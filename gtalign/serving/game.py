@@ -58,7 +58,7 @@ def parse_options(field: Any) -> GameOptions | None:
   if not isinstance(spec, dict):
     raise RequestError("gtalign.pricing", "gtalign.pricing must be an object with a policy")
   name = spec.get("policy")
-  if name not in pricing.PRICING_POLICIES:
+  if not isinstance(name, str) or name not in pricing.PRICING_POLICIES:
     raise RequestError("gtalign.pricing.policy",
                        f"gtalign.pricing.policy={name!r}; expected one of "
                        f"{', '.join(sorted(pricing.PRICING_POLICIES))}")
@@ -94,7 +94,10 @@ def prompt_and_prefix(req: ChatRequest, options: GameOptions, tokenizer,
       systems[0] if systems else settings["system"])
   messages = prompt_lib.build_messages(users[-1], system,
                                        style=options.prompt_style or settings["prompt_style"])
-  return prompt_lib.render(tokenizer, messages), prefix
+  try:
+    return prompt_lib.render(tokenizer, messages), prefix
+  except Exception as e:  # the model's template rejects a system message, say
+    raise RequestError("messages", f"messages: the chat template refused them: {e}") from None
 
 
 def priced(text: str, options: GameOptions) -> tuple[str, dict]:

@@ -7,12 +7,14 @@ naming the field (`messages[2].role`), which the server returns as an OpenAI-sty
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import uuid
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
 MAX_STOPS = 4
+MAX_STOP_CHARS = 64  # each stop string sets the on-device byte window
 MAX_N = 16
 _KNOWN = {"model", "messages", "n", "temperature", "top_p", "max_tokens",
           "max_completion_tokens", "stop", "seed", "stream", "stream_options", "user", "gtalign"}
@@ -52,6 +54,8 @@ def _number(body: dict, key: str, default: float, lo: float, hi: float,
     return default
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise RequestError(key, f"{key} must be a number, got {type(value).__name__}")
+  if not math.isfinite(value):
+    raise RequestError(key, f"{key}={value} is not a finite number")
   if value > hi or value < lo or (lo_open and value == lo):
     bound = f"{'(' if lo_open else '['}{lo}, {hi}]"
     raise RequestError(key, f"{key}={value} is outside {bound}")
@@ -68,6 +72,13 @@ def _integer(body: dict, key: str, lo: int, hi: int | None = None) -> int | None
     raise RequestError(key, f"{key}={value} must be >= {lo}" +
                        (f" and <= {hi}" if hi is not None else ""))
   return value
+
+
+def _encodable(text: str, field: str) -> None:
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise RequestError(field, f"{field} is not valid Unicode text ({e.reason})") from None
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -98,6 +109,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if not isinstance(content, str):
       raise RequestError(f"messages[{i}].content",
                          f"messages[{i}].content must be a string")
+    _encodable(content, f"messages[{i}].content")
     extra = sorted(set(m) - {"role", "content", "name"})
     if extra:
       raise RequestError(f"messages[{i}].{extra[0]}",
@@ -120,15 +132,19 @@ def parse_chat_request(body: Any) -> ChatRequest:
     stop = tuple(stop)
   else:
     raise RequestError("stop", "stop must be a string or a list of strings")
-  if len(stop) > MAX_STOPS or any(not s for s in stop):
-    raise RequestError("stop", f"stop takes up to {MAX_STOPS} non-empty strings")
+  if len(stop) > MAX_STOPS or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
+    raise RequestError("stop", f"stop takes up to {MAX_STOPS} non-empty strings of at most "
+                               f"{MAX_STOP_CHARS} characters")
+  for s in stop:
+    _encodable(s, "stop")
 
   stream = body.get("stream", False)
   if not isinstance(stream, bool):
     raise RequestError("stream", "stream must be true or false")
   options = body.get("stream_options") or {}
-  if not isinstance(options, dict) or set(options) - {"include_usage"}:
-    raise RequestError("stream_options", "stream_options takes only include_usage")
+  if (not isinstance(options, dict) or set(options) - {"include_usage"}
+      or not isinstance(options.get("include_usage", False), bool)):
+    raise RequestError("stream_options", "stream_options takes only include_usage, a boolean")
   if not isinstance(body.get("model", ""), str):
     raise RequestError("model", "model must be a string")
   max_tokens = _integer(body, "max_tokens", 1)
