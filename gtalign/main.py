@@ -32,6 +32,12 @@ def enable_compile_cache(directory: str, min_compile_seconds: float = 1.0) -> No
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _usage_error(message: str) -> None:
+  """One line on stderr and exit status 2, as for any command-line usage error."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def check_overrides(argv: list[str], config) -> None:
   """Rejects `--config.a.b=v` for a key the config lacks, listing the valid keys at that level."""
   for arg in argv:
@@ -42,8 +48,8 @@ def check_overrides(argv: list[str], config) -> None:
     for key in path:
       if not hasattr(node, "keys") or key not in node.keys():
         valid = sorted(node.keys()) if hasattr(node, "keys") else []
-        sys.exit(f"error: unknown config key {seen + '.' + key!r} in {arg!r}; valid keys under "
-                 f"{seen!r}: {', '.join(valid)}")
+        _usage_error(f"unknown config key {seen + '.' + key!r} in {arg!r}; valid keys under "
+                     f"{seen!r}: {', '.join(valid)}")
       node, seen = node[key], f"{seen}.{key}"
 
 
@@ -57,12 +63,18 @@ def main(argv):
   try:
     cluster = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
-    sys.exit(f"error: {e}")
+    _usage_error(str(e))
   if cluster.source != "single":
     distributed.log(f"gtalign: {cluster.describe()}")
   from gtalign.training.loop import train
+  from gtalign.utils.errors import InputError
   try:
     train(_CONFIG.value, _WORKDIR.value)
+  except InputError as e:  # the user's config or files: one line, a usage error's status
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    if jax.process_count() == 1:
+      sys.exit(2)
+    os._exit(2)
   except BaseException:  # pylint: disable=broad-except
     if jax.process_count() == 1:
       raise
@@ -79,8 +91,8 @@ def _preparse():
               "configs/grpo.py")
   path, _, preset = spec.partition(":")
   if not os.path.isfile(path):
-    sys.exit(f"error: config file {path!r} not found (run from the repository root, or give "
-             "--config=PATH/TO/configs/grpo.py)")
+    _usage_error(f"config file {path!r} not found (run from the repository root, or give "
+                 "--config=PATH/TO/configs/grpo.py)")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))  # `from configs`
   module_spec = importlib.util.spec_from_file_location("_gtalign_config", path)
   module = importlib.util.module_from_spec(module_spec)

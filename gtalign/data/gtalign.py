@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow_datasets as tfds
 
+from gtalign.utils.errors import InvalidInput, MissingInput
+
 _MIXED = "gamellm_wildbreak_math_medium_abgqa"
 
 # The four in-domain sources, each with a per-source 90/10 train/test split.
@@ -55,22 +57,22 @@ def splits(config: str) -> tuple[str, ...]:
 
 def _check_config(config: str) -> None:
   if config not in CONFIGS:
-    raise ValueError(f"Unknown GTAlign config {config!r}; expected one of {CONFIGS}.")
+    raise InvalidInput(f"Unknown GTAlign config {config!r}; expected one of {CONFIGS}.")
 
 
 def parquet_path(data_dir: str | os.PathLike, config: str, split: str) -> str:
   """The absolute parquet path of (config, split); raises if it does not exist on disk."""
   _check_config(config)
   if (config, split) not in PATHS:
-    raise ValueError(f"GTAlign config {config!r} has no split {split!r}; "
+    raise InvalidInput(f"GTAlign config {config!r} has no split {split!r}; "
                      f"it has {splits(config)}.")
   path = os.path.join(os.fspath(data_dir), PATHS[(config, split)])
   if not os.path.isfile(path):
     if (config, split) in MISSING_FROM_SNAPSHOT:
-      raise FileNotFoundError(
+      raise MissingInput(
           f"{path} does not exist: the {config}/{split} file is absent from the published "
           "GTAlign snapshot (its git blob was not in the repository copy; see the data README).")
-    raise FileNotFoundError(f"GTAlign {config}/{split} file {path} does not exist.")
+    raise MissingInput(f"GTAlign {config}/{split} file {path} does not exist.")
   return path
 
 
@@ -89,13 +91,13 @@ def _check_schema(path: str, schema: pa.Schema) -> None:
   names = set(schema.names)
   for column in COLUMNS:
     if column not in names:
-      raise ValueError(f"{path}: missing column {column!r} (has {sorted(names)}).")
+      raise InvalidInput(f"{path}: missing column {column!r} (has {sorted(names)}).")
   reward_type = schema.field("reward_model").type
   reward_fields = ({reward_type.field(i).name for i in range(reward_type.num_fields)}
                    if pa.types.is_struct(reward_type) else set())
   for field in _REWARD_FIELDS:
     if field not in reward_fields:
-      raise ValueError(f"{path}: missing column 'reward_model.{field}' "
+      raise InvalidInput(f"{path}: missing column 'reward_model.{field}' "
                        f"(reward_model is {reward_type}).")
 
 
@@ -114,7 +116,7 @@ def read_parquet(path: str | os.PathLike, row_prefix: str) -> list[dict[str, Any
   try:
     schema = pq.read_schema(path)
   except (pa.ArrowException, OSError) as e:
-    raise ValueError(f"{path}: not a readable parquet file: {e}") from e
+    raise InvalidInput(f"{path}: not a readable parquet file: {e}") from e
   _check_schema(path, schema)
   rows = pq.read_table(path, columns=list(COLUMNS)).to_pylist()
   out = []

@@ -31,6 +31,7 @@ from gtalign.parallel.handoff import WeightHandoff
 from gtalign.parallel.mesh import (MeshConfig, ShardingRules, batch_sharding, make_mesh,
                                    param_shardings, sampler_mesh)
 from gtalign.rewards.judges import make_judge
+from gtalign.utils.errors import InvalidInput
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 from gtalign.training import export, heldout, rollout
@@ -77,9 +78,18 @@ def load_rows(cfg, seed: int):
     return world["train"], world["test"]
   from gtalign.data import gtalign as gtalign_data
   if not cfg.dir:
-    raise ValueError(f"data.source={cfg.source!r} needs --config.data.dir=<GTAlign data dir>")
+    raise InvalidInput(f"data.source={cfg.source!r} needs --config.data.dir=<GTAlign data "
+                       "dir>")
   return (gtalign_data.read_rows(cfg.dir, cfg.source, "train"),
           gtalign_data.read_rows(cfg.dir, cfg.source, cfg.eval_split))
+
+
+def _rows_origin(cfg, split: str) -> str:
+  """Where a split's rows came from, for error messages: the parquet file, or the world."""
+  if cfg.source == "world":
+    return f"the built-in world's {split} split"
+  from gtalign.data import gtalign as gtalign_data
+  return gtalign_data.parquet_path(cfg.dir, cfg.source, split)
 
 
 @dataclasses.dataclass
@@ -130,7 +140,7 @@ def phase_orders(rows: list, seed: int, sft_steps: int) -> dict[str, np.ndarray]
   """
   order = np.random.default_rng(seed).permutation(len(rows))
   if sft_steps and len(rows) < 2:
-    raise ValueError(f"{len(rows)} training rows cannot be split between SFT and RL; raise "
+    raise InvalidInput(f"{len(rows)} training rows cannot be split between SFT and RL; raise "
                      "data.num_train")
   sft, rl = (order[:len(rows) // 2], order[len(rows) // 2:]) if sft_steps else (order, order)
   return {"sft": sft, "rl": _alternate_types(rl, rows)}
@@ -149,10 +159,16 @@ def _alternate_types(order: np.ndarray, rows: list) -> np.ndarray:
   return np.asarray(pairs + dq[n:] + vq[n:], order.dtype)
 
 
-def _tokenize_prompts(rows, tokenizer, max_len: int) -> tuple[list, dict]:
+def _tokenize_prompts(rows, tokenizer, max_len: int, where: str) -> tuple[list, dict]:
+  """Token ids of each row's rendered prompt; rows over `max_len` tokens are dropped (with a
+  logged count), and dropping every row is an error naming the key, the lengths and `where`."""
   texts = [prompt_lib.render(tokenizer, r["prompt"]) for r in rows]
   ids = tokenizer.encode_batch(texts)
   kept = [(r, i) for r, i in zip(rows, ids) if len(i) <= max_len]
+  if rows and not kept:
+    raise InvalidInput(f"every one of the {len(rows)} prompts of {where} is longer than "
+                       f"data.max_prompt_length={max_len} tokens (the shortest has "
+                       f"{min(map(len, ids))}); raise data.max_prompt_length")
   if len(kept) < len(rows):
     distributed.log(f"gtalign: dropped {len(rows) - len(kept)} of {len(rows)} prompts longer "
                     f"than {max_len} tokens")
@@ -248,7 +264,7 @@ def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformati
   (a cosine reaches zero after the phase's last step); decay and clipping as `rl`."""
   cfg = config.sft if phase == "sft" else config.rl
   if cfg.lr_schedule not in train_state.SCHEDULES:
-    raise ValueError(f"{phase}.lr_schedule={cfg.lr_schedule!r}; expected one of "
+    raise InvalidInput(f"{phase}.lr_schedule={cfg.lr_schedule!r}; expected one of "
                      f"{train_state.SCHEDULES}")
   rate = train_state.make_schedule(cfg.lr, cfg.lr_schedule, cfg.warmup_steps,
                                    max(cfg.steps, cfg.warmup_steps + 1))
@@ -326,8 +342,10 @@ def train(config, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   model_config, params, tokenizer = load_model(config.model)
   train_rows, eval_rows = load_rows(config.data, config.seed)
-  train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length)
-  eval_rows, eval_ids = _tokenize_prompts(eval_rows, tokenizer, config.data.max_prompt_length)
+  train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length,
+                                      _rows_origin(config.data, "train"))
+  eval_rows, eval_ids = _tokenize_prompts(eval_rows, tokenizer, config.data.max_prompt_length,
+                                          _rows_origin(config.data, config.data.eval_split))
   sources = sorted({r["data_source"] for r in train_rows + eval_rows})
   mesh = make_mesh(MeshConfig(**config.mesh))
   shardings = param_shardings(mesh, logical_axes(model_config), shapes=params)
@@ -368,9 +386,9 @@ def train(config, workdir: str) -> dict[str, Any]:
       gamma=config.rl.gamma, lam=config.rl.lam, value_clip=config.rl.value_clip)
   ppo = config.rl.algorithm == "ppo"
   if config.rl.algorithm not in ("grpo", "ppo"):
-    raise ValueError(f"rl.algorithm={config.rl.algorithm!r}; expected 'grpo' or 'ppo'")
+    raise InvalidInput(f"rl.algorithm={config.rl.algorithm!r}; expected 'grpo' or 'ppo'")
   if ppo != (config.rl.advantage == "gae"):
-    raise ValueError("rl.algorithm='ppo' goes with rl.advantage='gae' (a critic), and 'grpo' "
+    raise InvalidInput("rl.algorithm='ppo' goes with rl.advantage='gae' (a critic), and 'grpo' "
                      f"with grpo/drgrpo/rloo; got advantage={config.rl.advantage!r}")
   prepare = objective.gae_advantages if ppo else objective.welfare_advantages
   sft_update = update.make_update_step(
