@@ -122,3 +122,17 @@ def test_compile_cache_keeps_programs_across_processes(tmp_path):
   assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
   assert os.listdir(tmp_path)
   assert "hits 0" in runs[0].stdout and "hits 0" not in runs[1].stdout, [r.stdout for r in runs]
+
+
+def test_without_a_warm_start_the_report_has_no_after_sft_row_and_no_nan(tmp_path):
+  proc, _ = _run(tmp_path, "--config.sft.steps=0", "--config.rl.steps=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "eval.json") as f:
+    saved = json.load(f)
+  assert set(saved["evals"]) == {"start", "trained"} and saved["baseline"] == "start"
+  assert "| after_sft |" not in proc.stdout and "welfare(trained) - welfare(start)" in proc.stdout
+  assert "Mean of empty slice" not in proc.stderr
+  for line in open(tmp_path / "metrics.jsonl"):
+    record = json.loads(line)  # json.loads reads NaN too; every value must be finite
+    assert all(v == v and abs(v) != float("inf") for v in record.values()
+               if isinstance(v, float)), record

@@ -292,3 +292,19 @@ def test_phase_optimizers_follow_their_own_schedules():
   config.sft.lr_schedule = "linear"
   with pytest.raises(ValueError, match=r"sft\.lr_schedule='linear'"):
     phase_optimizer(config, "sft", trainable)
+
+
+def test_finite_means_leave_out_what_no_row_defines_without_warnings():
+  import warnings
+
+  import numpy as np
+
+  from gtalign.training import heldout
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # "Mean of empty slice" would fail the test
+    assert heldout.finite_mean([np.nan, np.nan]) is None
+    assert heldout.finite_mean([1.0, np.nan, 3.0]) == 2.0
+    assert heldout.finite_mean([]) is None
+    means = heldout.finite_means({"da_on_dq": np.array([np.nan]), "welfare": np.array([0.5])},
+                                 prefix="eval/")
+  assert means == {"eval/welfare": 0.5}

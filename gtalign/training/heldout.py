@@ -57,10 +57,11 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                               world_misread=cfg.rl.world_misread)
   arrays = dict(scored.arrays(), **rollout.behaviour_arrays(local, scored, run.tokenizer))
   arrays = distributed.gather_rows(arrays, len(rows))
+  show = lambda v: "n/a" if (m := finite_mean(v)) is None else f"{m:.2f}"
   distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
                   f"welfare {arrays['welfare'].mean():.3f}, DA on DQ "
-                  f"{np.nanmean(arrays['da_on_dq']):.2f}, CQ on VQ "
-                  f"{np.nanmean(arrays['cq_on_vq']):.2f}, format {arrays['format_ok'].mean():.2f}")
+                  f"{show(arrays['da_on_dq'])}, CQ on VQ {show(arrays['cq_on_vq'])}, format "
+                  f"{arrays['format_ok'].mean():.2f}")
   if distributed.is_main():
     samples = [{"row_id": r["row_id"], "question_type": r["extra_info"].get("question_type"),
                 "question": r["extra_info"].get("question"), "completion": t}
@@ -81,9 +82,22 @@ def plot_records(metrics: list[dict], evals: dict[str, dict[str, np.ndarray]],
              for r in metrics]
   for name, step in eval_steps.items():
     if name in evals:
-      records.append({"step": step, **{f"eval/{k}": float(np.nanmean(evals[name][k]))
-                                        for k in keys if k in evals[name]}})
+      records.append({"step": step, **finite_means(evals[name], keys, prefix="eval/")})
   return records
+
+
+def finite_mean(values) -> float | None:
+  """The mean over finite entries, or None when there are none (a metric no row defines, e.g.
+  DA on DQ for a set without definite questions): never NaN, never a warning."""
+  values = np.asarray(values, np.float64)
+  finite = values[np.isfinite(values)]
+  return float(finite.mean()) if finite.size else None
+
+
+def finite_means(arrays: dict, keys=None, prefix: str = "") -> dict[str, float]:
+  """{prefix + key: finite mean} for the keys that have one; the others are left out."""
+  means = {k: finite_mean(arrays[k]) for k in (keys or arrays) if k in arrays}
+  return {prefix + k: m for k, m in means.items() if m is not None}
 
 
 def contrast(evals, a: str, b: str, n_boot: int) -> dict[str, tuple[float, float, float]]:

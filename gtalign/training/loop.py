@@ -244,9 +244,8 @@ def rl_rollout(run: Run, params, step: int):
   # the step waits for its slowest process
   handoff_s, sample_s, judge_s = distributed.agree_max([handoff_seconds, sample_seconds,
                                                         judge_seconds])
-  stats = {f"rollout/{k}": float(np.mean(v[np.isfinite(v)]))
-           for k in ROLLOUT_ROW_METRICS if k != "tokens"
-           if np.isfinite(v := np.asarray(per_row[k], np.float64)).any()}
+  stats = heldout.finite_means({k: per_row[k] for k in ROLLOUT_ROW_METRICS if k != "tokens"},
+                               prefix="rollout/")
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
@@ -426,8 +425,6 @@ def train(config, workdir: str) -> dict[str, Any]:
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
     evals["start"] = heldout.evaluate(run, state.params, "start")
-    if sft_steps == 0:
-      evals["after_sft"] = evals["start"]
   writer = MetricsWriter(workdir, total_steps, start_step=start)
 
   for step in range(start, total_steps):
@@ -461,7 +458,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     if (config.eval.every and step >= sft_steps
         and (step + 1 - sft_steps) % config.eval.every == 0 and step + 1 < total_steps):
       mid = heldout.evaluate(run, state.params, f"step_{step + 1}")
-      metrics.update({f"eval/{k}": float(np.nanmean(v)) for k, v in mid.items()})
+      metrics.update(heldout.finite_means(mid, prefix="eval/"))
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": {k: {m: v.tolist() for m, v in d.items()}
                                         for k, d in evals.items()}}
