@@ -189,6 +189,43 @@ def test_latest_step_ignores_incomplete_checkpoints(tmp_path):
   assert not any(".orbax-checkpoint-tmp" in n for n in names)  # killed save cleaned up
 
 
+def _damage(step_dir, files=2):
+  """Truncates the largest data files of a step's OCDBT store, as a full disk or a bad copy
+  would leave them."""
+  data = sorted((p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"),
+                key=lambda p: -p.stat().st_size)
+  assert len(data) >= files
+  for p in data[:files]:
+    p.write_bytes(p.read_bytes()[:max(1, p.stat().st_size // 3)])
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, capsys):
+  from gtalign.utils.errors import InvalidInput
+  state = _train_state()
+  with Checkpointer(tmp_path, max_to_keep=3, async_save=False) as ckpt:
+    ckpt.save(4, state, {"s": 4})
+    ckpt.save(8, jax.tree.map(lambda x: x * 2, state), {"s": 8})
+  _damage(tmp_path / "8")
+  with Checkpointer(tmp_path, max_to_keep=3, async_save=False) as ckpt:
+    step, restored, meta = ckpt.restore_latest_intact(lambda step: _abstract(state))
+    assert (step, meta) == (4, {"s": 4})
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert ckpt.all_steps() == [4]
+    assert ckpt.save(8, state, {"s": 8})  # the run can write step 8 again
+  out = capsys.readouterr().out
+  assert f"checkpoint {tmp_path / '8'} failed to restore" in out
+  assert any(n.startswith("8.corrupt-") for n in os.listdir(tmp_path))  # kept, not deleted
+
+  _damage(tmp_path / "4")
+  _damage(tmp_path / "8")
+  with Checkpointer(tmp_path, max_to_keep=3, async_save=False) as ckpt:
+    with pytest.raises(InvalidInput, match=f"remove {tmp_path}"):
+      ckpt.restore_latest_intact(lambda step: _abstract(state))
+  with Checkpointer(tmp_path / "empty") as ckpt:
+    assert ckpt.restore_latest_intact(lambda step: _abstract(state)) is None
+
+
 def test_restore_without_checkpoint_raises(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
     assert ckpt.latest_step() is None

@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from gtalign.utils.errors import InvalidInput
 
 COMMIT_FILE = "commit_success.txt"  # orbax's atomicity_types.COMMIT_SUCCESS_FILE
 INCOMPLETE_SUFFIX = ".incomplete"  # not a name orbax parses as a step or a tmp step
@@ -99,6 +101,43 @@ class Checkpointer:
     out = self._manager.restore(step, args=args)
     return out["state"], dict(out["meta"])
 
+  def restore_latest_intact(self, abstract_for: Callable[[int], Any]
+                            ) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest committed step that restores, or None without any.
+
+    `abstract_for(step)` is the abstract state to restore that step into. A step that fails to
+    read (a truncated or damaged file) is reported with its path and reason, moved aside to
+    `<step>.corrupt-<ns>` (never deleted) and the next older step is tried; when every committed
+    step fails, InvalidInput names the directory to remove.
+    """
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, meta = self.restore(step, abstract_state=abstract_for(step))
+        return step, state, meta
+      except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many)
+        reason = _one_line(e)
+        path = os.path.join(self.directory, str(step))
+        logging.warning("checkpoint %s failed to restore (%s); trying the next older one",
+                        path, reason)
+        print(f"gtalign: checkpoint {path} failed to restore ({reason}); moved aside, "
+              "trying the next older one", flush=True)
+        failures.append(f"step {step}: {reason}")
+        self._set_aside(step, ".corrupt")
+    if failures:
+      raise InvalidInput(f"no checkpoint in {self.directory} restores ({'; '.join(failures)}); "
+                         f"remove {self.directory} to start the run over")
+    return None
+
+  def _set_aside(self, step: int, suffix: str) -> None:
+    if jax.process_index() == 0:
+      path = os.path.join(self.directory, str(step))
+      os.rename(path, f"{path}{suffix}-{time.time_ns()}")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"gtalign_checkpoint_set_aside_{step}")
+    self._manager.reload()
+
   def wait(self) -> None:
     """Blocks until an in-flight async save is committed (call before reading the directory)."""
     self._manager.wait_until_finished()
@@ -127,6 +166,11 @@ def _set_aside_uncommitted_steps(directory: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("gtalign_checkpoint_set_aside")
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+  text = " ".join(f"{type(e).__name__}: {e}".split())
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _abstract_leaf(x: Any) -> Any:

@@ -412,12 +412,13 @@ def train(config, workdir: str) -> dict[str, Any]:
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
                       save_every=config.checkpoint.every)
-  start = ckpt.latest_step() or 0
   evals: dict[str, dict[str, np.ndarray]] = {}
-  if start:
-    restored, meta = ckpt.restore(start, abstract_state={
-        "policy": state, "critic": critic["state"] if critic else None,
-        "reference": state.params if config.rl.kl_coef and start > sft_steps else None})
+  found = ckpt.restore_latest_intact(lambda step: {
+      "policy": state, "critic": critic["state"] if critic else None,
+      "reference": state.params if config.rl.kl_coef and step > sft_steps else None})
+  start = found[0] if found else 0
+  if found:
+    _, restored, meta = found
     state, ref_params = restored["policy"], restored["reference"]
     if critic:
       critic["state"] = restored["critic"]
