@@ -226,6 +226,22 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, capsy
     assert ckpt.restore_latest_intact(lambda step: _abstract(state)) is None
 
 
+def test_a_checkpoint_of_another_config_is_rejected_naming_the_keys(tmp_path):
+  from gtalign.utils.errors import InvalidInput
+  state = _train_state()
+  with Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(3, state, {"s": 3})
+  other = dict(state, params={"w": jnp.zeros((4, 4)), "emb": state["params"]["emb"]},
+               extra=jnp.zeros(2))
+  with Checkpointer(tmp_path, async_save=False) as ckpt:
+    with pytest.raises(InvalidInput) as e:
+      ckpt.restore_latest_intact(lambda step: _abstract(other))
+  message = str(e.value)
+  assert "params/w: checkpoint (3, 4), this config (4, 4)" in message
+  assert "extra: missing from the checkpoint" in message and f"remove {tmp_path}" in message
+  assert sorted(os.listdir(tmp_path)) == ["3"]  # another config's checkpoint is not moved
+
+
 def test_restore_without_checkpoint_raises(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
     assert ckpt.latest_step() is None

@@ -52,7 +52,11 @@ class Checkpointer:
         cleanup_tmp_directories=True,  # tmp dirs are only ever saves killed before the rename
         enable_async_checkpointing=async_save,
     )
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # the item handlers are named so that a fresh process can read a step's metadata
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def _committed(self, step: int) -> bool:
     return os.path.isfile(os.path.join(self.directory, str(step), COMMIT_FILE))
@@ -105,16 +109,28 @@ class Checkpointer:
                             ) -> tuple[int, Any, dict] | None:
     """(step, state, meta) of the newest committed step that restores, or None without any.
 
-    `abstract_for(step)` is the abstract state to restore that step into. A step that fails to
-    read (a truncated or damaged file) is reported with its path and reason, moved aside to
+    `abstract_for(step)` is the abstract state to restore that step into. A step whose stored
+    shapes or keys differ from it was written by another config: InvalidInput names the keys
+    and nothing is moved. A step that fails to read (a truncated or damaged file) is reported with its path and reason, moved aside to
     `<step>.corrupt-<ns>` (never deleted) and the next older step is tried; when every committed
     step fails, InvalidInput names the directory to remove.
     """
     failures = []
     for step in reversed(self.all_steps()):
       try:
-        state, meta = self.restore(step, abstract_state=abstract_for(step))
+        abstract = abstract_for(step)
+        stored = self._manager.item_metadata(step)["state"]
+        diffs = shape_differences(getattr(stored, "tree", stored), abstract)
+        if diffs:
+          more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+          raise InvalidInput(
+              f"checkpoint {os.path.join(self.directory, str(step))} was written by a different "
+              f"config: {'; '.join(diffs[:4])}{more}; use another --workdir, or remove "
+              f"{self.directory} to start this config over")
+        state, meta = self.restore(step, abstract_state=abstract)
         return step, state, meta
+      except InvalidInput:
+        raise
       except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many)
         reason = _one_line(e)
         path = os.path.join(self.directory, str(step))
@@ -166,6 +182,26 @@ def _set_aside_uncommitted_steps(directory: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("gtalign_checkpoint_set_aside")
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def shape_differences(stored_tree: Any, abstract: Any) -> list[str]:
+  """Leaves whose shapes differ between a checkpoint's stored metadata tree and the state this
+  config would restore into, or that only one of them has; named by their path."""
+  has_shape = lambda x: hasattr(x, "shape")
+  stored = {_path_str(p): tuple(x.shape) for p, x in
+            jax.tree_util.tree_flatten_with_path(stored_tree, is_leaf=has_shape)[0]
+            if has_shape(x)}
+  wanted = {_path_str(p): tuple(x.shape) for p, x in
+            jax.tree_util.tree_flatten_with_path(abstract)[0] if has_shape(x)}
+  diffs = [f"{k}: checkpoint {stored[k]}, this config {wanted[k]}"
+           for k in sorted(wanted) if k in stored and stored[k] != wanted[k]]
+  diffs += [f"{k}: missing from the checkpoint" for k in sorted(set(wanted) - set(stored))]
+  diffs += [f"{k}: not in this config" for k in sorted(set(stored) - set(wanted))]
+  return diffs
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:
