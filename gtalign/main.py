@@ -10,6 +10,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gtalign.utils import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/grpo.py",
                                           "Config file, optionally with a preset: FILE.py:NAME.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/grpo",
@@ -32,12 +34,6 @@ def enable_compile_cache(directory: str, min_compile_seconds: float = 1.0) -> No
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _usage_error(message: str) -> None:
-  """One line on stderr and exit status 2, as for any command-line usage error."""
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
-
-
 def check_overrides(argv: list[str], config) -> None:
   """Rejects `--config.a.b=v` for a key the config lacks, listing the valid keys at that level."""
   for arg in argv:
@@ -48,7 +44,7 @@ def check_overrides(argv: list[str], config) -> None:
     for key in path:
       if not hasattr(node, "keys") or key not in node.keys():
         valid = sorted(node.keys()) if hasattr(node, "keys") else []
-        _usage_error(f"unknown config key {seen + '.' + key!r} in {arg!r}; valid keys under "
+        cli.fail(f"unknown config key {seen + '.' + key!r} in {arg!r}; valid keys under "
                      f"{seen!r}: {', '.join(valid)}")
       node, seen = node[key], f"{seen}.{key}"
 
@@ -63,7 +59,7 @@ def main(argv):
   try:
     cluster = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
-    _usage_error(str(e))
+    cli.fail(str(e))
   if cluster.source != "single":
     distributed.log(f"gtalign: {cluster.describe()}")
   from gtalign.training.loop import train
@@ -71,9 +67,11 @@ def main(argv):
   try:
     train(_CONFIG.value, _WORKDIR.value)
   except InputError as e:  # the user's config or files: one line, a usage error's status
-    print(f"error: {e}", file=sys.stderr, flush=True)
     if jax.process_count() == 1:
-      sys.exit(2)
+      if cli.debug_requested(sys.argv):
+        raise
+      cli.fail(e)
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
     os._exit(2)
   except BaseException:  # pylint: disable=broad-except
     if jax.process_count() == 1:
@@ -91,15 +89,21 @@ def _preparse():
               "configs/grpo.py")
   path, _, preset = spec.partition(":")
   if not os.path.isfile(path):
-    _usage_error(f"config file {path!r} not found (run from the repository root, or give "
+    cli.fail(f"config file {path!r} not found (run from the repository root, or give "
                  "--config=PATH/TO/configs/grpo.py)")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))  # `from configs`
   module_spec = importlib.util.spec_from_file_location("_gtalign_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  check_overrides(sys.argv[1:], module.get_config(preset or None))
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(preset or None)
+  except Exception as e:  # pylint: disable=broad-except  (the user's config file)
+    if cli.debug_requested(sys.argv):
+      raise
+    cli.fail(f"config {spec!r}: {type(e).__name__}: {e}")
+  check_overrides(sys.argv[1:], config)
 
 
 if __name__ == "__main__":
   _preparse()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

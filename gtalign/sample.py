@@ -19,6 +19,8 @@ import time
 
 from absl import app, flags, logging
 
+from gtalign.utils import cli
+from gtalign.utils.errors import InvalidInput
 from gtalign.utils.jsonl import read_jsonl
 
 GAME_STOP = "</response>"  # as in training (gtalign.training.loop.STOP)
@@ -56,10 +58,10 @@ def read_batch_file(path: str) -> list[tuple[str, str | None]]:
     elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
       items.append((item["prompt"], item.get("system")))
     else:
-      raise ValueError(f"{path}:{n}: expected a JSON string or an object with a string "
+      raise InvalidInput(f"{path}:{n}: expected a JSON string or an object with a string "
                        f"'prompt' key, got {json.dumps(item)[:80]}")
   if not items:
-    raise ValueError(f"{path}: no prompts")
+    raise InvalidInput(f"{path}: no prompts")
   return items
 
 
@@ -155,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -19,6 +19,8 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from gtalign.utils import cli
+from gtalign.utils.errors import InvalidInput, MissingInput
 from gtalign.utils.jsonl import read_jsonl
 
 _DATA = flags.DEFINE_string("data", None, "GTAlign data dir, a parquet file, or world[:SEED].",
@@ -57,9 +59,9 @@ def load_rows(spec: str) -> dict[str, dict[str, Any]]:
           except FileNotFoundError:
             continue
       if not rows:
-        raise FileNotFoundError(f"{path}: no GTAlign parquet files in the expected layout")
+        raise MissingInput(f"{path}: no GTAlign parquet files in the expected layout")
     else:
-      raise FileNotFoundError(f"{spec}: no such file or directory (expected a GTAlign data dir, "
+      raise MissingInput(f"{spec}: no such file or directory (expected a GTAlign data dir, "
                               "a parquet file or world[:SEED])")
   return {r["row_id"]: r for r in rows}
 
@@ -70,9 +72,9 @@ def read_completions(path: str, rows: dict[str, dict]) -> list[tuple[str, str]]:
   for n, item in read_jsonl(path):
     if not isinstance(item, dict) or not isinstance(item.get("row_id"), str) or not isinstance(
         item.get("text"), str):
-      raise ValueError(f"{path}:{n}: expected an object with string keys 'row_id' and 'text'")
+      raise InvalidInput(f"{path}:{n}: expected an object with string keys 'row_id' and 'text'")
     if item["row_id"] not in rows:
-      raise KeyError(f"{path}:{n}: row_id {item['row_id']!r} is not in the data "
+      raise InvalidInput(f"{path}:{n}: row_id {item['row_id']!r} is not in the data "
                      f"(ids look like {next(iter(rows))!r})")
     out.append((item["row_id"], item["text"]))
   return out
@@ -143,4 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

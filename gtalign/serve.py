@@ -12,6 +12,8 @@ import time
 
 from absl import app, flags, logging
 
+from gtalign.utils import cli
+
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
 _NAME = flags.DEFINE_string("served_name", None, "Model id in /v1/models (default: --model).")
@@ -78,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -15,6 +15,7 @@ from gtalign.models import gguf_loader, hf_format, weights_cache
 from gtalign.models.config import ModelConfig
 from gtalign.models.hf_format import CheckpointError
 from gtalign.models.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf_fields
+from gtalign.utils.errors import MissingInput
 
 # Names that resolve to a file without a hub: name -> function returning a local path.
 NAMED_CHECKPOINTS = {"smollm2-135m-instruct": weights_cache.smollm2_gguf_path}
@@ -33,12 +34,12 @@ def _read_safetensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
   else:
     files = sorted(p.name for p in directory.glob("*.safetensors"))
   if not files:
-    raise FileNotFoundError(f"{directory}: no *.safetensors files (nor an index) found")
+    raise MissingInput(f"{directory}: no *.safetensors files (nor an index) found")
   tensors: dict[str, np.ndarray] = {}
   for name in files:
     shard = directory / name
     if not shard.is_file():
-      raise FileNotFoundError(f"{shard}: shard listed in {index.name} does not exist")
+      raise MissingInput(f"{shard}: shard listed in {index.name} does not exist")
     tensors.update(load_file(str(shard)))
   return tensors
 
@@ -46,7 +47,7 @@ def _read_safetensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
 def _load_hf_dir(directory: pathlib.Path, dtype: str | None):
   config_path = directory / "config.json"
   if not config_path.is_file():
-    raise FileNotFoundError(f"{directory}: missing config.json (expected a Hugging Face model "
+    raise MissingInput(f"{directory}: missing config.json (expected a Hugging Face model "
                             "directory with config.json and *.safetensors)")
   try:
     hf_cfg = json.loads(config_path.read_text())
@@ -92,7 +93,7 @@ def load_pretrained(name_or_path: str, dtype: str | None = None
   elif path.exists():
     raise CheckpointError(f"{path}: expected a Hugging Face model directory or a .gguf file")
   else:
-    raise FileNotFoundError(
+    raise MissingInput(
         f"{name_or_path}: no such file or directory, and not a known model name "
         f"(known: {sorted(NAMED_CHECKPOINTS)})")
   params = jax.tree.map(lambda a: jnp.asarray(a, config.jnp_param_dtype), params)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gtalign.models.hf_format import CheckpointError
+from gtalign.utils.errors import MissingInput
 
 _TENSOR_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -59,7 +60,7 @@ def load_gguf(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[st
   import gguf  # imported lazily: only GGUF users pay for it
 
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"GGUF file not found: {path}")
+    raise MissingInput(f"GGUF file not found: {path}")
   try:
     reader = gguf.GGUFReader(path)
   except Exception as e:  # the gguf package raises assorted errors on corrupt files

@@ -12,12 +12,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gtalign.models.config import ModelConfig, RopeScaling
+from gtalign.utils.errors import InvalidInput
 
 _ARCH_BY_HF = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 _HF_BY_ARCH = {v: k for k, v in _ARCH_BY_HF.items()}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
   """A checkpoint that cannot be read; the message names the file, tensor or key."""
 
 

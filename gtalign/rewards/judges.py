@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from gtalign.rewards import rubrics
 from gtalign.rewards.judge_types import JudgeRequest, JudgeResult
+from gtalign.utils.errors import InvalidInput
 
 
 @runtime_checkable
@@ -564,4 +565,4 @@ def make_judge(spec: str, **kw) -> Judge:
     return RuleJudge(**kw)
   if spec.startswith(("http://", "https://")):
     return HttpJudge(base_url=spec, **kw)
-  raise ValueError(f"unknown judge spec {spec!r}: expected 'rule' or an http(s):// base URL")
+  raise InvalidInput(f"unknown judge spec {spec!r}: expected 'rule' or an http(s):// base URL")

@@ -13,6 +13,7 @@ import pathlib
 
 from gtalign.game.prompt import STYLES
 from gtalign.models.checkpoints import save_pretrained
+from gtalign.utils.errors import InvalidInput
 
 GAME_SETTINGS_FILE = "gtalign_game.json"
 DEFAULT_SETTINGS = {"prompt_style": "full", "system": None}
@@ -48,9 +49,9 @@ def read_game_settings(directory: str) -> dict:
   try:
     settings = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise InvalidInput(f"{path}: not valid JSON ({e})") from e
   if not isinstance(settings, dict):
-    raise ValueError(f"{path}: expected a JSON object, got {json.dumps(settings)[:80]}")
+    raise InvalidInput(f"{path}: expected a JSON object, got {json.dumps(settings)[:80]}")
   settings = {**DEFAULT_SETTINGS, **settings}
   _check(settings, str(path))
   return settings
@@ -59,9 +60,9 @@ def read_game_settings(directory: str) -> dict:
 def _check(settings: dict, where: str) -> None:
   unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
   if unknown:
-    raise ValueError(f"{where}: unknown key {unknown[0]!r}; expected keys {sorted(DEFAULT_SETTINGS)}")
+    raise InvalidInput(f"{where}: unknown key {unknown[0]!r}; expected keys {sorted(DEFAULT_SETTINGS)}")
   style, system = settings["prompt_style"], settings["system"]
   if style not in STYLES:
-    raise ValueError(f"{where}: 'prompt_style' is {json.dumps(style)}; expected one of {STYLES}")
+    raise InvalidInput(f"{where}: 'prompt_style' is {json.dumps(style)}; expected one of {STYLES}")
   if system is not None and not isinstance(system, str):
-    raise ValueError(f"{where}: 'system' is {json.dumps(system)[:80]}; expected a string or null")
+    raise InvalidInput(f"{where}: 'system' is {json.dumps(system)[:80]}; expected a string or null")

@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+from gtalign.utils.errors import InvalidInput, MissingInput
+
 
 def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
   """(line number, parsed value) for each non-blank line of `path`."""
-  with open(path, encoding="utf-8") as f:
+  try:
+    f = open(path, encoding="utf-8")
+  except FileNotFoundError as e:
+    raise MissingInput(f"{path}: no such file") from e
+  except OSError as e:
+    raise InvalidInput(f"{path}: cannot be read ({e.strerror})") from e
+  with f:
     for n, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
         yield n, json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+        raise InvalidInput(f"{path}:{n}: not valid JSON ({e})") from e

@@ -1,0 +1,84 @@
+"""`sample`, `score`, `serve` and `main`: bad flags, files and data end in one `error:` line, exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _one_error_line(*args, cwd=ROOT):
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  assert "Traceback" not in proc.stderr and "FATAL" not in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  return errors[0]
+
+
+@pytest.mark.parametrize("module,flag", [("gtalign.main", "--config.seed"),
+                                         ("gtalign.sample", "--seed"),
+                                         ("gtalign.score", "--variant"),  # an enum flag
+                                         ("gtalign.serve", "--port")])
+def test_unknown_flag_and_bad_flag_value(module, flag):
+  assert "'no_such_flag'" in _one_error_line(module, "--no_such_flag=1")
+  line = _one_error_line(module, f"{flag}=not-a-number")
+  assert flag in line and "not-a-number" in line
+
+
+@pytest.mark.parametrize("module,extra", [("gtalign.sample", ["--prompt=hi"]),
+                                          ("gtalign.serve", ["--port=0"])])
+def test_missing_model_names_the_path_and_the_known_names(module, extra, tmp_path):
+  line = _one_error_line(module, f"--model={tmp_path / 'nowhere'}", *extra)
+  assert str(tmp_path / "nowhere") in line and "smollm2-135m-instruct" in line
+
+
+def test_corrupt_gguf_is_named(tmp_path):
+  bad = tmp_path / "model.gguf"
+  bad.write_bytes(b"GGUF" + b"\0" * 20)
+  line = _one_error_line("gtalign.sample", f"--model={bad}", "--prompt=hi")
+  assert str(bad) in line and "GGUF" in line
+
+
+def test_sample_usage_and_batch_file_errors(tmp_path):
+  assert "exactly one of --prompt or --batch_file" in _one_error_line("gtalign.sample")
+  batch = tmp_path / "prompts.jsonl"
+  batch.write_text('"fine"\n{"prompt": 3}\n')
+  line = _one_error_line("gtalign.sample", f"--batch_file={batch}")
+  assert f"{batch}:2" in line and "'prompt'" in line
+  line = _one_error_line("gtalign.sample", f"--batch_file={tmp_path / 'absent.jsonl'}")
+  assert "absent.jsonl" in line and "no such file" in line
+
+
+def test_score_bad_completions_name_file_and_line(tmp_path):
+  completions = tmp_path / "c.jsonl"
+  completions.write_text(json.dumps({"row_id": "nope", "text": "x"}) + "\n")
+  line = _one_error_line("gtalign.score", "--data=world", f"--completions={completions}")
+  assert f"{completions}:1" in line and "'nope'" in line
+  completions.write_text("{not json\n")
+  line = _one_error_line("gtalign.score", "--data=world", f"--completions={completions}")
+  assert f"{completions}:1" in line and "not valid JSON" in line
+  line = _one_error_line("gtalign.score", f"--data={tmp_path / 'no_data'}",
+                         f"--completions={completions}")
+  assert "no_data" in line
+  completions.write_text("")
+  line = _one_error_line("gtalign.score", "--data=world", f"--completions={completions}",
+                         "--judge=grpc://x")
+  assert "grpc://x" in line
+
+
+def test_main_unknown_preset_and_missing_config_file(tmp_path):
+  line = _one_error_line("gtalign.main", "--config=configs/grpo.py:nope")
+  assert "'nope'" in line and "tiny" in line
+  line = _one_error_line("gtalign.main", f"--config={tmp_path / 'absent.py'}")
+  assert "absent.py" in line and "not found" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "gtalign.sample", f"--model={tmp_path / 'x'}",
+                         "--prompt=hi", "--debug"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0 and "Traceback" in proc.stderr and "MissingInput" in proc.stderr
