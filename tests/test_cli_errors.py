@@ -41,7 +41,6 @@ def test_missing_data_directory_names_the_file(tmp_path):
   assert str(tmp_path / "nowhere") in line and "does not exist" in line
 
 
-@pytest.mark.slow
 def test_every_prompt_too_long_names_the_key_the_length_and_the_file(tmp_path,
                                                                      gtalign_data_dir):
   line = _fails_in_one_line(tmp_path, "--config.data.source=ambig_qa",

@@ -307,3 +307,28 @@ def test_http_identical_requests_sent_once(server):
   judge = _judge(server)
   results = judge.score([_req(), _req(), _req(1)])
   assert [r.score for r in results] == [1.0, 1.0, 1.0] and _stats(server)["requests"] == 2
+
+
+def test_http_under_half_faults_fails_exactly_the_faulted_requests(server):
+  """50% of requests get one of six faults; without retries each faulted request, and only it,
+  comes back failed (never a real score), and none of the faults hangs the batch."""
+  _control(server, reply="thought: fine. <po>1</po>", fault_rate=0.5, seed=3, hang_s=3.0)
+  requests = [_req(i, kind="pareto") for i in range(48)]
+  start = time.perf_counter()
+  results = _judge(server, timeout_s=0.5, max_retries=0).score(requests)
+  seconds = time.perf_counter() - start
+  stats = _stats(server)
+  faulted = {e["content"] for e in stats["log"] if e["fault"]}
+  assert set(stats["faults"]) == {"status_500", "timeout", "malformed_json", "empty_content",
+                                  "hang", "drop"}, stats["faults"]
+  assert 12 <= len(faulted) <= 36 and stats["requests"] == len(requests)
+  for req, result in zip(requests, results):
+    if rubrics.render(req) in faulted:
+      assert result.failed and result.score == 0.0 and result.raw, result
+    else:
+      assert (result.failed, result.score) == (False, 1.0), result
+  assert seconds < 10, seconds  # the hung connections are cut at the 0.5 s timeout
+  # with retries, most faulted requests are recovered on a second attempt
+  _control(server, reply="thought: fine. <po>1</po>", fault_rate=0.5, seed=4, hang_s=3.0)
+  retried = _judge(server, timeout_s=0.5, max_retries=3).score(requests)
+  assert sum(r.failed for r in retried) < len(faulted) / 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,10 +16,10 @@ CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(workdir, *extra, timeout=600):
+def _run(workdir, *extra, timeout=600, env=None):
   start = time.perf_counter()
   proc = subprocess.run(CMD + [f"--workdir={workdir}", *extra], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout)
+                        text=True, timeout=timeout, env=env)
   return proc, time.perf_counter() - start
 
 
@@ -32,8 +33,10 @@ def _final(workdir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  proc, seconds = _run(workdir)
+  workdir = tmp_path_factory.mktemp("run") / "run"
+  # the phase log (read by the kill tests to aim) changes nothing else
+  proc, seconds = _run(workdir, env=dict(os.environ,
+                                         GTALIGN_PHASE_LOG=str(workdir.parent / "phases.jsonl")))
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc, seconds
 
@@ -66,30 +69,127 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   assert first_rl["sampler_logp_gap"] < 1e-3
 
 
-def test_sigkill_then_resume_gives_the_same_final_metrics(uninterrupted, tmp_path):
-  reference_dir = uninterrupted[0]
-  workdir = tmp_path / "killed"
+# ---------------------------------------------------------------------------------------------
+# Kill anywhere: SIGKILL inside a chosen phase, resume, and the run ends as if never killed
+# ---------------------------------------------------------------------------------------------
+
+PHASES = ("sft", "sample", "update", "checkpoint", "eval")
+TIMING_KEYS = {"time", "step_seconds", "time/handoff_s", "time/judge_s", "time/sample_s"}
+
+
+def _phase_log(path):
+  """The run's phase records (gtalign.training.phases); a line cut by the kill is skipped."""
+  if not os.path.exists(path):
+    return []
+  out = []
+  for line in open(path):
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      pass
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference_phases(uninterrupted):
+  """Each phase's durations in the uninterrupted run, to aim the kills."""
+  records = _phase_log(uninterrupted[0].parent / "phases.jsonl")
+  spans = {}
+  for a, b in zip(records, records[1:]):
+    spans.setdefault(a["phase"], []).append(b["t"] - a["t"])
+  assert set(PHASES) <= set(spans), spans.keys()
+  return spans
+
+
+def _kill_inside(phase, workdir, rng, spans):
+  """Starts the run, SIGKILLs it at a random moment inside `phase`; returns where it landed."""
+  log = workdir.parent / f"{workdir.name}.phases.jsonl"
   proc = subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline:  # kill after the first RL step has been logged
-    if metrics.exists() and any(json.loads(l)["step"] >= 42 for l in metrics.read_text()
-                                .splitlines() if l.strip()):
-      break
-    time.sleep(0.2)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  killed_at = max(json.loads(l)["step"] for l in metrics.read_text().splitlines() if l.strip())
-  assert killed_at < 44  # it really was interrupted
-  resumed, _ = _run(workdir)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from step" in resumed.stdout
-  evals, last = _final(workdir)
-  ref_evals, ref_last = _final(reference_dir)
+                          stderr=subprocess.DEVNULL,
+                          env=dict(os.environ, GTALIGN_PHASE_LOG=str(log)))
+  deadline = time.time() + 400
+  try:
+    if phase == "checkpoint":  # a write is under way while orbax's tmp directory exists
+      step = rng.randrange(1, 23) * 2  # the tiny preset saves every 2nd of its 44 steps
+      prefix = f"{step}.orbax-checkpoint-tmp"
+      ckpt_dir = workdir / "checkpoints"
+      while time.time() < deadline and proc.poll() is None:
+        if ckpt_dir.is_dir() and any(n.startswith(prefix) for n in os.listdir(ckpt_dir)):
+          time.sleep(rng.uniform(0, 0.02))
+          break
+        time.sleep(0.002)
+    else:
+      k = rng.randrange(len(spans[phase]))
+      delay = rng.uniform(0, 0.5 * spans[phase][k])  # inside it, though this run may be faster
+      while time.time() < deadline and proc.poll() is None:
+        if sum(r["phase"] == phase for r in _phase_log(log)) > k:
+          time.sleep(delay)
+          break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.kill()
+    proc.wait()
+  if phase == "checkpoint":
+    left = [n for n in os.listdir(workdir / "checkpoints") if n.startswith(prefix)]
+    return f"checkpoint write of step {step}" if left else f"after the write of step {step}"
+  last = _phase_log(log)[-1]
+  return f"{last['phase']} at step {last['step']}" + (f" ({last['name']})" if "name" in last
+                                                       else "")
+
+
+def _assert_same_run(workdir, reference_dir):
+  """Held-out results equal, every step's metrics equal, and only committed checkpoints."""
+  evals, _ = _final(workdir)
+  ref_evals, _ = _final(reference_dir)
   assert evals == ref_evals
-  for key in ("loss", "kl", "rollout/welfare", "rollout/user", "rollout/llm", "grad_norm"):
-    assert last[key] == pytest.approx(ref_last[key], abs=1e-6), key
+  read = lambda d: [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+  records, ref_records = read(workdir), read(reference_dir)
+  assert [r["step"] for r in records] == [r["step"] for r in ref_records]
+  for got, want in zip(records, ref_records):
+    assert set(got) == set(want)
+    for key in set(want) - TIMING_KEYS:
+      assert got[key] == pytest.approx(want[key], abs=1e-6), (got["step"], key)
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
+  assert steps == [json.loads(l)["step"] for l in open(os.path.join(reference_dir,
+                                                                    "rollouts.jsonl"))]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  for name in os.listdir(ckpt_dir):  # no tmp, incomplete or corrupt step is left behind
+    assert name.isdigit() and os.path.isfile(os.path.join(ckpt_dir, name,
+                                                          "commit_success.txt")), name
+
+
+def _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, phases, seed):
+  rng = random.Random(seed)
+  landed = []
+  for i, phase in enumerate(phases):
+    workdir = tmp_path / f"trial{i}"
+    landed.append(_kill_inside(phase, workdir, rng, reference_phases))
+    resumed, _ = _run(workdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(workdir, uninterrupted[0])
+  print(f"seed {seed}: killed in {landed}; every resumed run equal to the uninterrupted one")
+  return landed
+
+
+def test_sigkill_at_two_random_moments_then_resume_gives_the_same_run(
+    uninterrupted, reference_phases, tmp_path):
+  seed = int(os.environ.get("GTALIGN_KILL_SEED", time.time_ns() % 10_000))
+  phases = random.Random(seed).sample(PHASES, 2)
+  landed = _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, phases, seed)
+  assert len(landed) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_in_every_phase_ten_times_then_resume_gives_the_same_run(
+    uninterrupted, reference_phases, tmp_path):
+  seed = int(os.environ.get("GTALIGN_KILL_SEED", time.time_ns() % 10_000))
+  landed = _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, PHASES * 2, seed)
+  # most kills land inside the phase aimed at (a short phase may end before the kill)
+  hits = sum(l.startswith(p) or (p == "checkpoint" and l.startswith("checkpoint write"))
+             for l, p in zip(landed, PHASES * 2))
+  assert hits >= 7, landed
 
 
 def test_unknown_config_key_lists_the_valid_ones(tmp_path):

@@ -42,12 +42,14 @@ def _tb_scalars(logdir):
   return out
 
 
-def test_writer_appends_across_a_resume(tmp_path):
+def test_writer_drops_the_killed_runs_steps_after_the_checkpoint_on_resume(tmp_path):
   w = MetricsWriter(tmp_path, total_steps=10, every=100, active=True)
   for step in range(1, 6):
     w.write(step, {"welfare": float(step), "loss": 1.0 / step})
-  w.write_rollouts(5, [{"prompt": "p", "completion": "c", "user": np.float32(0.5)}])
+    w.write_rollouts(step, [{"prompt": f"p{step}", "completion": "c", "user": np.float32(0.5)}])
   w.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 6, "welfa')  # a kill mid-line
   # killed after step 5, resumed from the checkpoint at step 3: steps 4, 5 are re-run
   w = MetricsWriter(tmp_path, total_steps=10, every=100, start_step=3, active=True)
   for step in range(4, 7):
@@ -55,20 +57,30 @@ def test_writer_appends_across_a_resume(tmp_path):
   w.write_rollouts(6, [{"prompt": "q", "completion": "d"}, {"prompt": "r", "completion": "e"}])
   w.close()
   with open(tmp_path / "metrics.jsonl") as f:
-    assert len(f.readlines()) == 8  # appended, not truncated
-  with open(tmp_path / "metrics.jsonl", "a") as f:
-    f.write('{"step": 7, "welfa')  # a kill mid-line
-  records = read_metrics(tmp_path)
-  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
-  assert [r["welfare"] for r in records] == [1.0, 2.0, 3.0, 40.0, 50.0, 60.0]
+    lines = [json.loads(line) for line in f]  # every line whole: the cut one is gone
+  assert [(r["step"], r["welfare"]) for r in lines] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
+  assert read_metrics(tmp_path) == lines
   with open(tmp_path / "rollouts.jsonl") as f:
     rollouts = [json.loads(line) for line in f]
-  assert [(r["step"], r["prompt"]) for r in rollouts] == [(5, "p"), (6, "q"), (6, "r")]
+  assert [(r["step"], r["prompt"]) for r in rollouts] == [(1, "p1"), (2, "p2"), (3, "p3"),
+                                                          (6, "q"), (6, "r")]
   assert rollouts[0]["user"] == 0.5
+  assert not glob.glob(str(tmp_path / "*.tmp-*"))
   assert len(glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))) == 2  # none truncated
   assert len(_tb_scalars(str(tmp_path / "tb"))["welfare"]) == 8
   starts = [e.step for e in _tb_events(str(tmp_path / "tb")) if e.HasField("session_log")]
   assert starts == [4]  # TensorBoard's purge: hides the killed run's steps >= 4
+
+
+def test_read_metrics_resolves_an_appended_resume(tmp_path):
+  """Logs written before resumes truncated them still read as one run."""
+  lines = [{"step": s, "welfare": float(s)} for s in (1, 2, 3, 4, 5)] + [
+      {"step": s, "welfare": 10.0 * s} for s in (4, 5, 6)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines)
+                                          + '{"step": 7, "we')
+  assert [(r["step"], r["welfare"]) for r in read_metrics(tmp_path)] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
 
 
 def test_console_line_has_step_rate_and_eta(tmp_path, capsys):

@@ -18,7 +18,7 @@ import numpy as np
 
 from gtalign.parallel import distributed
 from gtalign.sampling.sampler import SamplingConfig
-from gtalign.training import evaluation, plots, rollout
+from gtalign.training import evaluation, phases, plots, rollout
 from gtalign.training.metrics import read_metrics
 
 STOP = "</response>"
@@ -28,6 +28,7 @@ SUMMARY_METRICS = ("format_ok", "user", "llm", "welfare")
 def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   """Greedy completions on the held-out prompts, in chunks with a progress line after each;
   per-row metrics as arrays (all processes')."""
+  phases.enter("eval", name=name)
   cfg = run.config
   rows = run.eval_rows[:cfg.eval.num_prompts]
   part = distributed.process_rows(len(rows))
@@ -52,16 +53,21 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                     f"{done / elapsed:.2f} prompts/s, "
                     f"ETA {(len(local) - done) * elapsed / done:.0f} s")
   scored = rollout.score_rows(local, texts, run.judge, variant=cfg.rl.variant,
-                              parse_mode=cfg.rl.parse_mode, on_judge_failure="zero",
+                              parse_mode=cfg.rl.parse_mode, on_judge_failure="mask",
                               world_consistency=cfg.rl.world_consistency,
                               world_misread=cfg.rl.world_misread)
-  arrays = dict(scored.arrays(), **rollout.behaviour_arrays(local, scored, run.tokenizer))
+  # a prompt the judge failed on has no score: NaN, left out of every mean and interval
+  arrays = dict(rollout.unjudged_as_nan(scored.arrays(), scored.judge_failed),
+                judge_failed=scored.judge_failed.astype(np.float32),
+                **rollout.behaviour_arrays(local, scored, run.tokenizer))
   arrays = distributed.gather_rows(arrays, len(rows))
-  show = lambda v: "n/a" if (m := finite_mean(v)) is None else f"{m:.2f}"
+  show = lambda v, f=".2f": "n/a" if (m := finite_mean(v)) is None else f"{m:{f}}"
+  failed = int(arrays["judge_failed"].sum())
   distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
-                  f"welfare {arrays['welfare'].mean():.3f}, DA on DQ "
+                  f"welfare {show(arrays['welfare'], '.3f')}, DA on DQ "
                   f"{show(arrays['da_on_dq'])}, CQ on VQ {show(arrays['cq_on_vq'])}, format "
-                  f"{arrays['format_ok'].mean():.2f}")
+                  f"{arrays['format_ok'].mean():.2f}"
+                  + (f", judge failed on {failed} (left out)" if failed else ""))
   if distributed.is_main():
     samples = [{"row_id": r["row_id"], "question_type": r["extra_info"].get("question_type"),
                 "question": r["extra_info"].get("question"), "completion": t}

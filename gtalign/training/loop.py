@@ -34,7 +34,7 @@ from gtalign.rewards.judges import make_judge
 from gtalign.utils.errors import InvalidInput
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
-from gtalign.training import export, heldout, rollout
+from gtalign.training import export, heldout, phases, rollout
 from gtalign.training.checkpoint import Checkpointer
 from gtalign.training.metrics import MetricsWriter
 
@@ -65,7 +65,7 @@ def _judge(cfg):
   if cfg.judge == "rule":
     return make_judge("rule")
   return make_judge(cfg.judge, model=cfg.judge_model, max_tokens=cfg.judge_max_tokens,
-                    max_retries=cfg.judge_max_retries)
+                    max_retries=cfg.judge_max_retries, timeout_s=cfg.judge_timeout_s)
 
 
 def load_rows(cfg, seed: int):
@@ -212,6 +212,7 @@ def rl_rollout(run: Run, params, step: int):
   """
   cfg = run.config.rl
   rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step, "rl"))
+  phases.enter("sample", run.config.sft.steps + step)
   sampler_params, handoff_seconds = run.sampler_params(params)
   start = time.perf_counter()
   out = run.sampler.generate(
@@ -222,6 +223,7 @@ def rl_rollout(run: Run, params, step: int):
       prompt_indices=np.arange(part.start, part.stop))
   sample_seconds = time.perf_counter() - start
   row_of = [rows[i - part.start] for i in out.prompt_index]  # global prompt index -> row
+  phases.enter("judge", run.config.sft.steps + step)
   start = time.perf_counter()
   scored = rollout.score_rows(row_of, out.texts, run.judge, variant=cfg.variant,
                               parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
@@ -236,7 +238,8 @@ def rl_rollout(run: Run, params, step: int):
   local.update(user_b=arrays["user"], llm_b=arrays["llm"],
                reward_valid_b=(~scored.judge_failed).astype(np.float32),
                source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))
-  per_row = dict(arrays, **rollout.behaviour_arrays(row_of, scored, run.tokenizer),
+  per_row = dict(rollout.unjudged_as_nan(arrays, scored.judge_failed),
+                 **rollout.behaviour_arrays(row_of, scored, run.tokenizer),
                  completion_tokens=out.lengths.astype(np.float32),
                  judge_failed=scored.judge_failed.astype(np.float32),
                  tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
@@ -250,7 +253,10 @@ def rl_rollout(run: Run, params, step: int):
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
               "question_type": r["extra_info"].get("question_type"),
-              "completion": t, "user": res.user, "llm": res.llm, "welfare": res.score,
+              "completion": t, "judge_failed": res.judge_failed,
+              # a sample the judge failed on has no score (it is masked from the loss)
+              **{k: None if res.judge_failed else v
+                 for k, v in (("user", res.user), ("llm", res.llm), ("welfare", res.score))},
               "valid": p.valid, "reason": p.reason,
               "components": {k: v for k, v in res.components.items()
                              if isinstance(v, (int, float, bool))}}
@@ -339,6 +345,7 @@ def sharding_summary(state, mesh) -> str:
 def train(config, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) the configured training; returns the held-out results."""
   os.makedirs(workdir, exist_ok=True)
+  phases.enter("load")
   model_config, params, tokenizer = load_model(config.model)
   train_rows, eval_rows = load_rows(config.data, config.seed)
   train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length,
@@ -431,6 +438,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   for step in range(start, total_steps):
     begin = time.perf_counter()
     if step < sft_steps:
+      phases.enter("sft", step)
       batch, tokens = sft_batch(run, step)
       state, metrics = sft_update(state, batch)
       stats = {"phase": 0.0, "tokens": tokens}
@@ -448,6 +456,7 @@ def train(config, workdir: str) -> dict[str, Any]:
         batch["old_values_bc"] = critic["values"](critic["state"].params, batch)
         critic["state"], critic_metrics = critic["update"](critic["state"], batch)
         stats.update({f"critic/{k}": float(v) for k, v in jax.device_get(critic_metrics).items()})
+      phases.enter("update", step)
       state, metrics = rl_update(state, batch)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics.update(stats, step_seconds=time.perf_counter() - begin)
@@ -463,6 +472,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": {k: {m: v.tolist() for m, v in d.items()}
                                         for k, d in evals.items()}}
+    phases.enter("checkpoint", step)
     ckpt.save(step + 1, {"policy": state, "critic": critic["state"] if critic else None,
                          "reference": ref_params}, meta, force=step + 1 == total_steps)
   ckpt.wait()
@@ -474,6 +484,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     else:
       evals["trained"] = heldout.evaluate(run, state.params, "trained")
   ckpt.close()
+  phases.enter("export", total_steps)
   export_dir = os.path.join(workdir, "export")
   host_params = distributed.host_params(state.params)
   if distributed.is_main():

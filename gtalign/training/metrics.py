@@ -3,8 +3,9 @@
 `metrics.jsonl` is the record the plots and tables read (`read_metrics`); TensorBoard is for
 watching a run live; the console line is for the log file. Every sink appends, so a run resumed
 from a checkpoint continues the same files. Steps logged by the killed run after its last
-checkpoint are re-run on resume: `read_metrics` keeps the re-run's records, and TensorBoard hides
-the stale ones when `start_step` is given (its `purge_step`).
+checkpoint are re-run on resume: given `start_step`, the JSONL files are first cut back to it
+(`truncate_after`), so they read as one uninterrupted run, and TensorBoard hides the stale points
+(its `purge_step`). `read_metrics` also resolves older logs that were appended across a resume.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class MetricsWriter:
     # suffix a writer started within the same second (a quick restart) truncates the last one.
     self._tb = SummaryWriter(os.path.join(self.workdir, TB_DIR), purge_step=purge,
                              flush_secs=30, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
+    if start_step is not None:  # the killed run's lines after its checkpoint are redone
+      for name in (METRICS_FILE, ROLLOUTS_FILE):
+        truncate_after(os.path.join(self.workdir, name), start_step)
     # append + line buffering: a kill loses at most the line being written
     self._metrics_f = open(os.path.join(self.workdir, METRICS_FILE), "a", buffering=1,
                            encoding="utf-8")
@@ -140,6 +144,29 @@ class MetricsWriter:
     if keys:
       parts.append(" ".join(f"{k} {scalars[k]:.4g}" for k in keys))
     return " | ".join(parts)
+
+
+def truncate_after(path: str, step: int) -> None:
+  """Keeps the lines of a JSONL log whose "step" is at most `step` (and drops a line a kill cut
+  off), so that a resumed run's log reads as one uninterrupted run. The file is replaced
+  atomically: a kill during this leaves the old file or the new one."""
+  if not os.path.isfile(path):
+    return
+  kept = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and record.get("step", step + 1) <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -55,6 +55,16 @@ def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, v
   return Scored(parsed, results, failed)
 
 
+def unjudged_as_nan(arrays: dict[str, np.ndarray], judge_failed: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+  """U, L and welfare set to NaN where the judge failed: such a sample has no score, and a mean
+  over samples (the step's metrics, a held-out table) must leave it out, not count it as 0."""
+  out = dict(arrays)
+  for key in ("user", "llm", "welfare"):
+    out[key] = np.where(judge_failed, np.nan, arrays[key]).astype(np.float32)
+  return out
+
+
 def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
                      ) -> dict[str, np.ndarray]:
   """Per row: what the response did, against the question type, and how the trace hangs together.
