@@ -44,7 +44,10 @@ def load_rows(spec: str) -> dict[str, dict[str, Any]]:
   from gtalign.data import gtalign as gtalign_data
   if spec == "world" or spec.startswith("world:"):
     from gtalign.data.world import make_world
-    seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+    seed = spec.split(":", 1)[1] if ":" in spec else "0"
+    if not seed.isdigit():
+      raise InvalidInput(f"--data={spec}: expected world or world:SEED with an integer SEED")
+    seed = int(seed)
     rows = [r for split in make_world(seed=seed).values() for r in split]
   else:
     path = pathlib.Path(spec)
@@ -96,10 +99,12 @@ def score(rows, completions, judge, *, variant="main", mode="strict", bleu_unit=
     r = tasks.reward(rows[rid], p, verdicts[at:at + len(reqs)], variant=variant,
                      bleu_unit=bleu_unit, on_judge_failure=on_judge_failure)
     at += len(reqs)
-    results.append({"row_id": rid, "data_source": rows[rid]["data_source"], "user": r.user,
-                    "llm": r.llm, "welfare": r.score, "format_ok": p.format_ok, "valid": p.valid,
-                    "reason": p.reason, "judge_failed": r.judge_failed,
-                    "answer": r.components.get("answer_reward", 0.0)})
+    failed = r.judge_failed  # masked: no score, rather than the failure's stand-in 0
+    results.append({"row_id": rid, "data_source": rows[rid]["data_source"],
+                    "user": None if failed else r.user, "llm": None if failed else r.llm,
+                    "welfare": None if failed else r.score, "format_ok": p.format_ok,
+                    "valid": p.valid, "reason": p.reason, "judge_failed": failed,
+                    "answer": None if failed else r.components.get("answer_reward", 0.0)})
   return results
 
 
@@ -136,9 +141,12 @@ def main(argv):
   results = score(rows, completions, judge, variant=_VARIANT.value, mode=_MODE.value,
                   bleu_unit=_BLEU_UNIT.value, on_judge_failure=_ON_JUDGE_FAILURE.value)
   if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-      for r in results:
-        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    try:
+      with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+        for r in results:
+          f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    except OSError as e:
+      raise InvalidInput(f"--output={_OUTPUT.value}: cannot be written ({e.strerror})") from e
   print(summarise(results))
   print(f"[{len(results)} completions scored with judge={_JUDGE.value}, variant={_VARIANT.value}, "
         f"mode={_MODE.value}]", file=sys.stderr)

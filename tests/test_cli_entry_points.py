@@ -68,6 +68,9 @@ def test_score_bad_completions_name_file_and_line(tmp_path):
   line = _one_error_line("gtalign.score", "--data=world", f"--completions={completions}",
                          "--judge=grpc://x")
   assert "grpc://x" in line
+  line = _one_error_line("gtalign.score", "--data=world", f"--completions={completions}",
+                         f"--output={tmp_path / 'no_dir' / 'out.jsonl'}")
+  assert "no_dir" in line and "cannot be written" in line
 
 
 def test_main_unknown_preset_and_missing_config_file(tmp_path):
@@ -82,3 +85,30 @@ def test_debug_shows_the_traceback(tmp_path):
                          "--prompt=hi", "--debug"], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode != 0 and "Traceback" in proc.stderr and "MissingInput" in proc.stderr
+
+
+def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
+  batch = tmp_path / "latin1.jsonl"
+  batch.write_bytes('"caf\xe9"\n'.encode("latin-1"))
+  line = _one_error_line("gtalign.sample", f"--batch_file={batch}")
+  assert f"{batch}:1" in line and "UTF-8" in line
+  completions = tmp_path / "c.jsonl"
+  completions.write_text("")
+  line = _one_error_line("gtalign.score", "--data=world:abc", f"--completions={completions}")
+  assert "world:abc" in line and "SEED" in line
+
+
+@pytest.mark.parametrize("override,key", [("--config.rl.variant=mian", "rl.variant"),
+                                          ("--config.rl.parse_mode=loose", "rl.parse_mode"),
+                                          ("--config.rl.advantage=grpoo", "advantage"),
+                                          ("--config.checkpoint.every=0", "checkpoint.every")])
+def test_main_bad_option_values_name_the_key(override, key, tmp_path):
+  line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",
+                         f"--workdir={tmp_path}", override)
+  assert key in line, line
+
+
+def test_corrupt_hf_directory_is_named(tmp_path):
+  (tmp_path / "config.json").write_text("[1, 2]")
+  line = _one_error_line("gtalign.sample", f"--model={tmp_path}", "--prompt=hi")
+  assert str(tmp_path / "config.json") in line and "JSON object" in line

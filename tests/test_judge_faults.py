@@ -28,13 +28,32 @@ def faulty_judge():
     proc.wait(timeout=5)
 
 
+def _judge_prompts_of():
+  """completion's row_id, text -> the judge prompts the trainer sent for it (tiny preset,
+  ablation variant), from the rows the rollouts came from."""
+  sys.path.insert(0, str(ROOT))
+  from configs import grpo
+  from gtalign.game.trace import parse_trace
+  from gtalign.rewards import rubrics, tasks
+  from gtalign.training.loop import load_rows
+  cfg = grpo.get_config("tiny")
+  rows = {r["row_id"]: r for r in load_rows(cfg.data, cfg.seed)[0]}
+
+  def prompts(row_id, text):
+    parsed = parse_trace(text, mode=cfg.rl.parse_mode)
+    return {rubrics.render(r) for r in tasks.judge_requests(rows[row_id], parsed,
+                                                            variant="ablation")}
+  return prompts
+
+
 def test_training_through_a_half_faulty_judge_masks_every_faulted_sample(faulty_judge, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
        f"--workdir={tmp_path}", "--config.rl.variant=ablation",  # world rows ask a pareto judge
        f"--config.rl.judge={faulty_judge}/v1", "--config.rl.judge_max_retries=0",
        "--config.rl.judge_timeout_s=0.5", "--config.rl.steps=6",
-       "--config.rl.prompts_per_step=8", "--config.eval.at_start=false"],  # more judge traffic
+       "--config.rl.prompts_per_step=8", "--config.eval.at_start=false",
+       "--config.eval.num_prompts=4"],  # more judge traffic
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   stats = httpx.get(f"{faulty_judge}/stats", trust_env=False).json()
@@ -46,15 +65,24 @@ def test_training_through_a_half_faulty_judge_masks_every_faulted_sample(faulty_
   assert len(rl) == 6 and all("rollout/judge_failed" in r for r in rl)
   rollouts = [json.loads(line) for line in open(tmp_path / "rollouts.jsonl")]
   failed = [r for r in rollouts if r["judge_failed"]]
-  judged = [r for r in rollouts if r["components"].get("pareto") is not None
-            and not r["judge_failed"] and r["components"].get("scored")]
   print(f"{stats['requests']} judge requests, {faulted} faulted {stats['faults']}; "
         f"{len(failed)} of {len(rollouts)} samples masked; failure rate per step "
         f"{[round(r['rollout/judge_failed'], 3) for r in rl]}")
-  # every faulted request left its sample masked: without retries, one fault fails one sample
-  # (or fewer, where one sample asked twice, or an evaluation asked); none is scored as a 0
-  assert 1 <= len(failed) <= faulted
-  assert all(r["welfare"] is None and r["user"] is None and r["llm"] is None for r in failed)
+  assert failed and all(r["welfare"] is None and r["user"] is None and r["llm"] is None
+                        for r in failed)
+  # sample by sample: a masked one asked a request the server faulted, a scored one was
+  # answered on every request it asked (identical prompts in a batch are asked once)
+  faulted_prompts = {e["content"] for e in stats["log"] if e["fault"]}
+  answered = {e["content"] for e in stats["log"] if not e["fault"]}
+  prompts_of = _judge_prompts_of()
+  judged = 0
+  for record in rollouts:
+    prompts = prompts_of(record["row_id"], record["completion"])
+    if record["judge_failed"]:
+      assert prompts & faulted_prompts, record["row_id"]
+    elif prompts:
+      judged += 1
+      assert prompts <= answered and record["welfare"] is not None, record["row_id"]
   assert judged, "no sample was judged successfully"
   for record in rl:  # the step's welfare is the mean over the samples that have a score
     rows = [r for r in rollouts if r["step"] == record["step"]]

@@ -20,7 +20,9 @@ from nbclient import NotebookClient
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT = 300  # seconds; the longest cell, the training run, takes well under a minute
-SHORT_RUN = ["--config.sft.steps=8", "--config.rl.steps=2"]
+SHORT_RUN = ["--config.sft.steps=8", "--config.rl.steps=2", "--config.eval.num_prompts=4"]
+# the quickstart's training cell only has to run: the shortest run with every phase
+SHORTEST_RUN = ["--config.sft.steps=2", "--config.rl.steps=1", "--config.eval.num_prompts=2"]
 
 
 def _execute(name, **params):
@@ -74,7 +76,7 @@ def test_quickstart_installs_from_git_and_trains(tmp_path):
   _, seconds, stdout = _execute(
       "quickstart.ipynb", INSTALL=True, GTALIGN_GIT_URL=f"file://{ROOT}",
       PIP_ARGS=["--dry-run", "--no-deps", "--ignore-installed", "--report", str(report)],
-      MODEL="tiny-random", WORKDIR=str(workdir), TRAIN_FLAGS=SHORT_RUN)
+      MODEL="tiny-random", WORKDIR=str(workdir), TRAIN_FLAGS=SHORTEST_RUN)
   installs = json.loads(report.read_text())["install"]
   assert [i["metadata"]["name"] for i in installs] == ["gtalign"]
   assert installs[0]["download_info"]["url"] == f"file://{ROOT}"

@@ -498,7 +498,8 @@ def test_never_raises_and_returns_a_consistent_parsed_trace(results):
     times = [per_mode[mode][1] for _, per_mode in results]
     worst = max(results, key=lambda r: r[1][mode][1])[0]
     report[mode] = (statistics.median(times), max(times), worst.kind)
-    assert max(times) < 2.0, (mode, worst.kind)
+    assert max(times) < 10.0, (mode, worst.kind)  # measured: under 0.1 s (a 5 MB text); the
+    # bound only catches a blow-up, with room for a loaded CI machine
   kinds = collections.Counter(case.kind.split(":")[0] for case, _ in results)
   print(f"\nparse_trace fuzz: {len(results)} texts ({dict(kinds)})")
   for mode, (median, worst, kind) in report.items():

@@ -90,49 +90,69 @@ def _phase_log(path):
   return out
 
 
+# the step index (0-based, the step being computed) at which each evaluation of the tiny
+# preset (40 SFT + 4 RL steps) happens: a run resumed at step s makes the phase entries of
+# steps >= s, so `after_sft` only when s < 40
+EVAL_STEP = {"start": 0, "after_sft": 39, "trained": 44}
+
+
 @pytest.fixture(scope="module")
 def reference_phases(uninterrupted):
-  """Each phase's durations in the uninterrupted run, to aim the kills."""
+  """(phase, step, seconds) of every phase entry of the uninterrupted run, to aim the kills."""
   records = _phase_log(uninterrupted[0].parent / "phases.jsonl")
-  spans = {}
-  for a, b in zip(records, records[1:]):
-    spans.setdefault(a["phase"], []).append(b["t"] - a["t"])
-  assert set(PHASES) <= set(spans), spans.keys()
-  return spans
+  entries = [(a["phase"], EVAL_STEP[a["name"]] if a["phase"] == "eval" else a["step"],
+              b["t"] - a["t"]) for a, b in zip(records, records[1:]) if a["phase"] in PHASES]
+  assert set(PHASES) <= {e[0] for e in entries}, entries
+  return entries
 
 
-def _kill_inside(phase, workdir, rng, spans):
-  """Starts the run, SIGKILLs it at a random moment inside `phase`; returns where it landed."""
-  log = workdir.parent / f"{workdir.name}.phases.jsonl"
-  proc = subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL,
-                          env=dict(os.environ, GTALIGN_PHASE_LOG=str(log)))
-  deadline = time.time() + 400
-  try:
-    if phase == "checkpoint":  # a write is under way while orbax's tmp directory exists
-      step = rng.randrange(1, 23) * 2  # the tiny preset saves every 2nd of its 44 steps
-      prefix = f"{step}.orbax-checkpoint-tmp"
-      ckpt_dir = workdir / "checkpoints"
-      while time.time() < deadline and proc.poll() is None:
-        if ckpt_dir.is_dir() and any(n.startswith(prefix) for n in os.listdir(ckpt_dir)):
-          time.sleep(rng.uniform(0, 0.02))
-          break
-        time.sleep(0.002)
-    else:
-      k = rng.randrange(len(spans[phase]))
-      delay = rng.uniform(0, 0.5 * spans[phase][k])  # inside it, though this run may be faster
-      while time.time() < deadline and proc.poll() is None:
-        if sum(r["phase"] == phase for r in _phase_log(log)) > k:
-          time.sleep(delay)
-          break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before the kill"
-    os.kill(proc.pid, signal.SIGKILL)
-  finally:
-    proc.kill()
-    proc.wait()
+def _committed_step(workdir):
+  ckpt_dir = workdir / "checkpoints"
+  names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+  return max((int(n) for n in names if n.isdigit()
+              and (ckpt_dir / n / "commit_success.txt").is_file()), default=0)
+
+
+def _kill_inside(phase, workdir, attempt, rng, entries):
+  """Starts (or resumes) the run, SIGKILLs it at a random moment inside one of the `phase`
+  entries it will make; returns where the kill landed."""
+  resume_step = _committed_step(workdir)
+  ahead = [seconds for p, step, seconds in entries if p == phase and step >= resume_step]
+  log = workdir.parent / f"{workdir.name}.phases{attempt}.jsonl"
+  err_path = workdir.parent / f"{workdir.name}.killed{attempt}.stderr"
+  with open(err_path, "w") as stderr:
+    proc = subprocess.Popen(CMD + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=stderr, env=dict(os.environ, GTALIGN_PHASE_LOG=str(log)))
+    deadline = time.time() + 400
+    try:
+      if phase == "checkpoint":  # a write is under way while orbax's tmp directory exists
+        step = rng.randrange(resume_step // 2 + 1, 23) * 2  # saves: every 2nd of 44 steps
+        ckpt_dir = workdir / "checkpoints"
+        while time.time() < deadline and proc.poll() is None and step <= 44:
+          names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+          if any(n.startswith(f"{step}.orbax-checkpoint-tmp") for n in names):
+            time.sleep(rng.uniform(0, 0.02))
+            break
+          if str(step) in names:  # that write finished between two looks: aim at the next
+            step += 2
+          time.sleep(0.002)
+      else:
+        k = rng.randrange(len(ahead))
+        delay = rng.uniform(0, 0.5 * ahead[k])  # inside it, though this run may be faster
+        while time.time() < deadline and proc.poll() is None:
+          if sum(r["phase"] == phase for r in _phase_log(log)) > k:
+            time.sleep(delay)
+            break
+          time.sleep(0.01)
+      alive = proc.poll() is None
+      os.kill(proc.pid, signal.SIGKILL)
+    finally:
+      proc.kill()
+      proc.wait()
+  assert alive, f"the run ended before the kill aimed at {phase}:\n{err_path.read_text()[-3000:]}"
   if phase == "checkpoint":
-    left = [n for n in os.listdir(workdir / "checkpoints") if n.startswith(prefix)]
+    left = [n for n in os.listdir(workdir / "checkpoints")
+            if n.startswith(f"{step}.orbax-checkpoint-tmp")]
     return f"checkpoint write of step {step}" if left else f"after the write of step {step}"
   last = _phase_log(log)[-1]
   return f"{last['phase']} at step {last['step']}" + (f" ({last['name']})" if "name" in last
@@ -160,36 +180,56 @@ def _assert_same_run(workdir, reference_dir):
                                                           "commit_success.txt")), name
 
 
-def _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, phases, seed):
+def _kill_chains(uninterrupted, entries, tmp_path, seed, chains, kills_per_chain):
+  """`chains` runs, each SIGKILLed `kills_per_chain` times (every resume killed again, in a
+  phase drawn from those it has left), then resumed to the end and compared with the
+  uninterrupted run. Returns (aimed phase, where the kill landed) per kill."""
   rng = random.Random(seed)
-  landed = []
-  for i, phase in enumerate(phases):
-    workdir = tmp_path / f"trial{i}"
-    landed.append(_kill_inside(phase, workdir, rng, reference_phases))
+  print(f"kill trials with GTALIGN_KILL_SEED={seed}", flush=True)
+  draw = list(PHASES) * (chains * kills_per_chain // len(PHASES) + 1)
+  rng.shuffle(draw)
+  kills = []
+  for c in range(chains):
+    workdir = tmp_path / f"chain{c}"
+    for attempt in range(kills_per_chain):
+      resume_step = _committed_step(workdir)
+      left = {p for p, step, _ in entries if step >= resume_step}
+      phase = next((p for p in draw if p in left), None) or rng.choice(sorted(left))
+      if phase in draw:
+        draw.remove(phase)
+      kills.append((phase, _kill_inside(phase, workdir, attempt, rng, entries)))
     resumed, _ = _run(workdir)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_same_run(workdir, uninterrupted[0])
-  print(f"seed {seed}: killed in {landed}; every resumed run equal to the uninterrupted one")
-  return landed
+    assert resumed.returncode == 0, (seed, kills, resumed.stderr[-3000:])
+    try:
+      _assert_same_run(workdir, uninterrupted[0])
+    except AssertionError as e:
+      raise AssertionError(f"GTALIGN_KILL_SEED={seed}, killed in {kills}: {e}") from e
+  print(f"seed {seed}: {kills}; every resumed run equal to the uninterrupted one")
+  return kills
 
 
-def test_sigkill_at_two_random_moments_then_resume_gives_the_same_run(
+def _landed_in_aim(kill):
+  aimed, landed = kill
+  return landed.startswith("checkpoint write" if aimed == "checkpoint" else aimed)
+
+
+def test_sigkill_twice_at_random_moments_then_resume_gives_the_same_run(
     uninterrupted, reference_phases, tmp_path):
   seed = int(os.environ.get("GTALIGN_KILL_SEED", time.time_ns() % 10_000))
-  phases = random.Random(seed).sample(PHASES, 2)
-  landed = _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, phases, seed)
-  assert len(landed) == 2
+  kills = _kill_chains(uninterrupted, reference_phases, tmp_path, seed, chains=1,
+                       kills_per_chain=2)
+  assert len(kills) == 2
 
 
 @pytest.mark.slow
-def test_sigkill_in_every_phase_ten_times_then_resume_gives_the_same_run(
+def test_sigkill_ten_times_in_every_phase_then_resume_gives_the_same_run(
     uninterrupted, reference_phases, tmp_path):
   seed = int(os.environ.get("GTALIGN_KILL_SEED", time.time_ns() % 10_000))
-  landed = _kill_and_resume_trials(uninterrupted, reference_phases, tmp_path, PHASES * 2, seed)
+  kills = _kill_chains(uninterrupted, reference_phases, tmp_path, seed, chains=5,
+                       kills_per_chain=2)
+  assert len(kills) == 10 and {aimed for aimed, _ in kills} == set(PHASES)
   # most kills land inside the phase aimed at (a short phase may end before the kill)
-  hits = sum(l.startswith(p) or (p == "checkpoint" and l.startswith("checkpoint write"))
-             for l, p in zip(landed, PHASES * 2))
-  assert hits >= 7, landed
+  assert sum(map(_landed_in_aim, kills)) >= 7, kills
 
 
 def test_unknown_config_key_lists_the_valid_ones(tmp_path):

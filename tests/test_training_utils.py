@@ -73,6 +73,19 @@ def test_writer_drops_the_killed_runs_steps_after_the_checkpoint_on_resume(tmp_p
   assert starts == [4]  # TensorBoard's purge: hides the killed run's steps >= 4
 
 
+def test_a_fresh_start_keeps_earlier_logs_beside(tmp_path):
+  """Logs of a run killed before its first checkpoint are moved aside, not appended to or lost."""
+  w = MetricsWriter(tmp_path, total_steps=3, every=100, start_step=0, active=True)
+  w.write(1, {"loss": 1.0})
+  w.close()
+  w = MetricsWriter(tmp_path, total_steps=3, every=100, start_step=0, active=True)
+  w.write(1, {"loss": 2.0})
+  w.close()
+  assert [json.loads(l)["loss"] for l in open(tmp_path / "metrics.jsonl")] == [2.0]
+  (prev,) = glob.glob(str(tmp_path / "metrics.jsonl.prev-*"))
+  assert [json.loads(l)["loss"] for l in open(prev)] == [1.0]
+
+
 def test_read_metrics_resolves_an_appended_resume(tmp_path):
   """Logs written before resumes truncated them still read as one run."""
   lines = [{"step": s, "welfare": float(s)} for s in (1, 2, 3, 4, 5)] + [
@@ -199,6 +212,20 @@ def test_latest_step_ignores_incomplete_checkpoints(tmp_path):
   names = os.listdir(tmp_path)
   assert "9" not in names and any(n.startswith("9.incomplete-") for n in names)  # set aside
   assert not any(".orbax-checkpoint-tmp" in n for n in names)  # killed save cleaned up
+
+
+def test_a_deletion_cut_short_by_a_kill_is_finished_at_start_up(tmp_path):
+  """orbax deletes steps beyond max_to_keep in place; a kill midway leaves an old step without
+  its commit file. It is removed (it was being deleted), not kept as an incomplete write."""
+  state = {"x": jnp.ones(3)}
+  ckpt = Checkpointer(tmp_path, max_to_keep=3)
+  for step in (2, 4):
+    ckpt.save(step, state, {"s": step})
+  ckpt.close()
+  os.remove(tmp_path / "2" / "commit_success.txt")  # the deletion got this far
+  ckpt = Checkpointer(tmp_path, max_to_keep=3)
+  assert ckpt.all_steps() == [4] and sorted(os.listdir(tmp_path)) == ["4"]
+  ckpt.close()
 
 
 def _damage(step_dir):

@@ -40,7 +40,10 @@ def _read_safetensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
     shard = directory / name
     if not shard.is_file():
       raise MissingInput(f"{shard}: shard listed in {index.name} does not exist")
-    tensors.update(load_file(str(shard)))
+    try:
+      tensors.update(load_file(str(shard)))
+    except Exception as e:  # pylint: disable=broad-except  (safetensors raises its own errors)
+      raise CheckpointError(f"{shard}: not a readable safetensors file ({e})") from e
   return tensors
 
 
@@ -50,10 +53,18 @@ def _load_hf_dir(directory: pathlib.Path, dtype: str | None):
     raise MissingInput(f"{directory}: missing config.json (expected a Hugging Face model "
                             "directory with config.json and *.safetensors)")
   try:
-    hf_cfg = json.loads(config_path.read_text())
-  except json.JSONDecodeError as e:
+    hf_cfg = json.loads(config_path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{config_path}: invalid JSON ({e})") from e
-  config = hf_format.model_config_from_hf(hf_cfg, str(config_path), **_dtype_overrides(dtype))
+  if not isinstance(hf_cfg, dict):
+    raise CheckpointError(f"{config_path}: expected a JSON object, got {type(hf_cfg).__name__}")
+  try:
+    config = hf_format.model_config_from_hf(hf_cfg, str(config_path), **_dtype_overrides(dtype))
+  except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+    if isinstance(e, CheckpointError):
+      raise
+    raise CheckpointError(f"{config_path}: not a usable model config ({type(e).__name__}: "
+                          f"{e})") from e
   params = hf_format.params_from_hf(_read_safetensors(directory), config, str(directory))
   tokenizer = load_tokenizer(str(directory)) if _has_tokenizer(directory) else None
   return config, params, tokenizer

@@ -21,6 +21,7 @@ import jinja2.sandbox
 import sentencepiece
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from gtalign.utils.errors import InvalidInput, MissingInput
 
 # llama.cpp's `tokenizer.ggml.pre` names -> the split regex the merges were learned with.
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -272,7 +273,7 @@ def _load_tokenizer_json(path: Path) -> Tokenizer:
   try:
     tok = tokenizers.Tokenizer.from_file(str(path))
   except Exception as e:  # tokenizers raises a bare Exception on malformed files
-    raise ValueError(f"Could not read {str(path)!r} as a Hugging Face tokenizer.json: {e}") from e
+    raise InvalidInput(f"Could not read {str(path)!r} as a Hugging Face tokenizer.json: {e}") from e
   return _HFTokenizer(tok, **_hf_specials(path.parent, tok.token_to_id))
 
 
@@ -280,7 +281,7 @@ def _load_sentencepiece(path: Path) -> Tokenizer:
   try:
     sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
   except (OSError, RuntimeError) as e:
-    raise ValueError(f"Could not read {str(path)!r} as a SentencePiece model: {e}") from e
+    raise InvalidInput(f"Could not read {str(path)!r} as a SentencePiece model: {e}") from e
 
   def piece_id(piece):  # piece_to_id answers unk for unknown pieces; we want None
     i = sp.piece_to_id(piece)
@@ -297,10 +298,10 @@ def tokenizer_from_gguf_fields(fields: dict[str, Any], source: str = "GGUF metad
   """Builds the byte-level BPE a GGUF file embeds, pre-tokenizing as llama.cpp does."""
   kind = fields.get("tokenizer.ggml.model")
   if kind != "gpt2":
-    raise ValueError(f"{source}: GGUF tokenizer model {kind!r} is not supported (only byte-level "
+    raise InvalidInput(f"{source}: GGUF tokenizer model {kind!r} is not supported (only byte-level "
                      "BPE, 'gpt2'); load the model's tokenizer.json or tokenizer.model instead.")
   if "tokenizer.ggml.tokens" not in fields or "tokenizer.ggml.merges" not in fields:
-    raise ValueError(f"{source}: GGUF metadata lacks tokenizer.ggml.tokens or .merges.")
+    raise InvalidInput(f"{source}: GGUF metadata lacks tokenizer.ggml.tokens or .merges.")
   tokens = [str(t) for t in fields["tokenizer.ggml.tokens"]]
   merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
   tok = tokenizers.Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
@@ -351,23 +352,23 @@ def load_tokenizer(path: str) -> Tokenizer:
   expected = "a model directory, a tokenizer.json, a SentencePiece .model or a .gguf file"
   p = Path(path)
   if not p.exists():
-    raise FileNotFoundError(f"Tokenizer path {path!r} does not exist; expected {expected}.")
+    raise MissingInput(f"Tokenizer path {path!r} does not exist; expected {expected}.")
   if p.is_dir():
     if (p / "tokenizer.json").is_file():
       return _load_tokenizer_json(p / "tokenizer.json")
     if (p / "tokenizer.model").is_file():
       return _load_sentencepiece(p / "tokenizer.model")
-    raise FileNotFoundError(
+    raise MissingInput(
         f"Directory {path!r} has no tokenizer: expected tokenizer.json or tokenizer.model in it.")
   if p.suffix == ".gguf":
     try:
       reader = gguf.GGUFReader(str(p))
     except Exception as e:  # gguf raises ValueError/struct.error/... on foreign files
-      raise ValueError(f"Could not read {path!r} as a GGUF file: {e}") from e
+      raise InvalidInput(f"Could not read {path!r} as a GGUF file: {e}") from e
     fields = {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
     return tokenizer_from_gguf_fields(fields, source=str(p))
   if p.suffix == ".json":
     return _load_tokenizer_json(p)
   if p.suffix == ".model":
     return _load_sentencepiece(p)
-  raise ValueError(f"Unrecognized tokenizer file {path!r}; expected {expected}.")
+  raise InvalidInput(f"Unrecognized tokenizer file {path!r}; expected {expected}.")

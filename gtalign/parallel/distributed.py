@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
+from gtalign.utils.errors import InvalidInput
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"
 # TPU chips' PCI device ids (v2/v3, v4, v5p, v5e, v6e, 7x); Google's vendor id alone also
@@ -176,7 +177,7 @@ def check_divisible(name: str, rows: int, shards: int | None = None) -> None:
   """Batches split evenly over processes and over the batch shards of the mesh."""
   shards = jax.process_count() if shards is None else shards
   if rows % shards:
-    raise ValueError(f"{name}={rows} must be divisible by {shards} (the number of processes "
+    raise InvalidInput(f"{name}={rows} must be divisible by {shards} (the number of processes "
                      "or batch shards); change it or the mesh")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from gtalign.utils.errors import InvalidInput
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -25,20 +26,20 @@ def _resolve_sizes(sizes: tuple[int, ...], names: Sequence[str],
   """Axis sizes with the (at most one) -1 filled so that their product is `num_devices`."""
   named = ", ".join(f"{n}={s}" for n, s in zip(names, sizes))
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"mesh axis sizes must be positive or -1, got {named}")
+    raise InvalidInput(f"mesh axis sizes must be positive or -1, got {named}")
   fill = [i for i, s in enumerate(sizes) if s == -1]
   if len(fill) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got {named}")
+    raise InvalidInput(f"at most one mesh axis may be -1, got {named}")
   fixed = math.prod(s for s in sizes if s != -1)
   if fill:
     if num_devices % fixed:
-      raise ValueError(f"mesh {named}: the fixed axes' product {fixed} does not divide the "
+      raise InvalidInput(f"mesh {named}: the fixed axes' product {fixed} does not divide the "
                        f"{num_devices} devices")
     resolved = list(sizes)
     resolved[fill[0]] = num_devices // fixed
     return tuple(resolved)
   if fixed != num_devices:
-    raise ValueError(f"mesh {named} has {fixed} devices but {num_devices} are available; "
+    raise InvalidInput(f"mesh {named} has {fixed} devices but {num_devices} are available; "
                      "set one axis to -1 or pass `devices` explicitly")
   return tuple(sizes)
 

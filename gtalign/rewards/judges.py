@@ -530,7 +530,7 @@ class HttpJudge:
       except (TimeoutError, httpx.TimeoutException):
         error = f"timeout after {self.timeout_s}s"
         continue
-      except (httpx.TransportError, _Retryable) as e:
+      except (httpx.HTTPError, _Retryable) as e:  # transport, decoding, redirects
         error = f"{type(e).__name__}: {e}"
         continue
       value = rubrics.parse_verdict(kind, text)

@@ -24,6 +24,7 @@ from gtalign.game.trace import ParsedTrace
 from gtalign.rewards import components
 from gtalign.rewards import world as world_rewards
 from gtalign.rewards.judge_types import JudgeRequest, JudgeResult
+from gtalign.utils.errors import InvalidInput
 
 Row = Mapping[str, Any]  # one GTAlign parquet row: data_source, reward_model, extra_info, ...
 
@@ -184,7 +185,7 @@ def _task(row: Row) -> Task:
 
 def _check_option(name: str, value: str, allowed: tuple[str, ...]) -> None:
   if value not in allowed:
-    raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+    raise InvalidInput(f"unknown {name} {value!r}; expected one of {allowed}")
 
 
 def _uses_pareto(task: Task, variant: str) -> bool:

@@ -12,13 +12,15 @@ start). But orbax 0.12.8 lists *any* digit-named directory as a step, committed 
 left by an interrupted copy or a non-atomic filesystem), so `latest_step` would pick it, restore
 would fail and `should_save` would skip every smaller step. Here a step counts only if its
 `commit_success.txt` exists, and uncommitted step directories found at start-up are renamed
-aside (never deleted) before orbax scans the directory.
+aside (never deleted) before orbax scans the directory; one older than the newest committed step
+is what a kill left of orbax deleting an old step, and its deletion is finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,7 +42,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = 2,
                save_every: int = 1, *, async_save: bool = True):
     if save_every < 1:
-      raise ValueError(f"save_every must be >= 1, got {save_every}")
+      raise InvalidInput(f"checkpoint.every must be >= 1, got {save_every}")
     self.directory = os.path.abspath(os.fspath(directory))
     self.save_every = save_every
     os.makedirs(self.directory, exist_ok=True)
@@ -169,16 +171,24 @@ class Checkpointer:
 
 
 def _set_aside_uncommitted_steps(directory: str) -> None:
-  """Renames digit-named step dirs without a commit file to `<name>.incomplete-<ts>`."""
+  """Renames digit-named step dirs without a commit file to `<name>.incomplete-<ts>`, except
+  those older than the newest committed step: orbax deletes old steps (`max_to_keep`) in place,
+  so such a directory is a deletion a kill interrupted, and it is finished here."""
   if jax.process_index() == 0:
-    for name in sorted(os.listdir(directory)):
+    names = [n for n in os.listdir(directory)
+             if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
+    committed = [int(n) for n in names if os.path.isfile(os.path.join(directory, n, COMMIT_FILE))]
+    for name in sorted(set(names) - {str(c) for c in committed}, key=int):
       path = os.path.join(directory, name)
-      if name.isdigit() and os.path.isdir(path) and not os.path.isfile(
-          os.path.join(path, COMMIT_FILE)):
-        aside = f"{path}{INCOMPLETE_SUFFIX}-{time.time_ns()}"
-        logging.warning("checkpoint step %s is uncommitted (interrupted write); moved to %s",
-                        name, aside)
-        os.rename(path, aside)
+      if committed and int(name) < max(committed):
+        logging.warning("checkpoint step %s was being deleted (older than step %d); removing "
+                        "the rest", name, max(committed))
+        shutil.rmtree(path, ignore_errors=True)
+        continue
+      aside = f"{path}{INCOMPLETE_SUFFIX}-{time.time_ns()}"
+      logging.warning("checkpoint step %s is uncommitted (interrupted write); moved to %s",
+                      name, aside)
+      os.rename(path, aside)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("gtalign_checkpoint_set_aside")

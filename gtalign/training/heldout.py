@@ -20,6 +20,7 @@ from gtalign.parallel import distributed
 from gtalign.sampling.sampler import SamplingConfig
 from gtalign.training import evaluation, phases, plots, rollout
 from gtalign.training.metrics import read_metrics
+from gtalign.utils.errors import InvalidInput
 
 STOP = "</response>"
 SUMMARY_METRICS = ("format_ok", "user", "llm", "welfare")
@@ -33,7 +34,7 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   rows = run.eval_rows[:cfg.eval.num_prompts]
   part = distributed.process_rows(len(rows))
   if part.start == part.stop:
-    raise ValueError(f"{len(rows)} held-out prompts cannot be split over "
+    raise InvalidInput(f"{len(rows)} held-out prompts cannot be split over "
                      f"{jax.process_count()} processes; raise eval.num_prompts")
   local = rows[part]
   sampler_params, _ = run.sampler_params(params)
@@ -79,6 +80,18 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
 
 PLOT_KEYS = ("welfare", "user", "llm", "format_ok")
 STRATEGY_KEYS = ("da_on_dq", "cq_on_vq", "aq_rate")
+
+
+def evals_to_json(evals: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list]]:
+  """Per-row arrays as JSON lists, NaN (a metric that does not apply, a judge failure) as null:
+  strict JSON for eval.json and checkpoint meta. `evals_from_json` reads them back."""
+  return {k: {m: [None if x != x else x for x in np.asarray(v, np.float64).tolist()]
+              for m, v in d.items()} for k, d in evals.items()}
+
+
+def evals_from_json(evals: dict[str, dict[str, list]]) -> dict[str, dict[str, np.ndarray]]:
+  return {k: {m: np.asarray([np.nan if x is None else x for x in v], np.float64)
+              for m, v in d.items()} for k, d in evals.items()}
 
 
 def plot_records(metrics: list[dict], evals: dict[str, dict[str, np.ndarray]],
@@ -148,6 +161,6 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
   with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:
     f.write(text + "\n")
   with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
-    json.dump({"evals": {k: {m: v.tolist() for m, v in d.items()} for k, d in evals.items()},
+    json.dump({"evals": evals_to_json(evals),
                "contrast": {k: list(v) for k, v in diffs.items()}, "baseline": base}, f)
   return result

@@ -21,6 +21,7 @@ import optax
 
 from gtalign.data import world as world_lib
 from gtalign.game import prompt as prompt_lib
+from gtalign.game import trace as trace_lib
 from gtalign.models.checkpoints import load_pretrained
 from gtalign.models.config import get_preset
 from gtalign.models.tokenizer import load_tokenizer
@@ -30,13 +31,14 @@ from gtalign.parallel import distributed
 from gtalign.parallel.handoff import WeightHandoff
 from gtalign.parallel.mesh import (MeshConfig, ShardingRules, batch_sharding, make_mesh,
                                    param_shardings, sampler_mesh)
+from gtalign.rewards import tasks
 from gtalign.rewards.judges import make_judge
-from gtalign.utils.errors import InvalidInput
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 from gtalign.training import export, heldout, phases, rollout
 from gtalign.training.checkpoint import Checkpointer
 from gtalign.training.metrics import MetricsWriter
+from gtalign.utils.errors import InvalidInput
 
 STOP = heldout.STOP
 
@@ -56,7 +58,7 @@ def load_model(cfg):
   # host copies: every process places them onto the global mesh itself
   params = jax.tree.map(lambda a: np.asarray(a).astype(model_config.jnp_param_dtype), params)
   if tokenizer is None:
-    raise ValueError(f"model {cfg.name!r} has no tokenizer")
+    raise InvalidInput(f"model.name={cfg.name!r} has no tokenizer files")
   return model_config, params, tokenizer
 
 
@@ -205,6 +207,11 @@ ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completi
                        "judge_failed", "tokens")
 
 
+# components of a sample the judge failed on that the judge had no part in
+_UNJUDGED_COMPONENTS = ("format", "payoff_distinctness", "user_length", "llm_length",
+                        "reasoning_penalty", "judge_failures", "scored")
+
+
 def rl_rollout(run: Run, params, step: int):
   """Sample G completions per prompt of this process, score them, build the update batch.
 
@@ -241,7 +248,9 @@ def rl_rollout(run: Run, params, step: int):
   per_row = dict(rollout.unjudged_as_nan(arrays, scored.judge_failed),
                  **rollout.behaviour_arrays(row_of, scored, run.tokenizer),
                  completion_tokens=out.lengths.astype(np.float32),
-                 judge_failed=scored.judge_failed.astype(np.float32),
+                 # the judge's failure rate in either mode ("zero" scores them 0 on purpose)
+                 judge_failed=np.asarray([r.components.get("judge_failures", 0) > 0
+                                          for r in scored.results], np.float32),
                  tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
   per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
   # the step waits for its slowest process
@@ -258,8 +267,10 @@ def rl_rollout(run: Run, params, step: int):
               **{k: None if res.judge_failed else v
                  for k, v in (("user", res.user), ("llm", res.llm), ("welfare", res.score))},
               "valid": p.valid, "reason": p.reason,
+              # a masked sample's judged components hold the failure's stand-in 0
               "components": {k: v for k, v in res.components.items()
-                             if isinstance(v, (int, float, bool))}}
+                             if isinstance(v, (int, float, bool))
+                             and (not res.judge_failed or k in _UNJUDGED_COMPONENTS)}}
              for r, t, res, p in zip(row_of, out.texts, scored.results, scored.parsed)]
   return run.global_batch(local), stats, records
 
@@ -320,7 +331,7 @@ def _sampler_mesh(config, mesh):
       if len(sizes) != 3:
         raise ValueError
     except ValueError:
-      raise ValueError(f"sampler_mesh={spec!r}; expected 'data,fsdp,tensor' sizes such as "
+      raise InvalidInput(f"sampler_mesh={spec!r}; expected 'data,fsdp,tensor' sizes such as "
                        "'1,-1,1'") from None
     return sampler_mesh(sizes)
   if jax.process_count() == 1:
@@ -342,8 +353,40 @@ def sharding_summary(state, mesh) -> str:
           f"{(params + opt) / max(total_p + total_o, 1):.1%} per device)")
 
 
+def _check_options(config) -> None:
+  """Options a run reads only later (at its first rollout, evaluation or checkpoint), checked
+  before anything loads, naming the key."""
+  for key, value, allowed in (("rl.variant", config.rl.variant, tasks.VARIANTS),
+                              ("rl.on_judge_failure", config.rl.on_judge_failure,
+                               tasks.JUDGE_FAILURE_MODES),
+                              ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES)):
+    if value not in allowed:
+      raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
+  if config.checkpoint.every < 1:
+    raise InvalidInput(f"checkpoint.every={config.checkpoint.every}; expected >= 1")
+  _objective_config(config, num_sources=1)
+
+
+def _objective_config(config, num_sources: int) -> objective.ObjectiveConfig:
+  """The objective's settings; a value it rejects is the user's rl.* config, named as such."""
+  rl = config.rl
+  try:
+    return objective.ObjectiveConfig(
+        group_size=rl.num_samples, num_sources=num_sources, advantage=rl.advantage,
+        welfare=rl.welfare, welfare_alpha=rl.welfare_alpha, normalisation=rl.normalisation,
+        clip_low=rl.clip_low, clip_high=rl.clip_high, dual_clip=rl.dual_clip or None,
+        kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator, kl_in_reward=rl.kl_in_reward,
+        entropy_coef=rl.entropy_coef, adv_std_floor=rl.adv_std_floor,
+        temperature=rl.temperature, loss_agg=rl.loss_agg,
+        loss_agg_norm=float(rl.max_new_tokens), gamma=rl.gamma, lam=rl.lam,
+        value_clip=rl.value_clip)
+  except ValueError as e:
+    raise InvalidInput(f"rl config: {e}") from e
+
+
 def train(config, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) the configured training; returns the held-out results."""
+  _check_options(config)
   os.makedirs(workdir, exist_ok=True)
   phases.enter("load")
   model_config, params, tokenizer = load_model(config.model)
@@ -379,17 +422,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   del params
   distributed.log(sharding_summary(state, mesh))
 
-  ocfg = objective.ObjectiveConfig(
-      group_size=config.rl.num_samples, num_sources=len(sources),
-      advantage=config.rl.advantage, welfare=config.rl.welfare,
-      welfare_alpha=config.rl.welfare_alpha, normalisation=config.rl.normalisation,
-      clip_low=config.rl.clip_low, clip_high=config.rl.clip_high,
-      dual_clip=config.rl.dual_clip or None, kl_coef=config.rl.kl_coef,
-      kl_estimator=config.rl.kl_estimator, kl_in_reward=config.rl.kl_in_reward,
-      entropy_coef=config.rl.entropy_coef, adv_std_floor=config.rl.adv_std_floor,
-      temperature=config.rl.temperature, loss_agg=config.rl.loss_agg,
-      loss_agg_norm=float(config.rl.max_new_tokens),
-      gamma=config.rl.gamma, lam=config.rl.lam, value_clip=config.rl.value_clip)
+  ocfg = _objective_config(config, len(sources))
   ppo = config.rl.algorithm == "ppo"
   if config.rl.algorithm not in ("grpo", "ppo"):
     raise InvalidInput(f"rl.algorithm={config.rl.algorithm!r}; expected 'grpo' or 'ppo'")
@@ -429,7 +462,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     state, ref_params = restored["policy"], restored["reference"]
     if critic:
       critic["state"] = restored["critic"]
-    evals = {k: {m: np.asarray(v) for m, v in d.items()} for k, d in meta["evals"].items()}
+    evals = heldout.evals_from_json(meta["evals"])
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
     evals["start"] = heldout.evaluate(run, state.params, "start")
@@ -470,8 +503,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       mid = heldout.evaluate(run, state.params, f"step_{step + 1}")
       metrics.update(heldout.finite_means(mid, prefix="eval/"))
     writer.write(step + 1, metrics)
-    meta = {"step": step + 1, "evals": {k: {m: v.tolist() for m, v in d.items()}
-                                        for k, d in evals.items()}}
+    meta = {"step": step + 1, "evals": heldout.evals_to_json(evals)}
     phases.enter("checkpoint", step)
     ckpt.save(step + 1, {"policy": state, "critic": critic["state"] if critic else None,
                          "reference": ref_params}, meta, force=step + 1 == total_steps)

@@ -11,6 +11,7 @@ checkpoint are re-run on resume: given `start_step`, the JSONL files are first c
 from __future__ import annotations
 
 import collections
+import glob
 import json
 import math
 import numbers
@@ -34,7 +35,8 @@ class MetricsWriter:
   """Writes one step's scalar metrics to the console, TensorBoard and `metrics.jsonl`.
 
   `every` thins only the console line (files get every call). `start_step` is the step the run
-  starts (or resumes) from: it anchors the first rate/ETA and purges stale TensorBoard points;
+  starts (or resumes) from: it anchors the first rate/ETA, purges stale TensorBoard points and
+  cuts the JSONL logs back to it (0, a fresh start: earlier logs are moved to `*.prev-<ns>`);
   without it the first line has no rate yet. `tokens` in the metrics, if present, is the number
   of tokens processed in that step. Only process 0 writes unless `active` says otherwise, so
   every process of a multi-host run can call `write` unconditionally.
@@ -69,9 +71,15 @@ class MetricsWriter:
     # suffix a writer started within the same second (a quick restart) truncates the last one.
     self._tb = SummaryWriter(os.path.join(self.workdir, TB_DIR), purge_step=purge,
                              flush_secs=30, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
-    if start_step is not None:  # the killed run's lines after its checkpoint are redone
-      for name in (METRICS_FILE, ROLLOUTS_FILE):
-        truncate_after(os.path.join(self.workdir, name), start_step)
+    for name in (METRICS_FILE, ROLLOUTS_FILE):
+      path = os.path.join(self.workdir, name)
+      for stale in glob.glob(f"{glob.escape(path)}.tmp-*"):  # a kill during truncate_after
+        os.remove(stale)
+      if start_step:  # resumed: the killed run's lines after its checkpoint are redone
+        truncate_after(path, start_step)
+      elif start_step == 0 and os.path.isfile(path) and os.path.getsize(path):
+        # a fresh start in a workdir with logs but no checkpoint: keep them, beside
+        os.replace(path, f"{path}.prev-{time.time_ns()}")
     # append + line buffering: a kill loses at most the line being written
     self._metrics_f = open(os.path.join(self.workdir, METRICS_FILE), "a", buffering=1,
                            encoding="utf-8")
@@ -152,15 +160,20 @@ def truncate_after(path: str, step: int) -> None:
   atomically: a kill during this leaves the old file or the new one."""
   if not os.path.isfile(path):
     return
-  kept = []
+  kept, dropped = [], False
   with open(path, encoding="utf-8") as f:
     for line in f:
       try:
         record = json.loads(line)
       except json.JSONDecodeError:
+        dropped = True
         continue
       if isinstance(record, dict) and record.get("step", step + 1) <= step:
         kept.append(line if line.endswith("\n") else line + "\n")
+      else:
+        dropped = True
+  if not dropped:
+    return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     f.writelines(kept)

@@ -9,15 +9,19 @@ from gtalign.utils.errors import InvalidInput, MissingInput
 
 
 def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-  """(line number, parsed value) for each non-blank line of `path`."""
+  """(line number, parsed value) for each non-blank line of `path` (UTF-8)."""
   try:
-    f = open(path, encoding="utf-8")
+    f = open(path, "rb")
   except FileNotFoundError as e:
     raise MissingInput(f"{path}: no such file") from e
   except OSError as e:
     raise InvalidInput(f"{path}: cannot be read ({e.strerror})") from e
   with f:
-    for n, line in enumerate(f, 1):
+    for n, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise InvalidInput(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from e
       if not line.strip():
         continue
       try:
