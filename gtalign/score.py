@@ -17,7 +17,7 @@ import pathlib
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from gtalign.utils import cli
 from gtalign.utils.errors import InvalidInput, MissingInput
