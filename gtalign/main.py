@@ -71,7 +71,7 @@ def main(argv):
       if cli.debug_requested(sys.argv):
         raise
       cli.fail(e)
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+    print(cli.error_line(e), file=sys.stderr, flush=True)  # os._exit: no sys.exit
     os._exit(2)
   except BaseException:  # pylint: disable=broad-except
     if jax.process_count() == 1:

@@ -60,9 +60,9 @@ def _load_hf_dir(directory: pathlib.Path, dtype: str | None):
     raise CheckpointError(f"{config_path}: expected a JSON object, got {type(hf_cfg).__name__}")
   try:
     config = hf_format.model_config_from_hf(hf_cfg, str(config_path), **_dtype_overrides(dtype))
+  except CheckpointError:
+    raise
   except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-    if isinstance(e, CheckpointError):
-      raise
     raise CheckpointError(f"{config_path}: not a usable model config ({type(e).__name__}: "
                           f"{e})") from e
   params = hf_format.params_from_hf(_read_safetensors(directory), config, str(directory))

@@ -21,6 +21,7 @@ import jinja2.sandbox
 import sentencepiece
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+
 from gtalign.utils.errors import InvalidInput, MissingInput
 
 # llama.cpp's `tokenizer.ggml.pre` names -> the split regex the merges were learned with.

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
+
 from gtalign.utils.errors import InvalidInput
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
 from gtalign.utils.errors import InvalidInput
 
 MESH_AXES = ("data", "fsdp", "tensor")

@@ -214,6 +214,11 @@ def judge_requests(row: Row, parsed: ParsedTrace, variant: str = "main") -> list
   return reqs
 
 
+# the components a judge has no part in: what a sample the judge failed on still reports
+UNJUDGED_COMPONENTS = ("format", "payoff_distinctness", "user_length", "llm_length",
+                       "reasoning_penalty", "judge_failures", "scored")
+
+
 def _zero_result() -> RewardResult:
   keys = ("format", "payoff_distinctness", "user_length", "llm_length", "reasoning_penalty",
           "answer_user", "answer_llm", "answer_reward", "pareto", "format_reward", "reward_gap",

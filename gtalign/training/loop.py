@@ -207,11 +207,6 @@ ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completi
                        "judge_failed", "tokens")
 
 
-# components of a sample the judge failed on that the judge had no part in
-_UNJUDGED_COMPONENTS = ("format", "payoff_distinctness", "user_length", "llm_length",
-                        "reasoning_penalty", "judge_failures", "scored")
-
-
 def rl_rollout(run: Run, params, step: int):
   """Sample G completions per prompt of this process, score them, build the update batch.
 
@@ -270,7 +265,7 @@ def rl_rollout(run: Run, params, step: int):
               # a masked sample's judged components hold the failure's stand-in 0
               "components": {k: v for k, v in res.components.items()
                              if isinstance(v, (int, float, bool))
-                             and (not res.judge_failed or k in _UNJUDGED_COMPONENTS)}}
+                             and (not res.judge_failed or k in tasks.UNJUDGED_COMPONENTS)}}
              for r, t, res, p in zip(row_of, out.texts, scored.results, scored.parsed)]
   return run.global_batch(local), stats, records
 

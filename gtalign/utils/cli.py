@@ -20,10 +20,14 @@ _DEBUG = flags.DEFINE_bool("debug", False,
                            "Show the traceback of an input error instead of one 'error:' line.")
 
 
+def error_line(message: object) -> str:
+  """`error: message` on one line (its whitespace collapsed)."""
+  return f"error: {' '.join(str(message).split()) or type(message).__name__}"
+
+
 def fail(message: object) -> NoReturn:
   """Prints `error: message` (on one line) to stderr and exits with status 2."""
-  text = " ".join(str(message).split()) or type(message).__name__
-  print(f"error: {text}", file=sys.stderr, flush=True)
+  print(error_line(message), file=sys.stderr, flush=True)
   sys.exit(2)
 
 
