@@ -93,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
       chunk=18,  # prompts per generate call (a progress line after each)
       max_new_tokens=192,
       bootstrap=2000,
+      # edit each held-out trace's table to select each strategy of its row in turn, continue,
+      # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt
+      steering=True,
   ))
   # mesh axis sizes within a slice (ICI), and across slices or hosts (DCN); -1 = the rest
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,

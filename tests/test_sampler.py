@@ -159,20 +159,38 @@ def test_new_params_do_not_recompile(sampler, params):
   assert out_new.num_tokens == out_old.num_tokens == 18
 
 
-def test_forced_prefix_continuation_equals_direct_generation(sampler, params, tokenizer):
-  stage1 = sampler.generate(params, PROMPTS[:2], SamplingConfig(
-      max_new_tokens=8, temperature=1.0, num_samples=2, seed=5))
-  edited = [t.upper() + "<payoff>{}</payoff>" for t in stage1.texts]  # the host edits the text
-  rows = [PROMPTS[i] for i in stage1.prompt_index]
-  sc = SamplingConfig(max_new_tokens=8, temperature=1.0, seed=6)
-  cont = sampler.continue_from(params, rows, edited, sc, prompt_indices=stage1.prompt_index,
-                               sample_offsets=stage1.sample_index)
-  for r in range(4):
-    direct = sampler.generate(params, [rows[r] + tokenizer.encode(edited[r])], sc,
-                              prompt_indices=[stage1.prompt_index[r]],
-                              sample_offsets=[stage1.sample_index[r]])
-    np.testing.assert_array_equal(cont.tokens[r], direct.tokens[0])
-    assert cont.texts[r] == direct.texts[0]
+def test_continue_from_an_unedited_cut_gives_back_the_generation(sampler, params):
+  """Mechanics on the tiny model (the real-weights check is tests/test_continuation.py): the
+  prefix ids are the generation's own, and greedy continuation writes the rest of it."""
+  sc = SamplingConfig(max_new_tokens=12, temperature=0.0)
+  whole = sampler.generate(params, PROMPTS[:2], sc)
+  # random bytes decode to U+FFFD where they are not UTF-8: that text no longer spells them
+  cuts = [min(c, t.find("\ufffd") % (len(t) + 1)) for c, t in zip([5, 9], whole.texts)]
+  assert min(cuts) > 0
+  cont = sampler.continue_from(params, PROMPTS[:2], [t[:c] for t, c in zip(whole.texts, cuts)],
+                               dataclasses_replace(sc, max_new_tokens=12),
+                               prefix_tokens=whole.tokens)
+  for r, c in enumerate(cuts):
+    joined = np.concatenate([cont.prefix_tokens[r], cont.tokens[r]])
+    np.testing.assert_array_equal(joined[:len(whole.tokens[r])], whole.tokens[r])
+    assert (whole.texts[r][:c] + cont.texts[r]).startswith(whole.texts[r])
+
+
+def test_forced_bytes_are_spelled_first_even_when_sampling(sampler, params, tokenizer):
+  from gtalign.sampling.continuation import Resume
+  sc = SamplingConfig(max_new_tokens=10, temperature=1.0, num_samples=3, seed=3,
+                      stop=("lo w",), include_stop_str=True)
+  g = sampler.start(params, PROMPTS[:2], sc,
+                    resumes=[Resume((), b"Hello w", 0, ""), Resume(tuple(b"He"), b"llo", 2, "He")])
+  g.advance()
+  out = g.result()
+  for r in range(3):  # the stop string ends inside the forced bytes: those rows stop there
+    assert bytes(out.tokens[r][:5].tolist()) == b"Hello"
+    assert out.finish_reasons[r] == "stop" and out.texts[r] == "Hello w"
+  for r in range(3, 6):  # a stop string may begin in the text continued from
+    assert bytes(out.tokens[r][:3].tolist()) == b"llo"
+    assert out.texts[r].startswith("llo")
+    np.testing.assert_array_equal(out.prefix_tokens[r], list(b"He"))
 
 
 def test_top_k_and_top_p_only_draw_allowed_tokens(sampler, params):

@@ -313,12 +313,10 @@ def test_game_request_reprices_a_given_trace_as_edit_payoff_block_and_continue_f
   sampler, params, tokenizer, ids = _in_process(tiny_model_dir)
   edited = edit_payoff_block(prefix, PRICING["policy"], cost=0.5, payer="user")
   out = sampler.continue_from(params, [ids], [edited], SamplingConfig(
-      max_new_tokens=32, temperature=0.0, stop=("</response>",), include_stop_str=True),
+      max_new_tokens=24, temperature=0.0, stop=("</response>",), include_stop_str=True),
       prompt_indices=[1], sample_offsets=[0])  # the server's stream for choice 0: (seed + 1, 0)
-  tokens = out.tokens[0][:24]  # a row that ran past max_tokens is cut there: "length"
-  expected = (tokenizer.decode(tokens) if len(out.tokens[0]) > 24
-              or out.finish_reasons[0] == "length" else out.texts[0])
-  assert trace["text"] == edited + expected
+  tokens = out.tokens[0]  # the server cuts a row at max_tokens: the same as a budget of 24
+  assert trace["text"] == edited + out.texts[0]
   assert r.json()["usage"]["completion_tokens"] == len(tokens)
 
   client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
@@ -346,8 +344,11 @@ def test_game_request_from_scratch_renders_the_game_prompt_and_stops_at_the_payo
   if out.finish_reasons[0] == "length":  # a random model: no payoff, so nothing to price
     assert trace["text"] == tokenizer.decode(out.tokens[0][:20])
     assert trace["pricing"] is None and trace["valid"] is False
-    assert reply["choices"][0]["message"]["content"] == trace["text"]
+    # the reply says the game failed and where; content is never the raw trace
+    assert reply["choices"][0]["message"]["content"] == ""
     assert reply["choices"][0]["finish_reason"] == "length"
+    assert trace["failure"]["finish_reason"] == "length"
+    assert "without a <response> block" in trace["failure"]["message"]
 
 
 def test_http_judge_talks_to_the_server(server):

@@ -11,6 +11,8 @@ from typing import Any
 
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 BLOCKS = ("thinking", "payoff", "analyze", "response")
+PAYOFF_END = "</payoff>"  # where a game turn's first phase stops, to re-price the table
+RESPONSE_END = "</response>"  # where a game turn ends
 
 
 @dataclasses.dataclass(frozen=True)

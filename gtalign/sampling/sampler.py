@@ -27,6 +27,7 @@ import numpy as np
 from gtalign.models.config import ModelConfig
 from gtalign.models.tokenizer import Tokenizer
 from gtalign.models.transformer import Decoder, KVCache
+from gtalign.sampling import continuation
 from gtalign.sampling import stop as stop_lib
 from gtalign.sampling import strategies
 
@@ -99,6 +100,8 @@ class SamplerState(flax.struct.PyTreeNode):
   prompt_index_r: jax.Array  # int32
   sample_index_r: jax.Array  # int32
   key: jax.Array  # base PRNG key of the seed
+  forced_rf: jax.Array  # uint8 [rows, F] bytes a continued row must spell first (F = 0: none)
+  forced_len_r: jax.Array  # int32 how many of them are still to spell
 
 
 @dataclasses.dataclass
@@ -113,6 +116,9 @@ class SampleOutput:
   sample_index: np.ndarray
   prefill_seconds: float
   decode_seconds: float
+  # continued rows only: the completion ids fed before `tokens` (the model's own up to the
+  # edit, re-encoded after it), so prefix_tokens[r] + tokens[r] is the whole completion
+  prefix_tokens: list[np.ndarray] | None = None
 
   @property
   def lengths(self) -> np.ndarray:
@@ -134,7 +140,15 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
     return jax.random.uniform(key, (), jnp.float32)
 
   uniform_r = jax.vmap(row_uniform)(state.prompt_index_r, state.sample_index_r)
+  free_rv = logits_rv
+  if state.forced_rf.shape[1]:  # continued rows spell their healed boundary first
+    def constrain(x_rv):
+      ok_rv = continuation.allowed_tokens(state.forced_rf, state.forced_len_r, table.bytes_vl,
+                                          table.len_v)
+      return jnp.where(ok_rv, x_rv, -jnp.inf)
+    logits_rv = jax.lax.cond(jnp.any(state.forced_len_r > 0), constrain, lambda x: x, logits_rv)
   token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p)
+  logits_rv = free_rv  # log-probs over the whole vocabulary, as the trainer recomputes them
   logprob_r = jnp.take_along_axis(strategies.trainer_logprobs(logits_rv, prog.temperature),
                                   token_r[:, None], axis=-1)[:, 0]
   running_r = ~state.done_r
@@ -151,7 +165,11 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
     stop_r = stop_r & running_r & ~eos_r
   length_r = running_r & ~eos_r & ~stop_r & (step + 1 >= prog.max_new_tokens)
   finish_r = jnp.select([eos_r, stop_r, length_r], [_EOS, _STOP, _LENGTH], state.finish_r)
-  return state.replace(
+  forced_rf, forced_len_r = state.forced_rf, state.forced_len_r
+  if forced_rf.shape[1]:
+    forced_rf, forced_len_r = continuation.consume(forced_rf, forced_len_r,
+                                                   jnp.where(running_r, table.len_v[token_r], 0))
+  return state.replace(forced_rf=forced_rf, forced_len_r=forced_len_r,
       tokens_rn=tokens_rn, logprobs_rn=logprobs_rn, last_token_r=token_r,
       done_r=state.done_r | eos_r | stop_r | length_r, finish_r=finish_r,
       length_r=state.length_r + running_r.astype(jnp.int32), step=step + 1,
@@ -160,7 +178,7 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
 
 @functools.partial(jax.jit, static_argnums=0)
 def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_offset_b, key,
-             table: stop_lib.TokenBytes) -> SamplerState:
+             table: stop_lib.TokenBytes, forced_bf, forced_len_b, window_bw) -> SamplerState:
   """Prefill each prompt once, repeat the cache for its samples, emit the first tokens."""
   b, t = tokens_bt.shape
   g = prog.num_samples
@@ -182,10 +200,10 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
       finish_r=jnp.zeros((rows,), jnp.int32),
       length_r=jnp.zeros((rows,), jnp.int32),
       step=jnp.zeros((), jnp.int32),
-      stop_window_rw=jnp.zeros((rows, prog.window), jnp.uint8),
+      stop_window_rw=repeat(window_bw),
       prompt_index_r=repeat(prompt_index_b),
       sample_index_r=repeat(sample_offset_b) + jnp.tile(jnp.arange(g, dtype=jnp.int32), b),
-      key=key)
+      key=key, forced_rf=repeat(forced_bf), forced_len_r=repeat(forced_len_b))
   return _emit(state, repeat(logits_btv[:, -1]), prog, table)
 
 
@@ -229,7 +247,8 @@ class Sampler:
   def __init__(self, model_config: ModelConfig, tokenizer: Tokenizer):
     self.model_config = model_config
     self.tokenizer = tokenizer
-    self._table = stop_lib.TokenBytes.from_list(tokenizer.token_bytes(), model_config.vocab_size)
+    self._token_bytes = tokenizer.token_bytes()
+    self._table = stop_lib.TokenBytes.from_list(self._token_bytes, model_config.vocab_size)
 
   def _program(self, sampling: SamplingConfig, prompt_len: int) -> _Program:
     stops = tuple(s.encode("utf-8") for s in sampling.stop)
@@ -258,9 +277,14 @@ class Sampler:
 
   def start(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
             prompt_indices: Sequence[int] | None = None,
-            sample_offsets: Sequence[int] | None = None) -> "Generation":
+            sample_offsets: Sequence[int] | None = None,
+            resumes: Sequence[continuation.Resume | None] | None = None) -> "Generation":
     """Prefills the prompts and emits every row's first token; `Generation.advance` decodes
-    the rest, all at once or in chunks (arguments as in `generate`)."""
+    the rest, all at once or in chunks (arguments as in `generate`).
+
+    `resumes[i]` (see `continue_from`) continues prompt i from a completion begun: its ids follow
+    the prompt, and its forced bytes are spelled before the model is free.
+    """
     if not prompts or any(len(p) == 0 for p in prompts):
       raise ValueError("every prompt needs at least one token")
     b = len(prompts)
@@ -268,43 +292,85 @@ class Sampler:
     sample_offsets = np.zeros(b) if sample_offsets is None else np.asarray(sample_offsets)
     if prompt_indices.shape != (b,) or sample_offsets.shape != (b,):
       raise ValueError(f"prompt_indices and sample_offsets need one entry per prompt ({b})")
-    width = _bucket(max(len(p) for p in prompts), sampling.prompt_buckets)
+    resumes = [None] * b if resumes is None else list(resumes)
+    if len(resumes) != b:
+      raise ValueError(f"{b} prompts but {len(resumes)} resumes")
+    rows = [list(p) + (list(r.ids) if r else []) for p, r in zip(prompts, resumes)]
+    width = _bucket(max(len(p) for p in rows), sampling.prompt_buckets)
     tokens_bt = np.full((b, width), self.tokenizer.pad_id, np.int32)
     mask_bt = np.zeros((b, width), bool)
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(rows):
       tokens_bt[i, width - len(p):] = p
       mask_bt[i, width - len(p):] = True
     prog = self._program(sampling, width)
+    forced_bf, forced_len_b = continuation.forced_array(
+        [r or continuation.Resume((), b"", 0, "") for r in resumes])
+    window_bw = np.zeros((b, prog.window), np.uint8)
+    for i, r in enumerate(resumes):  # a stop string may begin in the text continued from
+      tail = self._spell(r.ids)[-prog.window:] if r else b""
+      window_bw[i, prog.window - len(tail):] = np.frombuffer(tail, np.uint8)
     key = jax.random.PRNGKey(sampling.seed)
 
     start = time.perf_counter()
     state = _prefill(prog, params, tokens_bt, mask_bt, prompt_indices.astype(np.int32),
-                     sample_offsets.astype(np.int32), key, self._table)
+                     sample_offsets.astype(np.int32), key, self._table, forced_bf, forced_len_b,
+                     window_bw)
     jax.block_until_ready(state.done_r)
-    return Generation(self, prog, params, state, sampling, time.perf_counter() - start)
+    row_resumes = [r for r in resumes for _ in range(sampling.num_samples)]
+    return Generation(self, prog, params, state, sampling, time.perf_counter() - start,
+                      row_resumes)
 
-  def _text(self, tokens: np.ndarray, reason: str, sampling: SamplingConfig) -> str:
-    text = self.tokenizer.decode(tokens)
+  def _spell(self, ids: Sequence[int]) -> bytes:
+    return b"".join(self._token_bytes[int(i)] for i in ids)
+
+  def _text(self, tokens: np.ndarray, reason: str, sampling: SamplingConfig,
+            resume: continuation.Resume | None = None) -> str:
+    """The decoded completion, cut at its first stop string; a continued row's text is what
+    follows `resume.text` (a stop string may begin in that text, as one generation sees it)."""
+    full, begin = self.tokenizer.decode(tokens), 0
+    if resume is not None:
+      joined = self.tokenizer.decode(list(resume.ids) + [int(t) for t in tokens])
+      if joined.startswith(resume.text):
+        full, begin = joined, len(resume.text)
+      else:  # a decode that does not give the text back: drop the spelled bytes alone
+        spelled = resume.forced.decode("utf-8", errors="ignore")
+        begin = len(spelled) if full.startswith(spelled) else 0
     if reason == "stop":
-      hits = [(text.find(s), s) for s in sampling.stop if s in text]
+      hits = [(at, s) for s in sampling.stop
+              if (at := full.find(s, max(0, begin - len(s) + 1))) >= 0]
       if hits:
         at, s = min(hits)
-        text = text[:at + len(s)] if sampling.include_stop_str else text[:at]
-    return text
+        return full[begin:max(begin, at + len(s) if sampling.include_stop_str else at)]
+    return full[begin:]
 
   def continue_from(self, params, prompts: Sequence[Sequence[int]], prefixes: Sequence[str],
                     sampling: SamplingConfig, prompt_indices: Sequence[int] | None = None,
-                    sample_offsets: Sequence[int] | None = None) -> SampleOutput:
-    """Continues each row from `prompt + prefix`, where `prefix` is host-edited completion text.
+                    sample_offsets: Sequence[int] | None = None,
+                    prefix_tokens: Sequence[Sequence[int] | None] | None = None) -> SampleOutput:
+    """Continues each row from `prompt + prefix`, where `prefix` is completion text the model
+    wrote, possibly edited on the host; one continuation per row.
 
-    The edited text is tokenized together with nothing but itself and appended to the prompt
-    ids, exactly as `generate(prompt + encode(prefix))` would see it; one continuation per row.
+    `prefix_tokens[i]` are the ids the model wrote for row i (its completion; it may run past
+    the cut, e.g. `SampleOutput.tokens` of a generation stopped at "</payoff>"). They are kept
+    up to the first edited byte and only the rest is re-encoded, its last token spelled again
+    by the model (`continuation.plan`): an unedited cut continues exactly as one greedy
+    generation would. Without them the whole prefix is re-encoded, with the same healed end.
+    The output's `tokens` start with the token(s) spelling that end; `texts` hold only what
+    follows the prefix; `prefix_tokens` hold the ids fed for the prefix.
     """
     if len(prompts) != len(prefixes):
       raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
-    rows = [list(p) + self.tokenizer.encode(x) for p, x in zip(prompts, prefixes)]
-    return self.generate(params, rows, dataclasses.replace(sampling, num_samples=1),
-                         prompt_indices, sample_offsets)
+    resumes = self.plan(prefixes, prefix_tokens)
+    generation = self.start(params, prompts, dataclasses.replace(sampling, num_samples=1),
+                            prompt_indices, sample_offsets, resumes=resumes)
+    generation.advance()
+    return generation.result()
+
+  def plan(self, prefixes: Sequence[str],
+           prefix_tokens: Sequence[Sequence[int] | None] | None = None
+           ) -> list[continuation.Resume]:
+    """`continuation.plan` for each prefix with this sampler's tokenizer."""
+    return continuation.plans(self.tokenizer, self._token_bytes, prefixes, prefix_tokens)
 
 
 class Generation:
@@ -313,9 +379,11 @@ class Generation:
   `result` is the `SampleOutput` of `Sampler.generate`."""
 
   def __init__(self, sampler: Sampler, prog: _Program, params, state: SamplerState,
-               sampling: SamplingConfig, prefill_seconds: float):
+               sampling: SamplingConfig, prefill_seconds: float,
+               resumes: Sequence[continuation.Resume | None]):
     self._sampler, self._prog, self._params, self._state = sampler, prog, params, state
     self._sampling = sampling
+    self.resumes = list(resumes)  # per row
     self.prefill_seconds = prefill_seconds
     self.decode_seconds = 0.0
     self.num_rows = int(state.done_r.shape[0])
@@ -355,9 +423,11 @@ class Generation:
     return ([tokens_rn[r, :length_r[r]] for r in range(self.num_rows)],
             [FINISH_REASONS[f] for f in finish_r])
 
-  def text(self, tokens: np.ndarray, reason: str) -> str:
-    """A row's text as `SampleOutput.texts` has it (cut at its stop string once stopped)."""
-    return self._sampler._text(tokens, reason, self._sampling)
+  def text(self, tokens: np.ndarray, reason: str, row: int | None = None) -> str:
+    """Row `row`'s text as `SampleOutput.texts` has it (cut at its stop string once stopped;
+    for a continued row, what follows the text it continues)."""
+    resume = self.resumes[row] if row is not None else None
+    return self._sampler._text(tokens, reason, self._sampling, resume)
 
   def result(self) -> SampleOutput:
     start = time.perf_counter()
@@ -367,9 +437,11 @@ class Generation:
     self.decode_seconds += time.perf_counter() - start
     tokens = [tokens_rn[r, :length_r[r]] for r in range(len(length_r))]
     finish = [FINISH_REASONS[f] for f in finish_r]
-    texts = [self.text(t, reason) for t, reason in zip(tokens, finish)]
+    texts = [self.text(t, reason, r) for r, (t, reason) in enumerate(zip(tokens, finish))]
+    prefix = ([np.asarray(r.ids if r else (), np.int32) for r in self.resumes]
+              if any(self.resumes) else None)
     return SampleOutput(tokens=tokens, logprobs=[logprobs_rn[r, :length_r[r]]
                                                  for r in range(len(length_r))],
                         texts=texts, finish_reasons=finish, prompt_index=prompt_r,
                         sample_index=sample_r, prefill_seconds=self.prefill_seconds,
-                        decode_seconds=self.decode_seconds)
+                        decode_seconds=self.decode_seconds, prefix_tokens=prefix)

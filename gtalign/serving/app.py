@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from gtalign.game import trace, turn
 from gtalign.serving import game, protocol
 from gtalign.serving.engine import Engine, Job, QueueFull, random_seed
 from gtalign.serving.protocol import RequestError
@@ -94,9 +95,9 @@ class Server:
     return max_tokens
 
   def _new_job(self, ids: list[int], req: protocol.ChatRequest, n: int, max_tokens: int,
-               stop: tuple[str, ...], seed: int) -> Job:
+               stop: tuple[str, ...], seed: int, resume=None) -> Job:
     return Job(prompt_ids=ids, n=n, max_tokens=max_tokens, temperature=req.temperature,
-               top_p=req.top_p, stop=stop, seed=seed % (2 ** 31),
+               top_p=req.top_p, stop=stop, seed=seed % (2 ** 31), resume=resume,
                loop=asyncio.get_running_loop())
 
   def _job(self, req: protocol.ChatRequest) -> Job:
@@ -144,37 +145,41 @@ class Server:
 
   async def _game(self, request: Request, req: protocol.ChatRequest,
                   options: game.GameOptions):
-    """Phase 1 up to </payoff> (unless the given trace has it), re-pricing, phase 2 to the end
-    of the response; each phase's rows share engine batches with everyone else's."""
+    """Phase 1 up to </payoff> (unless the given trace has it), the table edited, phase 2 to
+    the end of the response from phase 1's own ids (`gtalign.game.turn`); each phase's rows
+    share engine batches with everyone else's."""
     text_prompt, prefix = game.prompt_and_prefix(req, options, self.tokenizer,
                                                  self.game_settings)
     ids = self.tokenizer.encode(text_prompt)
-    max_tokens = self._budget(req, len(ids) + len(self.tokenizer.encode(prefix)))
+    plan = self.engine.sampler.plan([prefix])[0] if prefix else None
+    max_tokens = self._budget(req, len(ids) + len(plan.ids if plan else ()))
     seed = req.seed if req.seed is not None else random_seed()
     texts, used, reasons = [prefix] * req.n, [0] * req.n, [None] * req.n
-    if game.PAYOFF_END not in prefix:
-      job = self._new_job(ids + self.tokenizer.encode(prefix), req, req.n, max_tokens,
-                          (game.PAYOFF_END,), seed)
+    own: list[list[int] | None] = [None] * req.n  # each row's completion ids so far
+    if trace.PAYOFF_END not in prefix:
+      job = self._new_job(ids, req, req.n, max_tokens, (trace.PAYOFF_END,), seed, resume=plan)
       self.engine.submit(job)
       first = await self._collect(request, job)
       if not isinstance(first, dict):
         return first
       for j in range(req.n):
         stopped = first["reasons"][j] == "stop"
-        texts[j] = prefix + first["texts"][j] + (game.PAYOFF_END if stopped else "")
+        texts[j] = prefix + first["texts"][j] + (trace.PAYOFF_END if stopped else "")
         used[j] = first["counts"][j]
+        own[j] = first["tokens"][j]
         reasons[j] = None if stopped else first["reasons"][j]
     infos, second = [None] * req.n, {}
     for j in range(req.n):
       if reasons[j] is not None:
         continue
-      texts[j], infos[j] = game.priced(texts[j], options)
-      follow_ids = ids + self.tokenizer.encode(texts[j])
-      budget = min(max_tokens - used[j], self.context - len(follow_ids))
+      texts[j], infos[j] = turn.edit_table(texts[j], options.edit)
+      resume = self.engine.sampler.plan([texts[j]], [own[j]])[0]
+      budget = min(max_tokens - used[j], self.context - len(ids) - len(resume.ids))
       if budget < 1:
         reasons[j] = "length"
         continue
-      second[j] = self._new_job(follow_ids, req, 1, budget, (game.RESPONSE_END,), seed + 1 + j)
+      second[j] = self._new_job(ids, req, 1, budget, (trace.RESPONSE_END,), seed + 1 + j,
+                                resume=resume)
       self.engine.submit(second[j], force=True)
     for j, job in second.items():  # all submitted already: they decode together
       result = await self._collect(request, job)
@@ -183,12 +188,13 @@ class Server:
           other.cancelled.set()
         return result
       stopped = result["reasons"][0] == "stop"
-      texts[j] += result["texts"][0] + (game.RESPONSE_END if stopped else "")
+      texts[j] += result["texts"][0] + (trace.RESPONSE_END if stopped else "")
       used[j] += result["counts"][0]
       reasons[j] = result["reasons"][0]
-    traces = [{"index": j, **game.choice_trace(texts[j], infos[j])} for j in range(req.n)]
-    choices = [{"index": j, "message": {"role": "assistant", "content": (
-        traces[j]["response"] if traces[j]["response"] is not None else texts[j])},
+    traces = [{"index": j, **game.choice_trace(texts[j], infos[j], reasons[j])}
+              for j in range(req.n)]
+    choices = [{"index": j, "message": {"role": "assistant",
+                                        "content": traces[j]["response"] or ""},
                 "finish_reason": protocol.finish_reason(reasons[j]), "logprobs": None}
                for j in range(req.n)]
     return JSONResponse(protocol.chat_completion(
@@ -199,6 +205,7 @@ class Server:
     """{texts, reasons, counts, prompt_tokens} of a job, or the response to send instead
     (500 on a failed batch; when the client went away, its rows are cancelled)."""
     texts, reasons, counts = [""] * job.n, ["length"] * job.n, [0] * job.n
+    tokens: list[list[int]] = [[] for _ in range(job.n)]
     gone = asyncio.ensure_future(_disconnected(request))
     try:
       while True:
@@ -212,12 +219,12 @@ class Server:
         if kind == "delta":
           texts[payload[0]] += payload[1]
         elif kind == "finish":
-          reasons[payload[0]], counts[payload[0]] = payload[1], payload[2]
+          reasons[payload[0]], counts[payload[0]], tokens[payload[0]] = payload[1:]
         elif kind == "error":
           return JSONResponse({"error": {"message": payload, "type": "server_error",
                                          "param": None, "code": None}}, status_code=500)
         elif kind == "done":
-          return {"texts": texts, "reasons": reasons, "counts": counts,
+          return {"texts": texts, "reasons": reasons, "counts": counts, "tokens": tokens,
                   "prompt_tokens": payload["prompt_tokens"]}
     finally:
       gone.cancel()

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any
 
+from gtalign.sampling.continuation import Resume
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 
 
@@ -51,6 +52,7 @@ class Job:
   stop: tuple[str, ...]
   seed: int
   loop: asyncio.AbstractEventLoop
+  resume: Resume | None = None  # continue from a completion begun (a game's second phase)
   events: asyncio.Queue = dataclasses.field(default_factory=asyncio.Queue)
   cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
   submitted: float = dataclasses.field(default_factory=time.perf_counter)
@@ -153,20 +155,23 @@ class Engine:
     budget = _power_at_least(max(j.max_tokens for j in batch), 16)
     sampling = SamplingConfig(max_new_tokens=budget, temperature=first.temperature,
                               top_p=first.top_p, stop=first.stop, seed=0)
-    prompts, seeds, offsets, owner = [], [], [], []
+    prompts, seeds, offsets, owner, resumes = [], [], [], [], []
     for k, job in enumerate(batch):
       for j in range(job.n):
         prompts.append(job.prompt_ids)
         seeds.append(job.seed)
         offsets.append(j)
         owner.append((k, j))
+        resumes.append(job.resume)
     real = len(prompts)
     padded = min(_power_at_least(real, base=4), max(real, self.max_rows))
     prompts += [prompts[0]] * (padded - real)
     seeds += [0] * (padded - real)
     offsets += [0] * (padded - real)
+    resumes += [resumes[0]] * (padded - real)
     generation = self.sampler.start(self.params, prompts, sampling, prompt_indices=seeds,
-                                    sample_offsets=offsets)
+                                    sample_offsets=offsets,
+                                    resumes=resumes if any(resumes) else None)
     generation.cancel(list(range(real, padded)))
     self.active_rows = real
     sent = [[0] * job.n for job in batch]  # characters already streamed, per row
@@ -186,7 +191,7 @@ class Engine:
           continue
         row_tokens, reason = row_outcome(tokens[r], reasons[r], job.max_tokens)
         over = len(tokens[r]) >= job.max_tokens
-        text = generation.text(row_tokens, reason if reason != "running" else "length")
+        text = generation.text(row_tokens, reason if reason != "running" else "length", row=r)
         if reason == "running":
           text = _stable_prefix(text, job.stop)
         if len(text) > sent[k][j]:
@@ -196,7 +201,8 @@ class Engine:
           finished[k][j] = True
           if over:
             stop_rows.append(r)
-          job.send("finish", (j, reason, len(row_tokens)))
+          job.send("finish", (j, reason, len(row_tokens),
+                              [*(job.resume.ids if job.resume else ()), *map(int, row_tokens)]))
           if all(finished[k]):  # answer now: its client can send the next request meanwhile
             job.send("done", {"prompt_tokens": len(job.prompt_ids)})
       generation.cancel(stop_rows)

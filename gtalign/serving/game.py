@@ -1,28 +1,32 @@
 """The game as an API: the `gtalign` request field renders the question with the game prompt,
-generates up to `</payoff>`, re-prices the matrix, and continues from the edited text.
+generates up to `</payoff>`, edits the table, and continues from the edited text.
 
     "gtalign": {"game": true,
                 "pricing": {"policy": "per_token", "cost": 0.5, "payer": "user"},
-                "prompt_style": "compact", "system": "..."}      # both optional
+                "prompt_style": "compact", "system": "..."}      # all optional
+    "gtalign": {"game": true, "payoff": {"DQ_AQ": {"LLM": 2.0, "user": 2.5}, ...}}
 
-The question is the last user message (a system message, if any, is the game's system
-message). A final assistant message is a trace already begun: generation continues from it, and
-if it already holds `</payoff>` the pricing applies to its matrix directly. The two phases are
-the in-process `generate(stop="</payoff>")`, `edit_payoff_block`, `continue_from` steps, run
-through the batching engine. Choice j's continuation samples from the stream (seed + 1 + j, 0).
+`pricing` re-prices the model's own table; `payoff` replaces it with a whole table (both
+players' payoffs for all six keys), so a client can state the game outright. The question is the
+last user message (a system message, if any, is the game's system message). A final assistant
+message is a trace already begun: generation continues from it, and if it already holds
+`</payoff>` the edit applies to its table directly. The two phases are `gtalign.game.turn`'s
+steps run through the batching engine, the second from the first's own token ids. Choice j's
+continuation samples from the stream (seed + 1 + j, 0). A choice whose trace stopped before
+`<response>` has empty `content` and says where and why in its `failure` field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-from gtalign.game import behaviour, payoff, pricing, trace
+from gtalign.game import payoff, pricing, trace, turn
 from gtalign.game import prompt as prompt_lib
 from gtalign.serving.protocol import ChatRequest, RequestError
 
-PAYOFF_END, RESPONSE_END = "</payoff>", "</response>"
-_KEYS = {"game", "pricing", "prompt_style", "system"}
+_KEYS = {"game", "pricing", "payoff", "prompt_style", "system"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,32 @@ class GameOptions:
   params: dict
   prompt_style: str | None
   system: str | None
+  table: payoff.Bimatrix | None = None
+
+  @property
+  def edit(self) -> turn.Edit:
+    return turn.Edit(self.policy, self.params, self.table)
+
+
+def _table(field: Any) -> payoff.Bimatrix:
+  """A client's whole table, checked cell by cell (errors name gtalign.payoff.KEY.PLAYER)."""
+  if not isinstance(field, dict):
+    raise RequestError("gtalign.payoff", "gtalign.payoff must be an object with the keys "
+                                         f"{', '.join(trace.PAYOFF_KEYS)}")
+  for key in [*trace.PAYOFF_KEYS, *field]:
+    if key not in trace.PAYOFF_KEYS:
+      raise RequestError(f"gtalign.payoff.{key}", f"gtalign.payoff.{key} is not a key; "
+                                                  f"expected {', '.join(trace.PAYOFF_KEYS)}")
+    cell = field.get(key)
+    if not isinstance(cell, dict) or set(cell) != {"LLM", "user"}:
+      raise RequestError(f"gtalign.payoff.{key}",
+                         f'gtalign.payoff.{key} must be {{"LLM": number, "user": number}}')
+    for player, value in cell.items():
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or not math.isfinite(value)):
+        raise RequestError(f"gtalign.payoff.{key}.{player}",
+                           f"gtalign.payoff.{key}.{player} must be a finite number")
+  return payoff.Bimatrix.from_dict(field)
 
 
 def parse_options(field: Any) -> GameOptions | None:
@@ -42,10 +72,15 @@ def parse_options(field: Any) -> GameOptions | None:
   if not isinstance(field.get("game", False), bool):
     raise RequestError("gtalign.game", "gtalign.game must be true or false")
   spec = field.get("pricing")
+  table = field.get("payoff")
   if not field.get("game", False):
-    if spec is not None:
-      raise RequestError("gtalign.pricing", "gtalign.pricing needs gtalign.game = true")
+    for name, value in (("pricing", spec), ("payoff", table)):
+      if value is not None:
+        raise RequestError(f"gtalign.{name}", f"gtalign.{name} needs gtalign.game = true")
     return None
+  if spec is not None and table is not None:
+    raise RequestError("gtalign.payoff", "gtalign.payoff replaces the table and "
+                                         "gtalign.pricing re-prices it: give one of them")
   style = field.get("prompt_style")
   if style is not None and style not in prompt_lib.STYLES:
     raise RequestError("gtalign.prompt_style", f"gtalign.prompt_style={style!r}; expected one "
@@ -54,7 +89,7 @@ def parse_options(field: Any) -> GameOptions | None:
   if system is not None and not isinstance(system, str):
     raise RequestError("gtalign.system", "gtalign.system must be a string")
   if spec is None:
-    return GameOptions(None, {}, style, system)
+    return GameOptions(None, {}, style, system, _table(table) if table is not None else None)
   if not isinstance(spec, dict):
     raise RequestError("gtalign.pricing", "gtalign.pricing must be an object with a policy")
   name = spec.get("policy")
@@ -100,42 +135,7 @@ def prompt_and_prefix(req: ChatRequest, options: GameOptions, tokenizer,
     raise RequestError("messages", f"messages: the chat template refused them: {e}") from None
 
 
-def priced(text: str, options: GameOptions) -> tuple[str, dict]:
-  """The text with its payoff re-priced, and what the pricing did (for the trace field)."""
-  info: dict[str, Any] = {"policy": options.policy, "params": options.params,
-                          "payoff_written": None, "payoff_priced": None, "error": None}
-  written, reason = trace.parse_payoff(_payoff_content(text), mode="lenient")
-  if written is None:
-    info["error"] = reason
-    return text, info
-  info["payoff_written"] = written
-  info["selected_written"] = payoff.select(written)
-  if options.policy is None:
-    return text, info
-  try:
-    edited = pricing.edit_payoff_block(text, options.policy, **options.params)
-  except ValueError as e:
-    info["error"] = str(e)
-    return text, info
-  info["payoff_priced"], _ = trace.parse_payoff(_payoff_content(edited), mode="lenient")
-  info["selected_priced"] = payoff.select(info["payoff_priced"])
-  return edited, info
-
-
-def _payoff_content(text: str) -> str:
-  start = text.find("<payoff>")
-  if start < 0:
-    return ""
-  end = text.find(PAYOFF_END, start)
-  return text[start + len("<payoff>"):end if end >= 0 else len(text)]
-
-
-def choice_trace(text: str, info: dict) -> dict:
-  """The extension field of one choice: the parsed trace and what pricing did."""
-  parsed = trace.parse_trace(text)
-  response = parsed.response if "response" in parsed.blocks else None
-  return {"text": text, "pricing": info, "chosen_key": parsed.chosen_key,
-          "key_action": payoff.action(parsed.chosen_key) if parsed.chosen_key else None,
-          "response": response,
-          "action": behaviour.classify(response) if response is not None else None,
-          "valid": parsed.valid, "reason": parsed.reason}
+def choice_trace(text: str, info: dict | None, finish_reason: str) -> dict:
+  """The extension field of one choice: the parsed trace, what the edit did, and where it
+  stopped when it never reached <response>."""
+  return turn.Turn(text, info, finish_reason, None, 0, 0).record()

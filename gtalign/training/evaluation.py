@@ -147,6 +147,7 @@ BEHAVIOUR_LABELS = {
     "aq_rate": "AQ-rate",
     "action_matches_key": "response does the key",
     "key_is_selected": "key = table's pick",
+    "steering": "steering (edited table followed)",
     "welfare_dq": "welfare on DQ",
     "welfare_vq": "welfare on VQ",
     "response_tokens": "<response> tokens",
@@ -175,6 +176,8 @@ def behaviour_table(rows: Mapping[str, Mapping[str, np.ndarray]], n_boot: int = 
       elif metric in ("welfare_dq", "welfare_vq"):
         w = np.asarray(v["welfare"], np.float64)
         ci = bootstrap_ci(w[dq if metric == "welfare_dq" else vq], n_boot, seed, alpha)
+      elif metric not in v:  # an evaluation that did not measure it
+        ci = (float("nan"),) * 3
       else:
         ci = bootstrap_ci(v[metric], n_boot, seed, alpha)
       cells.append(_fmt_ci(*ci))

@@ -8,6 +8,7 @@ key, payoff table and response agree. The headline contrast is trained - after_s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,13 +17,15 @@ from typing import Any
 import jax
 import numpy as np
 
+from gtalign.evaluation import steering
+from gtalign.game import trace
 from gtalign.parallel import distributed
 from gtalign.sampling.sampler import SamplingConfig
 from gtalign.training import evaluation, phases, plots, rollout
 from gtalign.training.metrics import read_metrics
 from gtalign.utils.errors import InvalidInput
 
-STOP = "</response>"
+STOP = trace.RESPONSE_END
 SUMMARY_METRICS = ("format_ok", "user", "llm", "welfare")
 
 
@@ -40,6 +43,7 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   sampler_params, _ = run.sampler_params(params)
   chunk = max(1, cfg.eval.chunk)
   texts: list[str] = []
+  tokens: list = []
   begin = time.perf_counter()
   for at in range(0, len(local), chunk):
     piece = local[at:at + chunk]
@@ -49,6 +53,7 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                        include_stop_str=True),
         prompt_indices=np.arange(part.start + at, part.start + at + len(piece)))
     texts += out.texts
+    tokens += out.tokens
     done, elapsed = at + len(piece), time.perf_counter() - begin
     distributed.log(f"gtalign: eval {name!r}: {done}/{len(local)} prompts, "
                     f"{done / elapsed:.2f} prompts/s, "
@@ -61,12 +66,16 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   arrays = dict(rollout.unjudged_as_nan(scored.arrays(), scored.judge_failed),
                 judge_failed=scored.judge_failed.astype(np.float32),
                 **rollout.behaviour_arrays(local, scored, run.tokenizer))
+  if cfg.eval.steering:
+    arrays.update(steer(run, sampler_params, local, texts, tokens, scored, part.start, name))
   arrays = distributed.gather_rows(arrays, len(rows))
   show = lambda v, f=".2f": "n/a" if (m := finite_mean(v)) is None else f"{m:{f}}"
   failed = int(arrays["judge_failed"].sum())
   distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
                   f"welfare {show(arrays['welfare'], '.3f')}, DA on DQ "
-                  f"{show(arrays['da_on_dq'])}, CQ on VQ {show(arrays['cq_on_vq'])}, format "
+                  f"{show(arrays['da_on_dq'])}, CQ on VQ {show(arrays['cq_on_vq'])}, "
+                  + (f"steering {show(arrays['steering'])}, " if "steering" in arrays else "")
+                  + "format "
                   f"{arrays['format_ok'].mean():.2f}"
                   + (f", judge failed on {failed} (left out)" if failed else ""))
   if distributed.is_main():
@@ -76,6 +85,38 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
     with open(os.path.join(run.workdir, f"samples_{name}.jsonl"), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
   return arrays
+
+
+def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: str
+          ) -> dict[str, np.ndarray]:
+  """The steering metric per prompt (`evaluation.steering`): each prompt's own greedy trace,
+  its table edited to select each strategy of the question's row in turn (the row the policy's
+  key names where the data has no question type), continued greedily."""
+  types = []
+  for row, parsed in zip(rows, scored.parsed):
+    kind = (row.get("extra_info") or {}).get("question_type")
+    if kind not in steering.ROWS:
+      kind = parsed.chosen_key[:2] if parsed.chosen_key else "DQ"
+    types.append(kind)
+  begin = time.perf_counter()
+  steered = []
+  chunk = max(1, run.config.eval.chunk)
+  for at in range(0, len(rows), chunk):
+    piece = slice(at, at + chunk)
+    found = steering.steer(run.sampler, sampler_params, [run.prompt(r) for r in rows[piece]],
+                           texts[piece], tokens[piece], types[piece],
+                           prompt_indices=np.arange(first + at, first + at + len(rows[piece])))
+    steered += [dataclasses.replace(s, prompt=s.prompt + at) for s in found]
+  distributed.log(f"gtalign: eval {name!r}: steering, {len(steered)} edited tables continued in "
+                  f"{time.perf_counter() - begin:.0f} s")
+  if distributed.is_main():
+    with open(os.path.join(run.workdir, f"steering_{name}.jsonl"), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps({"row_id": rows[s.prompt]["row_id"], "question_type":
+                               types[s.prompt], "target": s.target, "chosen_key": s.chosen_key,
+                               "action": s.action, "follows": s.follows, "table": s.table,
+                               "continuation": s.text}, ensure_ascii=False) + "\n"
+                   for s in steered)
+  return steering.arrays(steered, len(rows))
 
 
 PLOT_KEYS = ("welfare", "user", "llm", "format_ok")

@@ -1,0 +1,1 @@
+"""Measurements of what a policy does: continuation exactness, steering."""

@@ -1,0 +1,135 @@
+"""Does the table decide? Edit the policy's own table so that each strategy of the question's
+row is its pick in turn, continue greedily, and count the continuations whose `<analyze>` key
+and `<response>` do what the edited table selects.
+
+A policy that reads its table follows every edit (1.0); one that ignores it does the same thing
+whatever the table says and follows one edit in three (about 1/3); one that writes no table
+cannot be steered (0). The prefix up to `</payoff>` is the policy's own greedy trace and is
+continued from its own token ids (`Sampler.continue_from`), so only the table differs from what
+the policy wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from gtalign.game import behaviour, payoff, trace
+from gtalign.sampling.sampler import Sampler, SamplingConfig
+
+ROWS = ("DQ", "VQ")
+# stands in when the policy's own table does not parse: every cell alike, so only the edit
+# decides the pick
+NEUTRAL = payoff.Bimatrix(llm=(1.0,) * 6, user=(1.0,) * 6)
+MARGIN = 0.5  # the target cell's welfare (LLM + user) beats every other cell's by at least this
+
+
+def table_for(own: payoff.Bimatrix | None, row: str, strategy: str) -> payoff.Bimatrix:
+  """The policy's table edited so that `payoff.select` picks `row`_`strategy`: the row's best
+  cell swapped onto the strategy, then, if another cell still comes close, the target cell
+  raised for both players until it leads by MARGIN. Other cells keep the policy's numbers."""
+  if row not in ROWS or strategy not in payoff.ACTIONS:
+    raise ValueError(f"row {row!r}, strategy {strategy!r}; expected {ROWS} and {payoff.ACTIONS}")
+  pts = (own or NEUTRAL).points()
+  pts = {k: (v if np.isfinite(v).all() else (0.0, 0.0)) for k, v in pts.items()}
+  target = f"{row}_{strategy}"
+  best = max((f"{row}_{a}" for a in payoff.ACTIONS), key=lambda k: sum(pts[k]))
+  pts[target], pts[best] = pts[best], pts[target]
+  lead = max(sum(v) for k, v in pts.items() if k != target)
+  lift = max(0.0, (lead + MARGIN - sum(pts[target])) / 2)
+  lift = np.ceil(lift * 10 - 1e-9) / 10  # one decimal, as the table is written
+  pts[target] = (pts[target][0] + lift, pts[target][1] + lift)
+  edited = payoff.Bimatrix.from_dict({k: {"LLM": round(l, 1), "user": round(u, 1)}
+                                      for k, (l, u) in pts.items()})
+  assert payoff.select(edited) == target, (edited, target)
+  return edited
+
+
+def with_table(text: str, table: payoff.Bimatrix) -> str:
+  """`text` (a trace through `</payoff>`) with its table replaced by `table`, whatever the
+  model wrote inside the block."""
+  start = text.index("<payoff>") + len("<payoff>")
+  end = text.index(trace.PAYOFF_END, start)
+  return text[:start] + table.to_json() + text[end:]
+
+
+@dataclasses.dataclass
+class Steered:
+  """One edited table and what the policy then did."""
+
+  prompt: int  # index into the prompts given to `steer`
+  target: str  # the key the edited table selects
+  table: dict  # the edited table
+  chosen_key: str | None  # the key the continuation's <analyze> names
+  action: str | None  # what its <response> does (behaviour.classify)
+  text: str  # the continuation after </payoff>
+
+  @property
+  def key_follows(self) -> bool:
+    return self.chosen_key == self.target
+
+  @property
+  def action_follows(self) -> bool:
+    return self.action == payoff.action(self.target)
+
+  @property
+  def follows(self) -> bool:
+    return self.key_follows and self.action_follows
+
+
+def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
+          tokens: Sequence[Sequence[int]], rows: Sequence[str], max_new_tokens: int = 96,
+          prompt_indices: Sequence[int] | None = None) -> list[Steered]:
+  """Three edits per prompt whose greedy trace (`texts`, `tokens`) reached `</payoff>`; `rows`
+  are the questions' types (DQ or VQ). Prompts without a table get no entry."""
+  cases, prefixes, own_ids, ids = [], [], [], []
+  for i, (text, row) in enumerate(zip(texts, rows)):
+    end = text.find(trace.PAYOFF_END)
+    if end < 0 or "<payoff>" not in text[:end]:
+      continue
+    cut = text[:end + len(trace.PAYOFF_END)]
+    written, _ = trace.parse_payoff(cut[cut.index("<payoff>") + 8:end], mode="lenient")
+    own = payoff.Bimatrix.from_dict(written) if written else None
+    for strategy in payoff.ACTIONS:
+      table = table_for(own, row, strategy)
+      cases.append((i, f"{row}_{strategy}", table))
+      prefixes.append(with_table(cut, table))
+      own_ids.append(tokens[i])
+      ids.append(prompts[i])
+  if not cases:
+    return []
+  index = [prompt_indices[i] if prompt_indices is not None else i for i, _, _ in cases]
+  out = sampler.continue_from(params, ids, prefixes, SamplingConfig(
+      max_new_tokens=max_new_tokens, temperature=0.0, stop=(trace.RESPONSE_END,),
+      include_stop_str=True), prompt_indices=index, prefix_tokens=own_ids)
+  result = []
+  for (i, target, table), prefix, text in zip(cases, prefixes, out.texts):
+    parsed = trace.parse_trace(prefix + text)
+    response = (parsed.response if "response" in parsed.blocks
+                else _open_response(prefix + text))
+    result.append(Steered(i, target, table.to_dict(), parsed.chosen_key,
+                          behaviour.classify(response) if response is not None else None, text))
+  return result
+
+
+def _open_response(text: str) -> str | None:
+  start = text.find("<response>")
+  return None if start < 0 else text[start + len("<response>"):]
+
+
+def arrays(steered: Sequence[Steered], num_prompts: int) -> dict[str, np.ndarray]:
+  """Per prompt: `steering` (share of its three edits followed in key and response; 0 without a
+  table), `steer_key` and `steer_action` (the key alone, the response alone)."""
+  out = {k: np.zeros(num_prompts, np.float64) for k in ("steering", "steer_key", "steer_action")}
+  for s in steered:
+    out["steering"][s.prompt] += s.follows / len(payoff.ACTIONS)
+    out["steer_key"][s.prompt] += s.key_follows / len(payoff.ACTIONS)
+    out["steer_action"][s.prompt] += s.action_follows / len(payoff.ACTIONS)
+  return out
+
+
+def score(steered: Sequence[Steered], num_prompts: int) -> float:
+  """The steering metric: the share of all 3 x num_prompts edits that were followed."""
+  return float(arrays(steered, num_prompts)["steering"].mean()) if num_prompts else float("nan")
