@@ -8,6 +8,13 @@ concurrent clients, and one at a time. Seeded requests draw the same random numb
 so both passes generate nearly the same text. Each pass runs once untimed first so that every program it
 needs is compiled. Reports requests/s, generated tokens/s (from `usage`), p50/p99 latency,
 the batches the server formed, and CPU time other processes took meanwhile.
+
+Then the steering metric through the server (`gtalign.evaluation.steering`, over raw HTTP):
+for each of `--steering_questions` definite and vague questions, a greedy game request gives
+the policy's own table; three more requests replace it (`gtalign.payoff`) with a table that
+selects each strategy of the question's row in turn, and the reply's key and response are
+checked against the pick. A policy that ignores its table scores about 1/3; one that writes no
+table, 0.
 """
 
 from __future__ import annotations
@@ -72,6 +79,39 @@ async def run_pass(base_url: str, bodies: list[dict], clients: int) -> dict:
               p99=float(np.percentile(latencies, 99)))
 
 
+async def steer_over_http(base_url: str, model: str, count: int) -> str:
+  """The steering line: edited tables followed, over the server's game extension."""
+  from gtalign.evaluation.cuts import QUESTIONS
+  from gtalign.evaluation.steering import table_for
+  from gtalign.game import payoff
+
+  asked = [(q, "DQ" if i % 2 == 0 else "VQ") for i, q in enumerate(QUESTIONS[:count])]
+
+  async def game(http, question, table=None):
+    body = {"model": model, "temperature": 0, "seed": 0, "max_tokens": 256,
+            "messages": [{"role": "user", "content": question}],
+            "gtalign": {"game": True, **({"payoff": table.to_dict()} if table else {})}}
+    reply = (await http.post(f"{base_url}/chat/completions", json=body)).json()
+    return reply["gtalign"]["choices"][0]
+
+  async with httpx.AsyncClient(timeout=900) as http:
+    own = await asyncio.gather(*[game(http, q) for q, _ in asked])
+    cases = [(q, f"{row}_{a}", table_for(
+        payoff.Bimatrix.from_dict(o["pricing"]["payoff_written"]) if o["pricing"] and
+        o["pricing"]["payoff_written"] else None, row, a))
+             for (q, row), o in zip(asked, own) if o["pricing"] is not None
+             for a in payoff.ACTIONS]
+    steered = await asyncio.gather(*[game(http, q, t) for q, _, t in cases])
+  keys = sum(c["chosen_key"] == target for (_, target, _), c in zip(cases, steered))
+  acts = sum(c["action"] == payoff.action(target) for (_, target, _), c in zip(cases, steered))
+  both = sum(c["chosen_key"] == target and c["action"] == payoff.action(target)
+             for (_, target, _), c in zip(cases, steered))
+  total = 3 * len(asked)
+  return (f"steering through the server: {both}/{total} edited tables followed = "
+          f"{both / total:.2f} (key {keys}/{total}, response {acts}/{total}; "
+          f"{len(asked) - len(cases) // 3} of {len(asked)} questions had no table to edit)")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -79,6 +119,7 @@ def main():
   parser.add_argument("--requests", type=int, default=64)
   parser.add_argument("--clients", type=int, default=16)
   parser.add_argument("--max_tokens", type=int, default=64)
+  parser.add_argument("--steering_questions", type=int, default=12)
   args = parser.parse_args()
 
   questions = bench_prompts()
@@ -110,6 +151,9 @@ def main():
           f"generated tokens/s of one at a time ({many['tokens']} and {one['tokens']} tokens: "
           f"a seeded request draws the same numbers in any batch, but other batch shapes round "
           f"the logits differently, which can move a draw across a token boundary)")
+    if args.steering_questions:
+      print(asyncio.run(steer_over_http(base_url, args.model, args.steering_questions)),
+            flush=True)
   finally:
     proc.terminate()
     proc.wait(timeout=30)

@@ -4,6 +4,9 @@ Presets (`--config=configs/grpo.py:NAME`):
   (none)        SFT warm start, then GRPO of SmolLM2-135M-Instruct on the built-in world, sized
                 for a 2-core CPU (the README's first command).
   tiny          a random tiny model and a byte tokenizer: seconds, for tests.
+  brief         a 12-step warm start of the real default model and no RL (about a minute):
+                a policy that writes the game's tags itself, for tests of what a trained
+                policy uses (continuation across its own tokens, the server's game replies).
   gtalign_math  the GTAlign math-hard data (`--config.data.dir=.../gtalign`), Qwen2.5-3B-Instruct.
 """
 
@@ -131,6 +134,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.bootstrap = 200
     c.checkpoint.every = 2
     return c
+  if arg == "brief":
+    c.data.num_train = 64
+    c.data.num_test = 8
+    c.sft.steps = 12
+    c.sft.batch_size = 4
+    c.sft.warmup_steps = 2
+    c.rl.steps = 0
+    c.eval.num_prompts = 2
+    c.eval.chunk = 2
+    c.eval.bootstrap = 200
+    c.eval.steering = False
+    c.checkpoint.every = 12
+    return c
   if arg == "gtalign_math":
     c.model.name = "qwen2.5-3b-instruct"
     c.model.remat = True
@@ -151,5 +167,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_new_tokens = 2048
     c.checkpoint.every = 10
     return c
-  raise ValueError(f"unknown preset {arg!r} for configs/grpo.py; expected '', 'tiny' or "
-                   "'gtalign_math'")
+  raise ValueError(f"unknown preset {arg!r} for configs/grpo.py; expected '', 'tiny', 'brief' "
+                   "or 'gtalign_math'")

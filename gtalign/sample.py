@@ -9,6 +9,12 @@ game instruction exactly as training rendered it (prompt style and system messag
 directory's gtalign_game.json, written by `gtalign.training.export`, unless --prompt_style or
 --system say otherwise), generation stops after "</response>", and each completion is printed as
 one JSON object with its parsed trace: blocks, payoff, chosen key, response and its action.
+
+`--pricing` (with --game) plays each turn in two phases, as the server's game extension does:
+the trace up to `</payoff>`, the table re-priced (`--pricing='{"policy": "per_token", "cost":
+0.5, "payer": "user"}'`, the server's `gtalign.pricing` field) or replaced outright
+(`--pricing='{"payoff": {...}}'`), then the rest continued from the model's own token ids
+(`gtalign.game.turn`). A turn that stops before `<response>` says where in its "failure" field.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ import time
 
 from absl import app, flags, logging
 
+from gtalign.game.trace import RESPONSE_END as GAME_STOP  # as in training
 from gtalign.utils import cli
 from gtalign.utils.errors import InvalidInput
 from gtalign.utils.jsonl import read_jsonl
 
-GAME_STOP = "</response>"  # as in training (gtalign.training.loop.STOP)
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
@@ -45,6 +51,9 @@ _GAME = flags.DEFINE_bool("game", False,
 _PROMPT_STYLE = flags.DEFINE_enum("prompt_style", None, ["full", "compact"],
                                   "With --game: the instruction style (default: the model "
                                   "directory's gtalign_game.json, else full).")
+_PRICING = flags.DEFINE_string(
+    "pricing", None, "With --game: a JSON object, the server's gtalign.pricing field "
+    "({\"policy\": NAME, ...parameters}) or {\"payoff\": TABLE} to replace the table.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Parameter and compute dtype.")
 
@@ -105,11 +114,34 @@ def game_record(question: str, text: str, finish_reason: str, num_tokens: int) -
           "finish_reason": finish_reason, "num_tokens": num_tokens}
 
 
+def pricing_edit(spec: str | None):
+  """The `turn.Edit` for --pricing (checked as the server checks its field), or None."""
+  if spec is None:
+    return None
+  from gtalign.serving import game
+  from gtalign.serving.protocol import RequestError
+  try:
+    field = json.loads(spec)
+  except json.JSONDecodeError as e:
+    raise InvalidInput(f"--pricing is not JSON: {e}") from None
+  if not isinstance(field, dict):
+    raise InvalidInput("--pricing must be a JSON object")
+  request = ({"game": True, "payoff": field["payoff"]} if set(field) == {"payoff"}
+             else {"game": True, "pricing": field})
+  try:
+    return game.parse_options(request).edit
+  except RequestError as e:
+    raise InvalidInput(f"--pricing: {e}") from None
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the transcript
   if (_PROMPT.value is None) == (_BATCH_FILE.value is None):
     raise app.UsageError("give exactly one of --prompt or --batch_file")
+  if _PRICING.value is not None and not _GAME.value:
+    raise app.UsageError("--pricing needs --game")
+  edit = pricing_edit(_PRICING.value)
   from gtalign.models.checkpoints import load_pretrained
   from gtalign.sampling.sampler import Sampler, SamplingConfig
 
@@ -133,7 +165,19 @@ def main(argv):
                             temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                             top_p=_TOP_P.value, num_samples=_NUM_SAMPLES.value,
                             stop=stop, include_stop_str=_GAME.value, seed=_SEED.value)
-  out = Sampler(config, tokenizer).generate(params, prompts, sampling)
+  sampler = Sampler(config, tokenizer)
+  if edit is not None:
+    from gtalign.game import turn
+    begin = time.perf_counter()
+    for t in turn.play(sampler, params, prompts, sampling, edit):
+      print(json.dumps({"prompt_index": t.prompt_index, "sample_index": t.sample_index,
+                        "question": items[t.prompt_index][0], **t.record(),
+                        "finish_reason": t.finish_reason, "num_tokens": len(t.tokens)},
+                       ensure_ascii=False))
+    print(f"[load {load_seconds:.1f}s | {len(prompts)} prompt(s) in two phases, "
+          f"{time.perf_counter() - begin:.1f}s incl. compilation]", file=sys.stderr)
+    return
+  out = sampler.generate(params, prompts, sampling)
   if _GAME.value:
     for r, text in enumerate(out.texts):
       i = int(out.prompt_index[r])

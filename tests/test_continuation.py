@@ -8,7 +8,6 @@ embedded default model, float32, greedy.
 
 import random
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,11 +123,13 @@ def _chat(tokenizer, question):
       [{"role": "user", "content": question}], add_generation_prompt=True))
 
 
+@pytest.mark.slow
 def test_cut_generations_continue_token_for_token(model):
-  """24+ cuts of the model's own greedy generations: plain chat cut inside words, and game
+  """24+ cuts of the base model's own greedy generations: plain chat cut inside words, and game
   traces cut right after </thinking> and </payoff> (the base model does not write those tags, so
   the trace is written up to them and the model spells the tag itself, its own tokens choosing
-  the boundary) and inside the words it writes next."""
+  the boundary) and inside the words it writes next. Slow (about 80 s): CI runs the same check
+  on a policy that writes the tags itself (tests/test_game_turns.py)."""
   config, params, tokenizer, sampler = model
   chat = ["Name the capital of Italy.", "Explain why the sky is blue.",
           "How many legs does a spider have?", "Which planet is closest to the sun?"]
@@ -143,7 +144,7 @@ def test_cut_generations_continue_token_for_token(model):
     end = TRACE.index(f"</{tag}>")
     prompts.append(ids + tokenizer.encode(TRACE[:end]))
     forced.append(f"</{tag}>")
-  found += cuts_lib.check(sampler, params, prompts, sampling, forced=forced, words=2)
+  found += cuts_lib.check(sampler, params, prompts, sampling, forced=forced, words=3)
   summary = cuts_lib.summary(found)
   print(summary)
   assert summary["cuts"] >= 24 and summary["tag_cuts"] >= 4, summary

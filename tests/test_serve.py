@@ -8,9 +8,7 @@ with or without a stop string) rather than with expected words.
 
 import asyncio
 import json
-import os
 import pathlib
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import httpx
 import jax
 import openai
 import pytest
+from serve_process import ServerProcess as _Server
 
 from gtalign.models.checkpoints import save_pretrained
 from gtalign.models.config import get_preset
@@ -37,40 +36,6 @@ def tiny_model_dir(tmp_path_factory, smollm2_gguf_path):
   directory = tmp_path_factory.mktemp("tiny_chat")
   save_pretrained(str(directory), config, init_params(config, jax.random.PRNGKey(0)), tokenizer)
   return directory
-
-
-class _Server:
-  def __init__(self, model_dir, log_path, *flags):
-    self.log_path = log_path
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "gtalign.serve", f"--model={model_dir}", "--served_name=tiny",
-         "--port=0", *flags], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=open(log_path, "w"), env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    deadline = time.time() + 120
-    while time.time() < deadline:
-      found = re.search(r"on (http://[\d.]+:\d+/v1)", log_path.read_text())
-      if found:
-        self.base_url = found.group(1)
-        return
-      if self.proc.poll() is not None:
-        break
-      time.sleep(0.2)
-    self.proc.kill()
-    raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}")
-
-  @property
-  def root(self) -> str:
-    return self.base_url[:-len("/v1")]
-
-  def health(self) -> dict:
-    return httpx.get(f"{self.root}/health", timeout=10).json()
-
-  def close(self):
-    self.proc.terminate()
-    try:
-      self.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import numpy as np
 
 from gtalign.game import trace
 from gtalign.sampling.continuation import Resume
-from gtalign.sampling.sampler import Sampler, SamplingConfig
+from gtalign.sampling.sampler import SampleOutput, Sampler, SamplingConfig
 
 _WORD = re.compile(r"[A-Za-z]{5,}")
 
@@ -59,17 +59,19 @@ def _matches(expected: Sequence[int], reason: str, got: Sequence[int]) -> bool:
 
 
 def check(sampler: Sampler, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
-          forced: Sequence[str] | None = None, words: int = 3,
-          reencoded: bool = False) -> list[Cut]:
+          forced: Sequence[str] | None = None, words: int = 3, reencoded: bool = False,
+          whole: SampleOutput | None = None) -> list[Cut]:
   """Greedy generations of `prompts` (each first spelling `forced[i]` when given: a trace the
   model spells with its own tokens up to a tag it would not write itself), cut at
-  `cut_points` after the forced text, each cut continued with `Sampler.continue_from`."""
+  `cut_points` after the forced text, each cut continued with `Sampler.continue_from`.
+  `whole`: those generations, when the caller has them already (greedy, `sampling`)."""
   sampling = dataclasses.replace(sampling, temperature=0.0, num_samples=1)
   forced = list(forced) if forced is not None else [""] * len(prompts)
-  resumes = [Resume((), f.encode("utf-8"), 0, "") if f else None for f in forced]
-  generation = sampler.start(params, prompts, sampling, resumes=resumes)
-  generation.advance()
-  whole = generation.result()
+  if whole is None:
+    resumes = [Resume((), f.encode("utf-8"), 0, "") if f else None for f in forced]
+    generation = sampler.start(params, prompts, sampling, resumes=resumes)
+    generation.advance()
+    whole = generation.result()
   rows, prefixes, own, plans = [], [], [], []
   for i, text in enumerate(whole.texts):
     for at, kind in cut_points(text, len(forced[i]), words):
@@ -78,13 +80,13 @@ def check(sampler: Sampler, params, prompts: Sequence[Sequence[int]], sampling: 
       own.append(whole.tokens[i])
   if not rows:
     return []
-  budget = dataclasses.replace(sampling, max_new_tokens=sampling.max_new_tokens + 8)
-  cont = sampler.continue_from(params, [prompts[i] for i, _, _ in rows], prefixes, budget,
+  # the same budget from the cut on is at least the rest of the uninterrupted one
+  cont = sampler.continue_from(params, [prompts[i] for i, _, _ in rows], prefixes, sampling,
                                prefix_tokens=own)
   naive = None
   if reencoded:
     naive = sampler.generate(params, [list(prompts[i]) + sampler.tokenizer.encode(p)
-                                      for (i, _, _), p in zip(rows, prefixes)], budget)
+                                      for (i, _, _), p in zip(rows, prefixes)], sampling)
   cuts = []
   for k, (i, at, kind) in enumerate(rows):
     expected = whole.tokens[i]

@@ -148,15 +148,21 @@ def play(sampler: Sampler, params, prompts: Sequence[Sequence[int]], sampling: S
     i = r // sampling.num_samples
     turns.append(Turn(text, None, first.finish_reasons[r], first.tokens[r],
                       int(first.prompt_index[r]), int(first.sample_index[r])))
-    if first.finish_reasons[r] == "stop" and len(first.tokens[r]) < budget:
+    if first.finish_reasons[r] == "stop":
       turns[r].text, turns[r].info = edit_table(text, edits[i])
       todo.append((r, i))
-  if not todo:
-    return turns
-  rest = [budget - len(first.tokens[r]) for r, _ in todo]
   resumes = sampler.plan([turns[r].text for r, _ in todo], [first.tokens[r] for r, _ in todo])
+  # the budget counts the ids kept (a token crossing </payoff> is spelled again in phase 2)
+  rest = [budget - len(resume.ids) for resume in resumes]
+  live = [k for k, left in enumerate(rest) if left > 0]
+  for k in set(range(len(todo))) - set(live):
+    turns[todo[k][0]].finish_reason = "length"
+  if not live:
+    return turns
+  todo, resumes, rest = ([x[k] for k in live] for x in (todo, resumes, rest))
   generation = sampler.start(
-      params, [prompts[i] for _, i in todo], second_phase(sampling, max(rest)),
+      # the whole budget, whatever each row has left: one compiled program for every turn
+      params, [prompts[i] for _, i in todo], second_phase(sampling, budget),
       [first.prompt_index[r] for r, _ in todo], [first.sample_index[r] for r, _ in todo],
       resumes=resumes)
   generation.advance()

@@ -174,6 +174,8 @@ class Server:
         continue
       texts[j], infos[j] = turn.edit_table(texts[j], options.edit)
       resume = self.engine.sampler.plan([texts[j]], [own[j]])[0]
+      if own[j] is not None:  # generated ids kept (one crossing </payoff> is spelled again)
+        used[j] = max(0, len(resume.ids) - len(plan.ids if plan else ()))
       budget = min(max_tokens - used[j], self.context - len(ids) - len(resume.ids))
       if budget < 1:
         reasons[j] = "length"

@@ -1,0 +1,145 @@
+"""A game turn on a policy that writes the game's tags itself: the real SmolLM2 weights after a
+brief warm start (`configs/grpo.py:brief`, 12 SFT steps). Like the trained policy, it writes
+`</payoff><analyze>` with a token that crosses the cut, which is what broke continuation; a
+random tiny model cannot show any of this.
+"""
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from serve_process import ROOT, ServerProcess
+
+from gtalign.evaluation import cuts as cuts_lib
+from gtalign.game import trace, turn
+from gtalign.models.checkpoints import load_pretrained
+from gtalign.sample import game_prompt, game_settings
+from gtalign.sampling.sampler import Sampler, SamplingConfig
+
+QUESTIONS = ["Name the capital of Italy.", "What is the capital?",
+             "How many legs does a spider have?", "What is the sum?",
+             "How many legs does it have?"]
+PRICING = {"policy": "per_token", "cost": 1.0, "payer": "llm"}
+GREEDY = SamplingConfig(max_new_tokens=256, temperature=0.0, stop=(trace.RESPONSE_END,),
+                        include_stop_str=True)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("brief")
+  proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:brief",
+                         f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir / "export"
+
+
+@pytest.fixture(scope="module")
+def policy(export):
+  config, params, tokenizer = load_pretrained(str(export), dtype="float32")
+  settings = game_settings(str(export), None, None)
+  prompts = [tokenizer.encode(game_prompt(tokenizer, q, settings)) for q in QUESTIONS]
+  sampler = Sampler(config, tokenizer)
+  whole = sampler.generate(params, prompts, GREEDY)
+  return sampler, params, tokenizer, prompts, whole
+
+
+def test_the_policy_writes_the_tags_with_tokens_that_cross_them(policy):
+  sampler, params, tokenizer, prompts, whole = policy
+  token_bytes = tokenizer.token_bytes()
+  crossing = 0
+  for text, tokens in zip(whole.texts, whole.tokens):
+    assert trace.PAYOFF_END in text and "<response>" in text, text
+    ends = np.cumsum([len(token_bytes[t]) for t in tokens])
+    cut = text.encode().index(trace.PAYOFF_END.encode()) + len(trace.PAYOFF_END)
+    crossing += cut not in set(ends.tolist())
+  assert crossing > 0  # e.g. "><": a cut at </payoff> splits a token the model wrote
+
+
+def test_cuts_after_its_own_tags_and_inside_words_continue_token_for_token(policy):
+  """25 cuts of its own greedy game traces (right after each closing tag, and inside two words
+  each), each continued from the cut text: the ids must be the uninterrupted generation's,
+  token for token. (Plain chat cuts: tests/test_continuation.py, slow, on the base model.)"""
+  sampler, params, tokenizer, prompts, whole = policy
+  found = cuts_lib.check(sampler, params, prompts, GREEDY, words=2, whole=whole)
+  summary = cuts_lib.summary(found)
+  print(summary)
+  assert summary["cuts"] >= 24 and summary["tag_cuts"] >= 3 * len(prompts), summary
+  assert summary["exact"] == summary["cuts"], [c for c in found if not c.exact]
+
+
+@pytest.fixture(scope="module")
+def priced(policy):
+  sampler, params, tokenizer, prompts, whole = policy
+  edit = turn.Edit(PRICING["policy"], {"cost": 1.0, "payer": "llm"})
+  return turn.play(sampler, params, prompts, GREEDY, edit)
+
+
+def test_a_turn_without_an_edit_is_one_generation_and_an_edit_changes_only_the_table(policy,
+                                                                                      priced):
+  sampler, params, tokenizer, prompts, whole = policy
+  turns = turn.play(sampler, params, prompts, GREEDY)
+  for r, t in enumerate(turns):
+    np.testing.assert_array_equal(t.tokens, whole.tokens[r])
+    assert t.text == whole.texts[r] and t.failure is None
+  token_bytes = tokenizer.token_bytes()
+  for r, t in enumerate(priced):
+    assert t.info["error"] is None and t.response is not None, t.text
+    own, new = whole.texts[r].encode(), t.text.encode()
+    changed = next(i for i, (a, b) in enumerate(zip(own, new)) if a != b)
+    assert changed > own.index(b"<payoff>")  # pricing changes the table's numbers only
+    same = next(i for i, (a, b) in enumerate(zip(t.tokens, whole.tokens[r])) if a != b)
+    kept = len(b"".join(token_bytes[i] for i in whole.tokens[r][:same]))
+    # every id wholly before the first changed byte is the model's own; the next one is not
+    assert kept <= changed < kept + len(token_bytes[whole.tokens[r][same]])
+
+
+def test_the_sample_cli_plays_a_priced_turn_as_play_does(export, priced):
+  proc = subprocess.run(
+      [sys.executable, "-m", "gtalign.sample", f"--model={export}", "--game",
+       f"--prompt={QUESTIONS[1]}", "--max_new_tokens=256", f"--pricing={json.dumps(PRICING)}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  (record,) = [json.loads(line) for line in proc.stdout.splitlines()]
+  assert record["text"] == priced[1].text and record["failure"] is None
+  assert record["pricing"]["selected_priced"] == priced[1].info["selected_priced"]
+  assert record["response"] == priced[1].response
+
+
+def test_the_server_answers_with_a_response_whenever_one_generation_writes_one(policy, export,
+                                                                                tmp_path):
+  """Raw HTTP game requests, with and without pricing, all at once (the engine batches them):
+  each reply carries the <response> the uninterrupted trace has, and without pricing the whole
+  trace is the uninterrupted one."""
+  sampler, params, tokenizer, prompts, whole = policy
+  server = ServerProcess(export, tmp_path / "server.log", "--dtype=float32")
+
+  async def ask_all():
+    async with httpx.AsyncClient(timeout=600) as http:
+      return await asyncio.gather(*[
+          http.post(f"{server.base_url}/chat/completions", json={
+              "model": "tiny", "temperature": 0, "seed": 0, "max_tokens": 256,
+              "messages": [{"role": "user", "content": q}],
+              "gtalign": {"game": True, **({"pricing": pricing} if pricing else {})}})
+          for pricing in (None, PRICING) for q in QUESTIONS])
+
+  try:
+    replies = asyncio.run(ask_all())
+  finally:
+    server.close()
+  for k, r in enumerate(replies):
+    assert r.status_code == 200, r.text
+    priced, text = k >= len(QUESTIONS), whole.texts[k % len(QUESTIONS)]
+    (choice,) = r.json()["gtalign"]["choices"]
+    content = r.json()["choices"][0]["message"]["content"]
+    assert "<response>" in text
+    assert content and choice["failure"] is None, choice
+    assert content == turn.response_text(choice["text"])
+    if not priced:  # token for token the uninterrupted greedy trace
+      assert choice["text"] == text
+    else:
+      assert choice["pricing"]["payoff_priced"] != choice["pricing"]["payoff_written"]
