@@ -132,6 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.at_start = True
     c.eval.max_new_tokens = 170
     c.eval.bootstrap = 200
+    c.eval.steering = False  # a random model writes no table to steer (on in test_training)
     c.checkpoint.every = 2
     return c
   if arg == "brief":

@@ -123,13 +123,12 @@ def _chat(tokenizer, question):
       [{"role": "user", "content": question}], add_generation_prompt=True))
 
 
-@pytest.mark.slow
 def test_cut_generations_continue_token_for_token(model):
   """24+ cuts of the base model's own greedy generations: plain chat cut inside words, and game
   traces cut right after </thinking> and </payoff> (the base model does not write those tags, so
   the trace is written up to them and the model spells the tag itself, its own tokens choosing
-  the boundary) and inside the words it writes next. Slow (about 80 s): CI runs the same check
-  on a policy that writes the tags itself (tests/test_game_turns.py)."""
+  the boundary) and inside the words it writes next. A policy that writes the tags itself:
+  tests/test_game_turns.py (slow)."""
   config, params, tokenizer, sampler = model
   chat = ["Name the capital of Italy.", "Explain why the sky is blue.",
           "How many legs does a spider have?", "Which planet is closest to the sun?"]

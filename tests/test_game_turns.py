@@ -2,6 +2,9 @@
 brief warm start (`configs/grpo.py:brief`, 12 SFT steps). Like the trained policy, it writes
 `</payoff><analyze>` with a token that crosses the cut, which is what broke continuation; a
 random tiny model cannot show any of this.
+
+Slow (about 6 minutes, most of it the warm start): CI runs tests/test_continuation.py, the same
+continuation checks on the base model with the trace written up to the tags.
 """
 
 import asyncio
@@ -24,6 +27,8 @@ QUESTIONS = ["Name the capital of Italy.", "What is the capital?",
              "How many legs does a spider have?", "What is the sum?",
              "How many legs does it have?"]
 PRICING = {"policy": "per_token", "cost": 1.0, "payer": "llm"}
+pytestmark = pytest.mark.slow
+
 GREEDY = SamplingConfig(max_new_tokens=256, temperature=0.0, stop=(trace.RESPONSE_END,),
                         include_stop_str=True)
 

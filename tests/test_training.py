@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-# with a KL term, so that resuming must also bring back the reference policy
+# with a KL term, so that resuming must also bring back the reference policy; with the steering
+# measurement, so that it is in the report and comes back equal after a kill
 CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
-       "--config.rl.kl_coef=0.05"]
+       "--config.rl.kl_coef=0.05", "--config.eval.steering=True"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -55,7 +56,8 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   evals, last = _final(workdir)
   assert set(evals) == {"start", "after_sft", "trained"}
   assert {"da_on_dq", "cq_on_vq", "dq_correct", "action_matches_key", "key_is_selected",
-          "response_tokens", "reasoning_tokens"} <= set(evals["trained"])
+          "steering", "response_tokens", "reasoning_tokens"} <= set(evals["trained"])
+  assert os.path.exists(os.path.join(workdir, "steering_trained.jsonl"))
   assert last["step"] == 44 and "rollout/welfare" in last and "loss" in last
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tb")))
   steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
