@@ -112,3 +112,13 @@ def test_corrupt_hf_directory_is_named(tmp_path):
   (tmp_path / "config.json").write_text("[1, 2]")
   line = _one_error_line("gtalign.sample", f"--model={tmp_path}", "--prompt=hi")
   assert str(tmp_path / "config.json") in line and "JSON object" in line
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("{not json", "--pricing is not JSON"),
+    ('{"policy": "nope"}', "gtalign.pricing.policy='nope'"),
+    ('{"payoff": {"DQ_AQ": 1}}', "gtalign.payoff.DQ_AQ"),
+])
+def test_sample_pricing_errors_name_the_flag(spec, words):
+  line = _one_error_line("gtalign.sample", "--prompt=hi", "--game", f"--pricing={spec}")
+  assert "--pricing" in line and words in line

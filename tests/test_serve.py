@@ -138,6 +138,14 @@ def test_stop_string_cuts_the_text_where_it_first_appears(client):
     ({"messages": MESSAGES, "gtalign": {"game": True, "pricing": {"policy": ["per_token"]}}},
      "gtalign.pricing.policy"),
     ({"messages": MESSAGES, "stop": ["x" * 65]}, "stop"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "payoff": {"DQ_AQ": 1}}},
+     "gtalign.payoff.DQ_AQ"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "payoff": {
+        **{k: {"LLM": 1, "user": 1} for k in ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ")},
+        "VQ_DA": {"LLM": "x", "user": 1}}}}, "gtalign.payoff.VQ_DA.LLM"),
+    ({"messages": MESSAGES, "gtalign": {"game": True, "payoff": {"XQ_DA": {}}}},
+     "gtalign.payoff.XQ_DA"),
+    ({"messages": MESSAGES, "gtalign": {"payoff": {}}}, "gtalign.payoff"),
     ({"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": "y"}},
      "stream_options"),
 ])

@@ -47,7 +47,7 @@ def _table(field: Any) -> payoff.Bimatrix:
   if not isinstance(field, dict):
     raise RequestError("gtalign.payoff", "gtalign.payoff must be an object with the keys "
                                          f"{', '.join(trace.PAYOFF_KEYS)}")
-  for key in [*trace.PAYOFF_KEYS, *field]:
+  for key in [*(k for k in field if k not in trace.PAYOFF_KEYS), *trace.PAYOFF_KEYS]:
     if key not in trace.PAYOFF_KEYS:
       raise RequestError(f"gtalign.payoff.{key}", f"gtalign.payoff.{key} is not a key; "
                                                   f"expected {', '.join(trace.PAYOFF_KEYS)}")
