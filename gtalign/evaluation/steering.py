@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gtalign.game import behaviour, payoff, trace
+from gtalign.game import behaviour, payoff, trace, turn
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 
 ROWS = ("DQ", "VQ")
@@ -107,16 +107,10 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
   result = []
   for (i, target, table), prefix, text in zip(cases, prefixes, out.texts):
     parsed = trace.parse_trace(prefix + text)
-    response = (parsed.response if "response" in parsed.blocks
-                else _open_response(prefix + text))
+    response = turn.response_text(prefix + text)
     result.append(Steered(i, target, table.to_dict(), parsed.chosen_key,
                           behaviour.classify(response) if response is not None else None, text))
   return result
-
-
-def _open_response(text: str) -> str | None:
-  start = text.find("<response>")
-  return None if start < 0 else text[start + len("<response>"):]
 
 
 def arrays(steered: Sequence[Steered], num_prompts: int) -> dict[str, np.ndarray]:
