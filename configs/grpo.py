@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
       dir="",  # GTAlign data directory (sources other than "world")
       eval_split="test",
       prompt_style="compact",  # "full" (the paper's instruction) or "compact"
-      num_train=512,  # world rows (half for the SFT warm start, half for RL)
+      num_train=256,  # world rows for RL
+      num_warm=320,  # warm-start rows (world training facts, and entities and categories of
+                     # data/warm_start.py's own); SFT cycles through them
       num_test=54,  # world held-out rows: distinct facts and vague phrasings, never trained on
       vague_fraction=0.5,
       test_fact_fraction=0.15,  # of each category's facts, held out
@@ -48,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_samples=4,  # G: completions per prompt
       temperature=1.0,
       top_p=1.0,
-      max_new_tokens=192,
+      max_new_tokens=288,  # a warm-start-shaped trace is about 230 tokens
       lr=7e-5,
       lr_schedule="constant",  # constant | cosine (to zero at the last RL step)
       warmup_steps=0,
@@ -94,11 +96,13 @@ def base_config() -> ml_collections.ConfigDict:
       at_start=False,  # also evaluate the starting model (always when there is no warm start)
       num_prompts=54,
       chunk=18,  # prompts per generate call (a progress line after each)
-      max_new_tokens=192,
+      max_new_tokens=288,  # a warm-start-shaped trace is about 230 tokens
       bootstrap=2000,
       # edit each held-out trace's table to select each strategy of its row in turn, continue,
       # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt
       steering=True,
+      base_plain=True,  # world: the base model asked each held-out question plainly (no game)
+      phrasings=True,  # reading accuracy on questions written for the check (evaluation.reading)
   ))
   # mesh axis sizes within a slice (ICI), and across slices or hosts (DCN); -1 = the rest
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
@@ -116,6 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.name = "tiny-random"
     c.model.dtype = "float32"
     c.data.num_train = 64
+    c.data.num_warm = 64
     c.data.num_test = 8
     c.sft.steps = 40
     c.sft.batch_size = 8
@@ -137,6 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
   if arg == "brief":
     c.data.num_train = 64
+    c.data.num_warm = 64
     c.data.num_test = 8
     c.sft.steps = 12
     c.sft.batch_size = 4

@@ -200,7 +200,7 @@ def test_world_splits_by_fact(seed):
 def test_no_held_out_phrasing_or_fact_is_trained_on(seed):
   w = _world(seed)
   train, test = w["train"], w["test"]
-  strip = world._strip_lead_in  # pylint: disable=protected-access
+  strip = world.strip_lead_in
   train_vq = {strip(r["extra_info"]["question"]) for r in train
               if r["extra_info"]["question_type"] == "VQ"}
   test_vq = [strip(r["extra_info"]["question"]) for r in test
@@ -220,19 +220,16 @@ def test_no_held_out_phrasing_or_fact_is_trained_on(seed):
         test_q[name])
 
 
-def test_sft_and_rl_rows_are_disjoint_and_rl_alternates_types():
+def test_rl_alternates_types():
   from gtalign.training.loop import phase_orders
   rows = _world(0)["train"]
-  orders = phase_orders(rows, 0, sft_steps=40)
-  assert not set(orders["sft"]) & set(orders["rl"])
-  assert sorted([*orders["sft"], *orders["rl"]]) == list(range(512))
+  orders = phase_orders(rows, 0)
+  assert sorted(orders["rl"]) == list(range(len(rows)))
   kinds = [rows[i]["extra_info"]["question_type"] for i in orders["rl"]]
   pairs = len(kinds) // 2 - 8  # the surplus of the longer type may trail at the end
   assert all({kinds[2 * j], kinds[2 * j + 1]} == {"DQ", "VQ"} for j in range(pairs))
-  same = phase_orders(rows, 0, sft_steps=0)  # no warm start: RL has every row
-  assert sorted(same["rl"]) == list(range(512))
   untyped = [{"extra_info": {}} for _ in range(10)]  # other sources: a plain permutation
-  assert sorted(phase_orders(untyped, 0, sft_steps=0)["rl"]) == list(range(10))
+  assert sorted(phase_orders(untyped, 0)["rl"]) == list(range(10))
 
 
 def test_asking_for_more_held_out_rows_than_exist_names_the_key():
@@ -258,31 +255,6 @@ def test_world_question_types(vague_fraction):
         assert info["question_type"] == "DQ"
         assert r["reward_model"]["ground_truth"] == info["answer"]
         assert info["question"] == info["single_turn_prompt"]
-
-
-@pytest.mark.parametrize("mode", ["random", "oracle"])
-def test_warm_start_traces(mode):
-  """random: the strategy does not depend on the question type; oracle: DA/CQ by type."""
-  import collections
-  from gtalign.game import behaviour
-  from gtalign.game.payoff import action, select_sum
-  from gtalign.game.trace import parse_trace
-  rows = _world(0)["train"]
-  counts = collections.Counter()
-  for r in rows:
-    parsed = parse_trace(world.reference_trace(r, mode))
-    assert parsed.valid and parsed.format_ok
-    key = parsed.chosen_key
-    assert select_sum(parsed.payoff) == key and behaviour.classify(parsed.response) == action(key)
-    assert key.startswith(r["extra_info"]["question_type"])  # the reading is always right
-    counts[(r["extra_info"]["question_type"], action(key))] += 1
-  if mode == "oracle":
-    assert set(counts) == {("DQ", "DA"), ("VQ", "CQ")}
-  else:
-    for kind in ("DQ", "VQ"):
-      total = sum(v for (k, _), v in counts.items() if k == kind)
-      for strategy, share in world.WARM_START_MIX.items():
-        assert abs(counts[(kind, strategy)] / total - share) < 0.08, counts
 
 
 def test_world_rows_look_like_gtalign_rows(gtalign_data_dir):

@@ -54,10 +54,17 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
                "export/model.safetensors", "export/gtalign_game.json"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   evals, last = _final(workdir)
-  assert set(evals) == {"start", "after_sft", "trained"}
+  assert set(evals) == {"start", "base_plain", "after_sft", "trained"}
   assert {"da_on_dq", "cq_on_vq", "dq_correct", "action_matches_key", "key_is_selected",
-          "steering", "response_tokens", "reasoning_tokens"} <= set(evals["trained"])
-  assert os.path.exists(os.path.join(workdir, "steering_trained.jsonl"))
+          "steering", "response_tokens", "reasoning_tokens", "read_dq", "read_vq",
+          "new_read_dq", "new_read_vq"} <= set(evals["trained"])
+  for name in ("steering_trained.jsonl", "reading_trained.jsonl", "samples_base_plain.jsonl",
+               "warm_start_answers.json", "method.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  # the base model asked plainly: one reply per held-out question, judged on definite ones
+  plain = evals["base_plain"]
+  assert len(plain["dq_correct"]) == 8 and {x is None for x in plain["dq_correct"]} == {True, False}
+  assert "| base_plain | 4 | 4 |" in proc.stdout
   assert last["step"] == 44 and "rollout/welfare" in last and "loss" in last
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tb")))
   steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
@@ -95,7 +102,7 @@ def _phase_log(path):
 # the step index (0-based, the step being computed) at which each evaluation of the tiny
 # preset (40 SFT + 4 RL steps) happens: a run resumed at step s makes the phase entries of
 # steps >= s, so `after_sft` only when s < 40
-EVAL_STEP = {"start": 0, "after_sft": 39, "trained": 44}
+EVAL_STEP = {"start": 0, "base_plain": 0, "after_sft": 39, "trained": 44}
 
 
 @pytest.fixture(scope="module")

@@ -399,3 +399,32 @@ def test_finite_means_leave_out_what_no_row_defines_without_warnings():
     means = heldout.finite_means({"da_on_dq": np.array([np.nan]), "welfare": np.array([0.5])},
                                  prefix="eval/")
   assert means == {"eval/welfare": 0.5}
+
+
+def test_eta_counts_each_phases_step_cost_and_the_evaluations_to_come():
+  from gtalign.training.eta import Eta, Phase
+  eta = Eta([Phase("sft", 4, 1.0), Phase("rl", 2, 3.0)], evals=2, eval_cost=5.0)
+  assert eta.remaining(0) is None  # nothing timed yet
+  for step, seconds in enumerate([9.0, 2.0, 2.0]):  # the first step compiles
+    eta.record_step(step, seconds)
+  # 1 SFT step at 2 s, 2 RL steps at 3 x 2 s (prior), 2 evaluations at 5 x 2 s (prior)
+  assert eta.remaining(3) == pytest.approx(2 + 12 + 20)
+  eta.record_step(3, 2.0)
+  eta.record_eval(30.0)  # after the warm start: one evaluation left, now timed
+  assert eta.remaining(4) == pytest.approx(12 + 30)
+  eta.record_step(4, 10.0)  # RL measured: its own cost replaces the prior
+  assert eta.remaining(5) == pytest.approx(10 + 30)
+  eta.record_step(5, 10.0)
+  eta.record_eval(40.0)
+  assert eta.remaining(6) == 0
+
+
+def test_console_eta_follows_the_phases(tmp_path, capsys):
+  from gtalign.training.eta import Eta, Phase
+  eta = Eta([Phase("sft", 2, 1.0), Phase("rl", 2, 4.0)], evals=0)
+  w = MetricsWriter(tmp_path, total_steps=4, every=1, start_step=0, active=True, eta=eta)
+  w.write(1, {"step_seconds": 1.0})
+  w.write(2, {"step_seconds": 1.0})
+  w.close()
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  assert "eta 0:08" in last, last  # two RL steps at 4 x 1 s, not two more SFT-rate seconds

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
 from gtalign.rewards import world as world_rewards
@@ -17,15 +19,15 @@ def cells():
 
 
 # (type, strategy, case) -> answer term A (rewards/world.py's cells); C = 1 on every trace here
-A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.6, ("DQ", "AQ", "correct"): 0.5,
-     ("DQ", "AQ", "wrong"): 0.2, ("DQ", "CQ", "-"): 0.0,
+A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.3, ("DQ", "AQ", "correct"): 0.5,
+     ("DQ", "AQ", "wrong"): 0.1, ("DQ", "CQ", "-"): 0.0,
      ("VQ", "CQ", "asks for the missing detail"): 1.0,
      ("VQ", "CQ", "asks about something else"): 0.4, ("VQ", "AQ", "-"): 0.3,
      ("VQ", "DA", "a guess"): 0.0}
 
 
 def test_cells_match_the_hand_computed_formula(cells):
-  from gtalign.data import world
+  from gtalign.data import warm_start, world
   from gtalign.game.trace import parse_trace
   assert set(cells) == set(A)
   # the cells' traces: warm-start traces, the response edited word for word (counts unchanged)
@@ -34,7 +36,7 @@ def test_cells_match_the_hand_computed_formula(cells):
     rows = world.make_world(0, num_train=0, num_test=2,
                             build_messages=lambda q, s: [{"role": "user", "content": q}])["test"]
     row = next(r for r in rows if r["extra_info"]["question_type"] == kind)
-    text = world.format_trace(row, plan)
+    text = warm_start.format_trace(row, plan)
     n = len(text.split())  # the response edits swap one word for one word, or 4 words for 4
     r_l = _sigmoid(0.005 * (n - 500)) * _sigmoid(0.005 * (1000 - n))
     parsed = parse_trace(text)
@@ -56,7 +58,14 @@ def test_the_intended_behaviour_is_the_optimum(cells):
   # ... and answering beats asking at any accuracy: even a wrong answer scores above CQ
   assert w[("DQ", "DA", "wrong")] > w[("DQ", "CQ", "-")] + 0.1
   assert w[("DQ", "DA", "correct")] > w[("DQ", "AQ", "correct")] + 0.1
-  assert w[("DQ", "DA", "wrong")] > w[("DQ", "AQ", "correct")]  # the unasked follow-up costs
+  # a wrong answer is worth clearly less than a right one (a constant answer does not pay) ...
+  assert w[("DQ", "DA", "correct")] > w[("DQ", "DA", "wrong")] + 0.25
+  # ... and in expectation, at every accuracy p, a plain answer beats an answer with an unasked
+  # follow-up
+  for p in np.linspace(0, 1, 11):
+    da = p * w[("DQ", "DA", "correct")] + (1 - p) * w[("DQ", "DA", "wrong")]
+    aq = p * w[("DQ", "AQ", "correct")] + (1 - p) * w[("DQ", "AQ", "wrong")]
+    assert da > aq + 0.05 and da > w[("DQ", "CQ", "-")] + 0.1, p
   # vague: the question about the missing detail beats a guess, answer + question, and a
   # question about something else
   best = w[("VQ", "CQ", "asks for the missing detail")]
@@ -66,11 +75,11 @@ def test_the_intended_behaviour_is_the_optimum(cells):
 
 
 def test_consistency_term_pays_a_key_that_agrees_with_table_and_response():
-  from gtalign.data import world
+  from gtalign.data import warm_start, world
   from gtalign.game.trace import parse_trace
   row = world.make_world(0, num_train=0, num_test=2,
                          build_messages=lambda q, s: [{"role": "user", "content": q}])["test"][0]
-  text = world.format_trace(row, "DA")
+  text = warm_start.format_trace(row, "DA")
   assert world_rewards.consistency(parse_trace(text)) == 1.0
   key = f"{row['extra_info']['question_type']}_DA"
   other = key.replace("_DA", "_CQ")

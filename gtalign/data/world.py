@@ -32,7 +32,7 @@ class Fact:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Category:
+class Category:
   dq_templates: tuple[str, ...]  # formatted with the fact's slots
   vq_questions: tuple[str, ...]  # the same question with its key slot missing (split by seed)
   missing_slot: str  # what a good clarifying question asks for
@@ -40,21 +40,21 @@ class _Category:
 
 
 _CATEGORIES = {
-    "capital": _Category(
+    "capital": Category(
         ("What is the capital of {x}?", "Which city is the capital of {x}?"),
         ("What is the capital?", "Which city is the capital of the country?",
          "What's the capital city there?", "Can you tell me the capital of that country?",
          "Name the capital, please.", "What is the capital of this place?",
          "Which city is its capital?", "Do you know what the capital is?"),
         "country", ("country", "countries", "nation", "place")),
-    "add": _Category(
+    "add": Category(
         ("What is {a} + {b}?", "What is {a} plus {b}?"),
         ("What is the sum of the two numbers?", "What do I get if I add them?",
          "What do they add up to?", "Can you add these two numbers for me?",
          "What is the total of the numbers?", "What is one plus the other?",
          "How much do the two numbers make together?", "What is their sum?"),
         "numbers", ("number", "numbers", "values")),
-    "subtract": _Category(
+    "subtract": Category(
         ("What is {a} - {b}?", "What is {a} minus {b}?"),
         ("What is the difference between the two numbers?",
          "What is left if I subtract one from the other?",
@@ -63,42 +63,42 @@ _CATEGORIES = {
          "How much is one number minus the other?", "What remains after the subtraction?",
          "What is their difference?"),
         "numbers", ("number", "numbers", "values")),
-    "colour": _Category(
+    "colour": Category(
         ("What colour is {x}?", "What is the colour of {x}?"),
         ("What colour is it?", "What is the colour of that thing?", "Which colour does it have?",
          "Can you tell me its colour?", "What colour would that be?",
          "What shade is the thing?", "What colour is this one?",
          "Do you know what colour it is?"),
         "thing", ("thing", "things", "object", "item")),
-    "opposite": _Category(
+    "opposite": Category(
         ("What is the opposite of {x}?", "What is the opposite of the word {x}?"),
         ("What is the opposite of the word?", "What is its opposite?",
          "Which word means the opposite?", "Can you give me the opposite of that word?",
          "What is the antonym?", "What word is the reverse of it?",
          "What's the opposite of this one?", "Tell me the opposite, please."),
         "word", ("word", "words")),
-    "next_day": _Category(
+    "next_day": Category(
         ("What day comes after {x}?", "Which day of the week follows {x}?"),
         ("What day comes after that day?", "Which day of the week comes next?",
          "What is the next day?", "Which day follows it?", "What day is after this one?",
          "Can you tell me the following day?", "What comes the day after?",
          "Which weekday is next?"),
         "day", ("day", "days", "weekday")),
-    "next_month": _Category(
+    "next_month": Category(
         ("What month comes after {x}?", "Which month follows {x}?"),
         ("What month comes after that one?", "Which month comes next?",
          "What is the following month?", "Which month follows it?",
          "What month is after this one?", "Can you tell me the next month?",
          "What comes after that month?", "Which month is next in the year?"),
         "month", ("month", "months")),
-    "sound": _Category(
+    "sound": Category(
         ("What sound does {x} make?", "What noise does {x} make?"),
         ("What sound does it make?", "What noise does the animal make?", "What does it say?",
          "How does that animal sound?", "Which sound does this animal make?",
          "What noise does it make?", "Can you tell me the sound it makes?",
          "What call does the animal have?"),
         "animal", ("animal", "animals", "creature", "pet")),
-    "legs": _Category(
+    "legs": Category(
         ("How many legs does {x} have?",),
         ("How many legs does it have?", "How many legs does the animal have?",
          "How many legs are there on it?", "Can you tell me its number of legs?",
@@ -106,6 +106,7 @@ _CATEGORIES = {
          "How many feet does it walk on?", "How many legs has this one got?"),
         "animal", ("animal", "animals", "creature", "pet")),
 }
+CATEGORY_NAMES = tuple(_CATEGORIES)
 VQ_TEST_PHRASINGS = 3  # per category, held out of training (the rest are for training)
 
 # Openings put before either type of question, so that prompts are many and distinct (SFT and RL
@@ -167,6 +168,17 @@ _SOUNDS = (
 )
 _LEGS = (("a spider", 8), ("a dog", 4), ("a cat", 4), ("a horse", 4), ("a cow", 4),
          ("a chicken", 2), ("a duck", 2), ("an ant", 6), ("a bee", 6), ("a person", 2))
+
+
+def named(fact: Fact) -> str:
+  """The detail a definite question gives, as a warm-start trace restates it ("France",
+  "4 and 3")."""
+  slots = dict(fact.slots)
+  return f"{slots['a']} and {slots['b']}" if "a" in slots else str(slots["x"])
+
+
+def category(name: str) -> Category:
+  return _CATEGORIES[name]
 
 
 def _slug(text: str) -> str:
@@ -235,6 +247,7 @@ def _row(fact: Fact, question_type: str, question: str, split: str, index: int,
           "fact_id": fact.fact_id,
           "category": fact.category,
           "missing_slot": category.missing_slot if question_type == "VQ" else None,
+          "named": named(fact) if question_type == "DQ" else None,  # the detail the user gave
           "slot_words": list(category.slot_words),
       },
       "row_id": f"{DATA_SOURCE}/{split}/{index}",
@@ -255,6 +268,11 @@ def _split_facts(rng: random.Random, test_fraction: float) -> tuple[list[Fact], 
     test += group[:n_test]
     train += group[n_test:]
   return train, test
+
+
+def split_facts(seed: int, test_fraction: float) -> tuple[list[Fact], list[Fact]]:
+  """(train, test) facts of the world of `seed`, as `make_world` splits them."""
+  return _split_facts(random.Random(seed), test_fraction)
 
 
 def split_phrasings(seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -305,7 +323,7 @@ def _rows(pool: list[Fact], phrasings: dict[str, list[str]], num_rows: int,
     seen, chosen = set(), []
     for question, fact, full in _candidates(pool, phrasings, question_type, rng):
       if one_per_fact:
-        key = fact.fact_id if question_type == "DQ" else _strip_lead_in(question)
+        key = fact.fact_id if question_type == "DQ" else strip_lead_in(question)
         if key in seen:
           continue
         seen.add(key)
@@ -326,7 +344,7 @@ def _rows(pool: list[Fact], phrasings: dict[str, list[str]], num_rows: int,
   return rows
 
 
-def _strip_lead_in(question: str) -> str:
+def strip_lead_in(question: str) -> str:
   for lead in sorted(LEAD_INS, key=len, reverse=True):
     if lead and question.startswith(lead):
       return question[len(lead):]
@@ -361,87 +379,3 @@ def make_world(seed: int = 0, num_train: int = 512, num_test: int = 54,
       "test": _rows(test_facts, test_q, num_test, vague_fraction, rng, "test", build_messages,
                     system, one_per_fact=True),
   }
-
-
-# ------------------------------------------------------------------------- warm-start traces
-
-STRATEGIES = ("DA", "CQ", "AQ")
-# What each strategy means for a question of each type, in words of the type's own: the plan's
-# first word differs between types ("answer"/"check" on definite, "guess"/"ask" on vague
-# questions), so what RL learns for one type does not move the other type's plan by sharing
-# the same output token.
-_PLANS = {
-    "DQ": {"DA": "answer it directly (DA)", "CQ": "check what they mean anyway (CQ)",
-           "AQ": "answer it, then offer a follow-up (AQ)"},
-    "VQ": {"DA": "guess an answer (DA)", "CQ": "ask which {slot} (CQ)",
-           "AQ": "guess, then ask which {slot} (AQ)"},
-}
-
-
-_BASE_PAYOFF = dict.fromkeys(("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA"), (1, 2))
-
-
-def trace_payoff(question_type: str, strategy: str) -> dict[str, tuple[int, int]]:
-  """The warm-start payoff table (LLM, user): (1, 2) on every key but the chosen one, (4, 3).
-
-  Its LLM + user maximum is `question_type`_`strategy` (7 against 3), and every table has the
-  same distinctness (P = 1: the players differ by over 10% on every key), so the payoff term of
-  the reward cannot favour one strategy's table. Tables differ in one cell only: all the model
-  has to carry from its plan into the table is where the 4 and 3 go.
-  """
-  if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
-    raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
-  return {k: (4, 3) if k == f"{question_type}_{strategy}" else v for k, v in _BASE_PAYOFF.items()}
-
-
-def format_trace(row: dict[str, Any], strategy: str) -> str:
-  """The four blocks for a world row carrying out `strategy`, the row's type read correctly.
-
-  The plan is written once, early in <thinking>, and everything after it follows from it: the
-  table's maximum, the key in <analyze> and what the response does. A DA on a vague question
-  guesses the hidden fact's answer; a CQ asks for the category's missing detail.
-  """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-  info = row["extra_info"]
-  kind = info["question_type"]
-  slot = _CATEGORIES[info["category"]].missing_slot
-  what = "Definite question (DQ)" if kind == "DQ" else f"Vague question (VQ): no {slot} given"
-  payoff = ",".join(f'"{k}":{{"LLM":{llm},"user":{user}}}'
-                    for k, (llm, user) in trace_payoff(kind, strategy).items())
-  key = f"{kind}_{strategy}"
-  answer, question = f"{info['answer']}.", f"Which {slot} do you mean?"
-  response = {"DA": answer, "CQ": question,
-              "AQ": f"{answer} Do you want another one?" if kind == "DQ"
-              else f"Maybe {answer} {question}"}[strategy]
-  plan = _PLANS[kind][strategy].format(slot=slot)
-  return (f"<thinking>{what}. I will {plan}.</thinking><payoff>{{{payoff}}}</payoff>"
-          f"<analyze>Best LLM + user: {key}</analyze><response>{response}</response>")
-
-
-WARM_STARTS = ("random", "oracle")
-# The random warm start's strategy mix, the same for both question types. AQ, the middle ground
-# that is neither type's best move, is the most common, so the greedy policy after the warm start
-# hedges with AQ everywhere rather than happening to play one type's optimum on every question;
-# DA and CQ keep 30% each, so RL's samples try them.
-WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
-
-
-def warm_start_strategy(row: dict[str, Any], mode: str) -> str:
-  """The strategy a warm-start trace carries out.
-
-  "random" (the default) draws it from the row id alone with WARM_START_MIX, independently of
-  the question type, so the warm start teaches the format and the reading of the question but
-  not which move pays: that is left to RL. "oracle" hands over the welfare-maximising move.
-  """
-  if mode == "oracle":
-    return "DA" if row["extra_info"]["question_type"] == "DQ" else "CQ"
-  if mode == "random":
-    rng = random.Random(f"warm-start/{row['row_id']}")
-    return rng.choices(list(WARM_START_MIX), weights=list(WARM_START_MIX.values()))[0]
-  raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
-
-
-def reference_trace(row: dict[str, Any], mode: str = "oracle") -> str:
-  """The SFT target for a world row under warm-start `mode` (see `warm_start_strategy`)."""
-  return format_trace(row, warm_start_strategy(row, mode))

@@ -5,13 +5,15 @@ what the response does (`gtalign.game.behaviour`) and whether its answer is righ
 A_llm = A below, then the generic U and L of `tasks.py` apply, plus one term of the world's
 own (`consistency`, weighted by `rl.world_consistency`) added to L:
 
-  definite (DQ)   DA correct 1.0 | DA wrong 0.6 | AQ correct 0.5 | AQ wrong 0.2 | CQ 0 | none 0
+  definite (DQ)   DA correct 1.0 | DA wrong 0.3 | AQ correct 0.5 | AQ wrong 0.1 | CQ 0 | none 0
   vague (VQ)      CQ naming the missing detail 1.0 | other CQ 0.4 | AQ 0.3 | DA (a guess) 0 | none 0
 
-A definite question asks for an answer and nothing more: giving one is the move it calls for,
-right or wrong (0.6), and a right one is worth most (1.0); a follow-up question nobody asked for
-costs the user a turn and is worth less than a plain answer whatever the accuracy, and asking
-back is worth nothing. On a vague question only a question about the missing detail resolves
+A definite question asks for an answer and nothing more: a right one is worth most (1.0), a
+wrong one clearly less (0.3, so that RL does not settle for a constant answer) but still more
+than asking back (0): at any accuracy p the expected welfare of answering, p W(DA right) +
+(1 - p) W(DA wrong), beats that of asking, W(CQ) (`python -m gtalign.rewards.world` prints the
+cells' W). A follow-up question nobody asked for costs the user a turn: AQ is worth less than
+a plain answer at every accuracy. On a vague question only a question about the missing detail resolves
 it; a guess is worth nothing. The two types mirror each other (best move 1.0, the hedge AQ
 0.2-0.5, the other type's move 0), so neither type's signal outweighs the other's in RL: with a
 weaker pull on definite questions, the policy drifts to asking everywhere.
@@ -39,7 +41,7 @@ DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_cons
 DEFAULT_MISREAD = 0.0  # A's factor when the key's row is not the question's type; rl.world_misread
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
-DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.6, ("AQ", True): 0.5, ("AQ", False): 0.2,
+DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.3, ("AQ", True): 0.5, ("AQ", False): 0.1,
             ("CQ", True): 0.0, ("CQ", False): 0.0}
 VQ_CELLS = {("CQ", True): 1.0, ("CQ", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.3,
             ("DA", True): 0.0, ("DA", False): 0.0}
@@ -135,6 +137,7 @@ def cell_table(consistency_weight: float = DEFAULT_CONSISTENCY) -> list[dict[str
 
   `python -m gtalign.rewards.world` prints it as markdown.
   """
+  from gtalign.data import warm_start  # pylint: disable=import-outside-toplevel
   from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
   from gtalign.game.trace import parse_trace  # pylint: disable=import-outside-toplevel
   from gtalign.rewards import tasks  # pylint: disable=import-outside-toplevel
@@ -159,7 +162,7 @@ def cell_table(consistency_weight: float = DEFAULT_CONSISTENCY) -> list[dict[str
   ]
   out = []
   for kind, strategy, note, row, plan, edit in cases:
-    text = world_data.format_trace(row, plan)
+    text = warm_start.format_trace(row, plan)
     if edit:
       head, response = text.split("<response>")
       text = head + "<response>" + response.replace(*edit)

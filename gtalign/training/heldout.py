@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gtalign.evaluation import steering
+from gtalign.evaluation import plain, reading, steering
 from gtalign.game import trace
 from gtalign.parallel import distributed
 from gtalign.sampling.sampler import SamplingConfig
@@ -69,12 +69,17 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   if cfg.eval.steering:
     arrays.update(steer(run, sampler_params, local, texts, tokens, scored, part.start, name))
   arrays = distributed.gather_rows(arrays, len(rows))
+  if cfg.eval.phrasings:
+    arrays.update(read_phrasings(run, sampler_params, name))
   show = lambda v, f=".2f": "n/a" if (m := finite_mean(v)) is None else f"{m:{f}}"
   failed = int(arrays["judge_failed"].sum())
   distributed.log(f"gtalign: evaluated {name!r} on {len(rows)} held-out prompts: "
                   f"welfare {show(arrays['welfare'], '.3f')}, DA on DQ "
                   f"{show(arrays['da_on_dq'])}, CQ on VQ {show(arrays['cq_on_vq'])}, "
                   + (f"steering {show(arrays['steering'])}, " if "steering" in arrays else "")
+                  + f"reads DQ {show(arrays['read_dq'])} VQ {show(arrays['read_vq'])}, "
+                  + (f"new phrasings DQ {show(arrays['new_read_dq'])} VQ "
+                     f"{show(arrays['new_read_vq'])}, " if "new_read_dq" in arrays else "")
                   + "format "
                   f"{arrays['format_ok'].mean():.2f}"
                   + (f", judge failed on {failed} (left out)" if failed else ""))
@@ -84,6 +89,44 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                for r, t in zip(local, texts)]
     with open(os.path.join(run.workdir, f"samples_{name}.jsonl"), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+  return arrays
+
+
+def read_phrasings(run, sampler_params, name: str) -> dict[str, np.ndarray]:
+  """Reading accuracy per type on `reading.QUESTIONS` (questions no training row asks), as
+  `new_read_dq` and `new_read_vq` (one entry per question; every process reads them all)."""
+  questions = [q for q, _ in reading.QUESTIONS]
+  thoughts = reading.read(run.sampler, sampler_params, questions,
+                          style=run.config.data.prompt_style)
+  if distributed.is_main():
+    with open(os.path.join(run.workdir, f"reading_{name}.jsonl"), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps({"question": q, "question_type": kind, "thinking": t,
+                               "read": reading.read_type(t)}, ensure_ascii=False) + "\n"
+                   for (q, kind), t in zip(reading.QUESTIONS, thoughts))
+  return reading.arrays([kind for _, kind in reading.QUESTIONS], thoughts, prefix="new_read")
+
+
+def evaluate_plain(run, params, name: str = "base_plain") -> dict[str, np.ndarray]:
+  """The model asked each held-out question plainly (no game prompt): what a policy should
+  still know (`evaluation.plain`)."""
+  phases.enter("eval", name=name)
+  rows = run.eval_rows[:run.config.eval.num_prompts]
+  part = distributed.process_rows(len(rows))
+  local = rows[part]
+  sampler_params, _ = run.sampler_params(params)
+  begin = time.perf_counter()
+  replies = plain.ask(run.sampler, sampler_params,
+                      [r["extra_info"].get("question", "") for r in local])
+  arrays = distributed.gather_rows(plain.judged(local, replies), len(rows))
+  distributed.log(f"gtalign: evaluated {name!r} (asked plainly) in "
+                  f"{time.perf_counter() - begin:.0f} s: DQ answer accuracy "
+                  f"{finite_mean(arrays['dq_correct']) or 0:.2f}")
+  if distributed.is_main():
+    with open(os.path.join(run.workdir, f"samples_{name}.jsonl"), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps({"row_id": r["row_id"], "question_type":
+                               r["extra_info"].get("question_type"),
+                               "question": r["extra_info"].get("question"), "reply": t},
+                              ensure_ascii=False) + "\n" for r, t in zip(local, replies))
   return arrays
 
 
@@ -121,6 +164,7 @@ def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: st
 
 PLOT_KEYS = ("welfare", "user", "llm", "format_ok")
 STRATEGY_KEYS = ("da_on_dq", "cq_on_vq", "aq_rate")
+METHOD_KEYS = ("read_dq", "read_vq", "key_is_selected", "steering")
 
 
 def evals_to_json(evals: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list]]:
@@ -175,7 +219,8 @@ def contrast(evals, a: str, b: str, n_boot: int) -> dict[str, tuple[float, float
 def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
            eval_steps: dict[str, int]) -> dict[str, Any]:
   """Held-out tables (95% bootstrap intervals), trained - after_sft, plots; printed and saved."""
-  table = evaluation.summary_table(evals, metrics=SUMMARY_METRICS, n_boot=n_boot)
+  table = evaluation.summary_table({k: v for k, v in evals.items() if k != "base_plain"},
+                                   metrics=SUMMARY_METRICS, n_boot=n_boot)
   per_type = evaluation.behaviour_table(evals, n_boot=n_boot)
   base = "after_sft" if "after_sft" in evals else "start"
   diffs = contrast(evals, "trained", base, n_boot)
@@ -196,7 +241,12 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
       plot_records(metrics, evals, eval_steps, keys=STRATEGY_KEYS),
       os.path.join(workdir, "strategy.png"), keys=STRATEGY_KEYS, aux_keys=(),
       title="what responses do per type (lines: RL rollouts; markers: greedy held-out)")
-  lines += [f"plots: {plot_path}, {strategy_path}"]
+  method_path = plots.plot_training(
+      plot_records(metrics, evals, eval_steps, keys=METHOD_KEYS),
+      os.path.join(workdir, "method.png"), keys=METHOD_KEYS, aux_keys=(),
+      title="is the game played: type read right, key = table's pick, edited table followed "
+            "(lines: RL rollouts; markers: greedy held-out)")
+  lines += [f"plots: {plot_path}, {strategy_path}, {method_path}"]
   text = "\n".join(lines)
   print(text, flush=True)
   with open(os.path.join(workdir, "eval_table.md"), "w", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gtalign.data import warm_start
 from gtalign.data import world as world_lib
 from gtalign.game import prompt as prompt_lib
 from gtalign.game import trace as trace_lib
@@ -35,12 +36,17 @@ from gtalign.rewards import tasks
 from gtalign.rewards.judges import make_judge
 from gtalign.rl import objective, train_state, update
 from gtalign.sampling.sampler import Sampler, SamplingConfig
-from gtalign.training import export, heldout, phases, rollout
+from gtalign.training import distill, export, heldout, phases, rollout
+from gtalign.training.eta import Eta, Phase
 from gtalign.training.checkpoint import Checkpointer
 from gtalign.training.metrics import MetricsWriter
 from gtalign.utils.errors import InvalidInput
 
 STOP = heldout.STOP
+# ETA priors, until measured (gtalign.training.eta): an RL step and a held-out evaluation of the
+# default run cost this many SFT steps (SmolLM2-135M on a 2-core CPU)
+RL_STEP_COST = 2.4
+EVAL_COST = 22.0
 
 
 def load_model(cfg):
@@ -71,19 +77,24 @@ def _judge(cfg):
 
 
 def load_rows(cfg, seed: int):
-  """(train rows, eval rows) with the configured prompt style."""
+  """(train rows, eval rows, warm-start rows) with the configured prompt style; only the world
+  has warm-start rows (questions no RL prompt asks)."""
   build = functools.partial(prompt_lib.build_messages, style=cfg.prompt_style)
   if cfg.source == "world":
     world = world_lib.make_world(seed=seed, num_train=cfg.num_train, num_test=cfg.num_test,
                                  vague_fraction=cfg.vague_fraction,
                                  test_fact_fraction=cfg.test_fact_fraction, build_messages=build)
-    return world["train"], world["test"]
+    warm = warm_start.warm_rows(seed, cfg.num_warm, vague_fraction=cfg.vague_fraction,
+                                test_fact_fraction=cfg.test_fact_fraction,
+                                exclude={r["extra_info"]["question"] for r in world["train"]},
+                                build_messages=build) if cfg.num_warm else []
+    return world["train"], world["test"], warm
   from gtalign.data import gtalign as gtalign_data
   if not cfg.dir:
     raise InvalidInput(f"data.source={cfg.source!r} needs --config.data.dir=<GTAlign data "
                        "dir>")
   return (gtalign_data.read_rows(cfg.dir, cfg.source, "train"),
-          gtalign_data.read_rows(cfg.dir, cfg.source, cfg.eval_split))
+          gtalign_data.read_rows(cfg.dir, cfg.source, cfg.eval_split), [])
 
 
 def _rows_origin(cfg, split: str) -> str:
@@ -111,6 +122,8 @@ class Run:
   handoff: WeightHandoff  # trainer params -> this process's sampler params (compute dtype)
   data_sharding: Any  # the update batch's sharding over the global mesh
   workdir: str = ""
+  warm_rows: list = dataclasses.field(default_factory=list)  # the SFT warm start's questions
+  warm_answers: dict = dataclasses.field(default_factory=dict)  # their plain answers (distill)
 
   def sampler_params(self, params) -> tuple[Any, float]:
     """(the sampler's weights, seconds the hand-off took)."""
@@ -130,22 +143,17 @@ class Run:
     return [self.train_rows[order[(step * size + i) % len(order)]] for i in range(size)]
 
 
-def phase_orders(rows: list, seed: int, sft_steps: int) -> dict[str, np.ndarray]:
-  """Each phase's rows, in the order its steps take them.
+def phase_orders(rows: list, seed: int) -> dict[str, np.ndarray]:
+  """RL's rows in the order its steps take them: one seeded permutation (the warm start has
+  rows of its own, `warm_start.warm_rows`, that no RL prompt repeats).
 
-  One seeded permutation; with a warm start its first half is SFT's and the rest RL's, so RL
-  never samples a prompt the warm start trained on (world prompts are pairwise distinct). RL
-  alternates definite and vague questions where rows have a type, so every step with an even
+  RL alternates definite and vague questions where rows have a type, so every step with an even
   number of prompts sees both types equally: a step of one type only would push the shared
   "answer" or "ask" direction for every question, and a few such steps in a row collapse the
   policy onto one move before it learns which type wants which.
   """
   order = np.random.default_rng(seed).permutation(len(rows))
-  if sft_steps and len(rows) < 2:
-    raise InvalidInput(f"{len(rows)} training rows cannot be split between SFT and RL; raise "
-                     "data.num_train")
-  sft, rl = (order[:len(rows) // 2], order[len(rows) // 2:]) if sft_steps else (order, order)
-  return {"sft": sft, "rl": _alternate_types(rl, rows)}
+  return {"rl": _alternate_types(order, rows)}
 
 
 def _alternate_types(order: np.ndarray, rows: list) -> np.ndarray:
@@ -190,10 +198,15 @@ def _agreed_shape(prompts, completions) -> tuple[int, int]:
 
 def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   """(global SFT batch of reference traces, number of tokens in it)."""
-  rows, _ = _local_rows(run.batch_rows(step, run.config.sft.batch_size, "sft"))
+  size = run.config.sft.batch_size
+  if not run.warm_rows:
+    raise InvalidInput("sft.steps > 0 needs warm-start rows: the built-in world "
+                       "(data.source='world') with data.num_warm > 0")
+  rows, _ = _local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
+                         for i in range(size)])
   eos = run.tokenizer.eos_ids[0]
-  completions = [run.tokenizer.encode(world_lib.reference_trace(r, run.config.sft.warm_start))
-                 + [eos] for r in rows]
+  completions = [run.tokenizer.encode(warm_start.reference_trace(
+      r, run.config.sft.warm_start, run.warm_answers)) + [eos] for r in rows]
   prompts = [run.prompt(r) for r in rows]
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=_agreed_shape(prompts, completions))
@@ -385,9 +398,11 @@ def train(config, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   phases.enter("load")
   model_config, params, tokenizer = load_model(config.model)
-  train_rows, eval_rows = load_rows(config.data, config.seed)
+  train_rows, eval_rows, warm_rows = load_rows(config.data, config.seed)
   train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length,
                                       _rows_origin(config.data, "train"))
+  warm_rows, warm_ids = _tokenize_prompts(warm_rows, tokenizer, config.data.max_prompt_length,
+                                          "the world's warm start")
   eval_rows, eval_ids = _tokenize_prompts(eval_rows, tokenizer, config.data.max_prompt_length,
                                           _rows_origin(config.data, config.data.eval_split))
   sources = sorted({r["data_source"] for r in train_rows + eval_rows})
@@ -400,10 +415,11 @@ def train(config, workdir: str) -> dict[str, Any]:
   sampler_config = model_config.replace(param_dtype=model_config.dtype)
   run = Run(config=config, model_config=model_config, tokenizer=tokenizer,
             sampler=Sampler(sampler_config, tokenizer), judge=_judge(config.rl),
-            train_rows=train_rows, eval_rows=eval_rows, prompt_ids={**ids, **eval_ids},
+            train_rows=train_rows, eval_rows=eval_rows,
+            prompt_ids={**ids, **eval_ids, **warm_ids},
             source_ids={s: i for i, s in enumerate(sources)},
-            orders=phase_orders(train_rows, config.seed, config.sft.steps),
-            handoff=handoff, data_sharding=data_sharding, workdir=workdir)
+            orders=phase_orders(train_rows, config.seed),
+            handoff=handoff, data_sharding=data_sharding, workdir=workdir, warm_rows=warm_rows)
   trainable = train_state.trainable_mask(params, config.rl.trainable)
   sft_steps, rl_steps = config.sft.steps, config.rl.steps
   total_steps = sft_steps + rl_steps
@@ -461,7 +477,24 @@ def train(config, workdir: str) -> dict[str, Any]:
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
     evals["start"] = heldout.evaluate(run, state.params, "start")
-  writer = MetricsWriter(workdir, total_steps, start_step=start)
+  if sft_steps and start < sft_steps:  # the base model's own answers, for the warm start
+    phases.enter("distill")
+    run.warm_answers = distill.answers(run, state.params, start)
+  if not found and config.eval.base_plain and config.data.source == "world":
+    evals["base_plain"] = heldout.evaluate_plain(run, state.params)
+  eval_names = ([f"step_{sft_steps + s}" for s in range(config.eval.every, rl_steps,
+                                                      config.eval.every) if sft_steps + s > start]
+                if config.eval.every else [])
+  eval_names += ["after_sft"] * bool(sft_steps) + ["trained"] * bool(rl_steps)
+  eta = Eta([Phase("sft", sft_steps, 1.0), Phase("rl", rl_steps, RL_STEP_COST)],
+            evals=sum(n not in evals for n in eval_names), eval_cost=EVAL_COST)
+  writer = MetricsWriter(workdir, total_steps, start_step=start, eta=eta)
+
+  def timed_eval(name: str):
+    begin = time.perf_counter()
+    out = heldout.evaluate(run, state.params, name)
+    eta.record_eval(time.perf_counter() - begin)
+    return out
 
   for step in range(start, total_steps):
     begin = time.perf_counter()
@@ -492,10 +525,10 @@ def train(config, workdir: str) -> dict[str, Any]:
       writer.write_rollouts(step + 1, [r for part in distributed.gather_objects(records)
                                        for r in part])
     if step + 1 == sft_steps:
-      evals["after_sft"] = heldout.evaluate(run, state.params, "after_sft")
+      evals["after_sft"] = timed_eval("after_sft")
     if (config.eval.every and step >= sft_steps
         and (step + 1 - sft_steps) % config.eval.every == 0 and step + 1 < total_steps):
-      mid = heldout.evaluate(run, state.params, f"step_{step + 1}")
+      mid = timed_eval(f"step_{step + 1}")
       metrics.update(heldout.finite_means(mid, prefix="eval/"))
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": heldout.evals_to_json(evals)}
@@ -509,7 +542,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     if rl_steps == 0:  # nothing changed since the last evaluation
       evals["trained"] = evals["after_sft"] if sft_steps else evals["start"]
     else:
-      evals["trained"] = heldout.evaluate(run, state.params, "trained")
+      evals["trained"] = timed_eval("trained")
   ckpt.close()
   phases.enter("export", total_steps)
   export_dir = os.path.join(workdir, "export")

@@ -44,7 +44,7 @@ class MetricsWriter:
 
   def __init__(self, workdir: str | os.PathLike, total_steps: int, every: int = 1, *,
                start_step: int | None = None, console_keys: Sequence[str] = CONSOLE_KEYS,
-               active: bool | None = None, stream=None):
+               active: bool | None = None, stream=None, eta=None):
     if active is None:
       import jax  # pylint: disable=g-import-not-at-top
       active = jax.process_index() == 0
@@ -54,6 +54,7 @@ class MetricsWriter:
     self.active = active
     self._console_keys = tuple(console_keys)
     self._stream = stream
+    self.eta = eta  # a training.eta.Eta: per-phase step costs and evaluations to come
     self._t0 = time.monotonic()
     # (time, step, tokens) of recent writes; the start anchor carries no tokens
     self._window = collections.deque(maxlen=_RATE_WINDOW)
@@ -89,6 +90,9 @@ class MetricsWriter:
     now = time.monotonic()
     tokens = _as_float(metrics.get("tokens"))
     self._window.append((now, step, tokens))
+    seconds = _as_float(metrics.get("step_seconds"))
+    if self.eta is not None and seconds is not None:
+      self.eta.record_step(step - 1, seconds)
     if not self.active:
       return
     scalars = {k: f for k, v in metrics.items() if (f := _as_float(v)) is not None}
@@ -146,7 +150,10 @@ class MetricsWriter:
       rate += f" {_si(tokens_per_s)} tok/s"
     parts.append(rate)
     parts.append(f"elapsed {_hms(now - self._t0)}")
-    eta = (self.total_steps - step) / steps_per_s if steps_per_s else None
+    if self.eta is not None:
+      eta = self.eta.remaining(step)
+    else:
+      eta = (self.total_steps - step) / steps_per_s if steps_per_s else None
     parts.append(f"eta {_hms(eta) if eta is not None else '--'}")
     keys = [k for k in self._console_keys if k in scalars] or sorted(scalars)[:4]
     if keys:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gtalign.evaluation import reading
 from gtalign.game import behaviour
 from gtalign.game.payoff import action, select_sum
 from gtalign.game.trace import ParsedTrace, parse_trace
@@ -89,6 +90,9 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
     out["key_is_selected"].append(float(key is not None and select_sum(parsed.payoff) == key))
     responses.append(parsed.response)
     reasonings.append(parsed.reasoning)
+    got = reading.read_type(reading.thinking(parsed.text))
+    out["read_dq"].append(float(got == "DQ") if kind == "DQ" else nan)
+    out["read_vq"].append(float(got == "VQ") if kind == "VQ" else nan)
   arrays = {k: np.asarray(v, np.float64) for k, v in out.items()}
   arrays["response_tokens"] = np.asarray([len(t) for t in tokenizer.encode_batch(responses)],
                                          np.float64)
@@ -98,7 +102,7 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
 
 
 BEHAVIOUR_KEYS = ("dq", "da_on_dq", "cq_on_vq", "aq_rate", "dq_correct", "action_matches_key",
-                  "key_is_selected")
+                  "key_is_selected", "read_dq", "read_vq")
 
 
 def pad_length(n: int, multiple: int = 64) -> int:

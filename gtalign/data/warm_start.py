@@ -1,0 +1,315 @@
+"""The SFT warm start on the built-in world: traces in which the payoff table decides.
+
+A warm-start trace teaches the game's format, and two skills that RL cannot invent from a few
+hundred samples:
+
+- reading the question: `<thinking>` restates the detail the question names ("The question
+  names the country: France.") or says that it names none, then gives the type; it plans nothing;
+- reading the table: the strategy is drawn independently of the question type and written only
+  as the table's maximum; `<analyze>` adds up the question's row and names the best key, and the
+  response carries that key out.
+
+After the warm start the table is the only thing that decides the move, so RL can earn more only
+by pricing: writing tables whose maximum is the move that pays. Rows cover the world's training
+facts plus entities and categories of this module's own whose answers nobody wrote down, so
+"names the detail" cannot be learned as "is one of the facts I saw". The answers a trace gives
+are the base model's own plain-chat answers (`gtalign.evaluation.plain`), right or wrong: the
+warm start teaches the format around what the model already says instead of new facts.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Mapping
+
+from gtalign.data import world
+
+STRATEGIES = ("DA", "CQ", "AQ")
+WARM_STARTS = ("random", "oracle")
+# The random warm start's strategy mix, the same for both question types. AQ, the middle ground
+# that is neither type's best move, is the most common, so the greedy policy after the warm start
+# hedges with AQ rather than happening to play one type's optimum; DA and CQ keep 30% each, so
+# RL's samples try them.
+WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
+
+# Categories that only the warm start asks about: no gold answers, never held out.
+EXTRA_CATEGORIES = {
+    "language": world.Category(
+        ("What language do people speak in {x}?", "Which language is spoken in {x}?"),
+        ("What language do they speak there?", "Which language is spoken in that country?",
+         "What language do people speak in it?", "Which language do they use there?",
+         "What is the main language of the country?"),
+        "country", ("country", "countries", "nation", "place")),
+    "author": world.Category(
+        ("Who wrote {x}?", "Who is the author of {x}?"),
+        ("Who wrote it?", "Who is the author of the book?", "Who wrote that novel?",
+         "Can you tell me who the author is?", "Which writer wrote this one?"),
+        "book", ("book", "books", "novel", "play", "title")),
+    "plural": world.Category(
+        ("What is the plural of {x}?", "What is the plural form of the word {x}?"),
+        ("What is the plural of the word?", "What is its plural?",
+         "How do I write that word in the plural?", "What is the plural form?",
+         "Can you give me the plural of that one?"),
+        "word", ("word", "words")),
+    "continent": world.Category(
+        ("Which continent is {x} in?", "On which continent is {x}?"),
+        ("Which continent is it in?", "What continent is that country on?",
+         "On which continent is the place?", "Which continent would that be?",
+         "Can you tell me its continent?"),
+        "country", ("country", "countries", "nation", "place")),
+}
+_MORE_COUNTRIES = (
+    "Chile", "Colombia", "Vietnam", "Nigeria", "Morocco", "Turkey", "Ukraine", "Switzerland",
+    "Brazil", "Pakistan", "Saudi Arabia", "Israel", "Iceland", "New Zealand", "Malaysia",
+    "Venezuela", "Ethiopia", "Ghana", "Romania", "Bulgaria", "Croatia", "Serbia", "Nepal",
+    "Bangladesh", "Iraq", "Jordan", "Algeria", "Tunisia", "Uganda", "Jamaica", "Bolivia",
+    "Ecuador", "Uruguay", "Mongolia", "Estonia", "Latvia", "Lithuania", "Slovakia", "Luxembourg",
+    "Cambodia")
+# Entities of the world's categories that no fact uses (their answers are the base model's).
+EXTRA_ENTITIES = {
+    "capital": _MORE_COUNTRIES,
+    "colour": ("a sunflower", "a blueberry", "an orange", "a plum", "a pine tree", "the sun",
+               "a flamingo", "a raven", "a swan", "chalk", "a ruby", "an emerald", "blood",
+               "a school bus", "a cucumber", "an eggplant", "a peach", "a pearl", "ash",
+               "a daffodil", "a tangerine", "cream", "a sapphire", "charcoal"),
+    "opposite": ("good", "light", "old", "hard", "love", "win", "near", "start", "buy", "give",
+                 "above", "before", "heavy", "loud", "soft", "young", "quiet", "cheap", "deep",
+                 "wide", "sweet", "awake", "alive", "remember", "smooth", "sharp"),
+    "sound": ("a goat", "a crow", "a pigeon", "a turkey", "a chick", "a monkey", "a goose",
+              "a bear", "a parrot", "a cricket", "a seal", "a dove", "a tiger", "an elephant"),
+    "legs": ("a crab", "a beetle", "a butterfly", "a fly", "a scorpion", "a kangaroo",
+             "a penguin", "a sheep", "a goat", "a lion", "a frog", "a lizard", "a mosquito",
+             "an ostrich"),
+    "language": ("France", "Germany", "Spain", "Italy", "Japan", "China", "Russia", "Brazil",
+                 "Mexico", "Portugal", "Greece", "Turkey", "Egypt", "Sweden", "Poland",
+                 "the Netherlands", "Argentina", "Iran", "Vietnam", "Korea"),
+    "author": ("Hamlet", "Romeo and Juliet", "Pride and Prejudice", "Don Quixote",
+               "The Odyssey", "War and Peace", "Moby-Dick", "Great Expectations", "Frankenstein",
+               "Dracula", "Oliver Twist", "Macbeth", "The Hobbit", "Jane Eyre", "Les Miserables",
+               "The Iliad", "Little Women", "Anna Karenina"),
+    "plural": ("mouse", "child", "tooth", "foot", "goose", "man", "woman", "person", "cactus",
+               "leaf", "knife", "wolf", "fish", "box", "city", "baby", "ox", "potato"),
+    "continent": ("France", "Japan", "Kenya", "Brazil", "Canada", "Egypt", "India", "Peru",
+                  "Norway", "Australia", "Mexico", "Vietnam", "Nigeria", "Chile", "Germany",
+                  "Thailand", "Morocco", "Argentina"),
+}
+# More definite phrasings of the world's categories, for the warm start only.
+EXTRA_TEMPLATES = {
+    "capital": ("What's the capital city of {x}?", "Tell me the capital of {x}."),
+    "add": ("How much is {a} plus {b}?", "What do {a} and {b} add up to?"),
+    "subtract": ("How much is {a} minus {b}?", "What do I get if I take {b} from {a}?"),
+    "colour": ("Which colour is {x}?", "Tell me the colour of {x}."),
+    "opposite": ("Which word means the opposite of {x}?", "Give me the opposite of {x}."),
+    "next_day": ("What is the day after {x}?", "Which day comes after {x}?"),
+    "next_month": ("What is the month after {x}?", "Which month comes after {x}?"),
+    "sound": ("What does {x} say?", "Which sound does {x} make?"),
+    "legs": ("How many legs has {x} got?", "What is the number of legs of {x}?"),
+}
+
+
+# Vague stand-ins for a category's missing detail: a definite template filled with one of them is
+# a vague question of the same wording, so the warm start contrasts "names the detail" with
+# "refers to one it does not name" in otherwise identical questions.
+VAGUE_FILLERS = {
+    "country": ({"x": "that country"}, {"x": "the country"}, {"x": "this country"},
+                {"x": "the country I mentioned"}),
+    "numbers": ({"a": "the first number", "b": "the second number"},
+                {"a": "one of them", "b": "the other"}, {"a": "this number", "b": "that one"}),
+    "thing": ({"x": "it"}, {"x": "that thing"}, {"x": "this thing"}, {"x": "the thing I mean"}),
+    "word": ({"x": "that word"}, {"x": "the word"}, {"x": "this word"}, {"x": "the word I said"}),
+    "day": ({"x": "that day"}, {"x": "the day I said"}, {"x": "this day"}),
+    "month": ({"x": "that month"}, {"x": "the month I said"}, {"x": "this month"}),
+    "animal": ({"x": "that animal"}, {"x": "the animal"}, {"x": "this creature"}, {"x": "it"}),
+    "book": ({"x": "that book"}, {"x": "the book I mentioned"}, {"x": "it"}),
+}
+
+
+def category(name: str) -> world.Category:
+  return EXTRA_CATEGORIES[name] if name in EXTRA_CATEGORIES else world.category(name)
+
+
+def trace_payoff(question_type: str, strategy: str) -> dict[str, tuple[int, int]]:
+  """The warm-start payoff table (LLM, user): (1, 2) on every key but the chosen one, (4, 3).
+
+  Its LLM + user maximum is `question_type`_`strategy` (7 against 3), and every table has the
+  same distinctness (P = 1: the players differ by over 10% on every key), so the payoff term of
+  the reward cannot favour one strategy's table.
+  """
+  if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
+    raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
+  return {k: (4, 3) if k == f"{question_type}_{strategy}" else (1, 2)
+          for k in ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")}
+
+
+def reading(row: Mapping[str, Any]) -> str:
+  """The `<thinking>` of a warm-start trace: the detail the question names, then its type."""
+  info = row["extra_info"]
+  slot = category(info["category"]).missing_slot
+  if info["question_type"] == "DQ":
+    return f"The question names the {slot}: {info['named']}. Definite question (DQ)."
+  return f"The question names no {slot}. Vague question (VQ)."
+
+
+def analysis(question_type: str, table: Mapping[str, tuple[float, float]]) -> str:
+  """The `<analyze>` of a warm-start trace: each cell of the question's row copied as the table
+  writes it, with its LLM + user, then the largest key, named last (what `trace.chosen_key`
+  reads). Copying a span that appeared earlier is what a pretrained model does best, so the
+  sums, and the pick, come from the table in front of it."""
+  keys = [f"{question_type}_{s}" for s in ("AQ", "CQ", "DA")]
+  best = max(keys, key=lambda k: sum(table[k]))
+  cells = ", ".join(f'"{k}":{{"LLM":{table[k][0]:g},"user":{table[k][1]:g}}} sums to '
+                    f"{sum(table[k]):g}" for k in keys)
+  return f"{cells}. Best LLM + user: {best}"
+
+
+def plain_question(row: Mapping[str, Any]) -> str:
+  """The question whose plain-chat answer a trace of this row gives: a definite question as
+  asked, without its lead-in; for a vague one, the full question the user had in mind (a
+  guess at it)."""
+  info = row["extra_info"]
+  return world.strip_lead_in(info["question"] if info["question_type"] == "DQ"
+                             else info["single_turn_prompt"])
+
+
+def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None) -> str:
+  """The four blocks for a row carrying out `strategy`, the row's type read correctly.
+
+  `answer` is what a DA or AQ response states (the base model's plain answer to
+  `plain_question(row)`); by default the row's gold answer. The strategy appears first as the
+  table's maximum; the key and the response follow from the table.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+  info = row["extra_info"]
+  kind = info["question_type"]
+  if answer is None and strategy != "CQ":
+    if not info.get("answer"):
+      raise ValueError(f"row {row.get('row_id')!r} has no gold answer: pass the base model's")
+    answer = f"{info['answer']}."
+  table = trace_payoff(kind, strategy)
+  payoff = ",".join(f'"{k}":{{"LLM":{llm},"user":{user}}}' for k, (llm, user) in table.items())
+  question = f"Which {category(info['category']).missing_slot} do you mean?"
+  follow_up = "Do you want another one?" if kind == "DQ" else question
+  response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]
+  return (f"<thinking>{reading(row)}</thinking><payoff>{{{payoff}}}</payoff>"
+          f"<analyze>{analysis(kind, table)}</analyze><response>{response}</response>")
+
+
+def warm_start_strategy(row: Mapping[str, Any], mode: str) -> str:
+  """The strategy a warm-start trace's table selects.
+
+  "random" (the default) draws it from the row id alone with WARM_START_MIX, independently of
+  the question type: the warm start teaches reading and the format, not which move pays.
+  "oracle" hands over the welfare-maximising move.
+  """
+  if mode == "oracle":
+    return "DA" if row["extra_info"]["question_type"] == "DQ" else "CQ"
+  if mode == "random":
+    rng = random.Random(f"warm-start/{row['row_id']}")
+    return rng.choices(list(WARM_START_MIX), weights=list(WARM_START_MIX.values()))[0]
+  raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
+
+
+def needs_answer(row: Mapping[str, Any], mode: str) -> bool:
+  """Whether the row's trace states an answer (DA or AQ), so needs the base model's."""
+  return warm_start_strategy(row, mode) != "CQ"
+
+
+def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
+                    answers: Mapping[str, str] | None = None) -> str:
+  """The SFT target for a row under warm-start `mode`; `answers` maps `plain_question(row)` to
+  the base model's answer (the gold answer where it has none)."""
+  answer = (answers or {}).get(plain_question(row))
+  return format_trace(row, warm_start_strategy(row, mode), answer)
+
+
+def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:
+  """(slots, answer or "") of every entity the warm start may name in a category."""
+  out = [(dict(f.slots), f.answer) for f in train_facts if f.category == name]
+  if name in ("add", "subtract"):  # larger first numbers than any fact's
+    out += [({"a": a, "b": b}, "") for a in range(11, 21) for b in range(1, 10)]
+  out += [({"x": x}, "") for x in EXTRA_ENTITIES.get(name, ())]
+  return out
+
+
+def _row(name: str, kind: str, question: str, full: str, slots: dict, answer: str,
+         index: int, build_messages: Callable[..., list[dict]], system: str | None) -> dict:
+  cat = category(name)
+  named = f"{slots['a']} and {slots['b']}" if "a" in slots else str(slots["x"])
+  return {
+      "prompt": build_messages(question, system),
+      "adversarial": False,
+      "source": world.DATA_SOURCE,
+      "conv_id": None,
+      "unique_conv_id": None,
+      "turn_id": 1,
+      "data_source": world.DATA_SOURCE,
+      "ability": world.DATA_SOURCE,
+      "reward_model": {"ground_truth": answer if kind == "DQ" else world.AMBIGUOUS,
+                       "style": "rule"},
+      "extra_info": {"question_type": kind, "question": question, "single_turn_prompt": full,
+                     "answer": answer, "category": name,
+                     "missing_slot": cat.missing_slot if kind == "VQ" else None,
+                     "named": named if kind == "DQ" else None,
+                     "slot_words": list(cat.slot_words)},
+      "row_id": f"{world.DATA_SOURCE}/warm/{index}",
+  }
+
+
+def warm_rows(seed: int, num_rows: int, vague_fraction: float = 0.5,
+              test_fact_fraction: float = 0.15, exclude: set[str] | frozenset = frozenset(),
+              system: str | None = None,
+              build_messages: Callable[..., list[dict]] | None = None) -> list[dict[str, Any]]:
+  """`num_rows` distinct warm-start questions for the world of `seed`, categories taking turns.
+
+  Definite questions name a training fact's entity or one of EXTRA_ENTITIES, in the world's
+  templates or EXTRA_TEMPLATES; vague ones use the training phrasings (every phrasing of an
+  extra category) and those templates with a VAGUE_FILLERS stand-in for the detail. No held-out
+  fact or phrasing appears, nor a question in `exclude` (the RL prompts).
+  """
+  if build_messages is None:
+    from gtalign.game.prompt import build_messages  # pylint: disable=g-import-not-at-top
+  train_facts, _ = world.split_facts(seed, test_fact_fraction)
+  train_phrasings, test_phrasings = world.split_phrasings(seed)
+  rng = random.Random(f"warm/{seed}")
+  names = [*world.CATEGORY_NAMES, *EXTRA_CATEGORIES]
+  candidates: dict[str, dict[str, list]] = {"DQ": {}, "VQ": {}}
+  for name in names:
+    cat, pool = category(name), _pool(name, train_facts)
+    templates = cat.dq_templates + EXTRA_TEMPLATES.get(name, ())
+    dq = [(lead + t.format(**slots), slots, answer) for slots, answer in pool
+          for t in templates for lead in world.LEAD_INS]
+    phrasings = list(train_phrasings.get(name, cat.vq_questions))
+    held_out = set(test_phrasings.get(name, ()))
+    phrasings += [p for p in dict.fromkeys(
+        t.format(**filler) for t in templates for filler in VAGUE_FILLERS[cat.missing_slot]
+        # not "the plural of the word that word"
+        if not any(f"{w} {{x}}" in t and w in filler.get("x", "") for w in cat.slot_words))
+        if p not in held_out]
+    vq = []
+    for phrasing in phrasings:
+      for lead in world.LEAD_INS:
+        slots, answer = rng.choice(pool)
+        vq.append((lead + phrasing, slots, answer))
+    for kind, found in (("DQ", dq), ("VQ", vq)):
+      found = [c for c in dict((c[0], c) for c in found).values() if c[0] not in exclude]
+      rng.shuffle(found)
+      candidates[kind][name] = found
+  num_vague = round(num_rows * vague_fraction)
+  types = ["VQ"] * num_vague + ["DQ"] * (num_rows - num_vague)
+  rng.shuffle(types)
+  rows, turn = [], {"DQ": 0, "VQ": 0}
+  for index, kind in enumerate(types):
+    for _ in range(len(names)):  # the next category that still has a question of this type
+      name = names[turn[kind] % len(names)]
+      turn[kind] += 1
+      if candidates[kind][name]:
+        break
+    else:
+      raise ValueError(f"the world's warm start has only {index} distinct questions; asked for "
+                       f"{num_rows} (lower data.num_warm)")
+    question, slots, answer = candidates[kind][name].pop()
+    template = rng.choice(category(name).dq_templates)
+    full = question if kind == "DQ" else template.format(**slots)
+    rows.append(_row(name, kind, question, full, slots, answer, index, build_messages, system))
+  return rows

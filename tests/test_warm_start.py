@@ -1,0 +1,190 @@
+"""The warm start's rows and traces: the table decides, the reading is taught, answers are the
+model's own (data/warm_start.py, evaluation/plain.py, evaluation/reading.py, training/distill.py)."""
+
+import collections
+import json
+import re
+import types
+
+import numpy as np
+import pytest
+
+from gtalign.data import warm_start, world
+from gtalign.evaluation import plain, reading
+from gtalign.game import behaviour
+from gtalign.game.payoff import action, select_sum
+from gtalign.game.trace import parse_trace
+from gtalign.training import distill
+from gtalign.utils.errors import InvalidInput
+
+USER_ONLY = lambda q, s: [{"role": "user", "content": q}]
+
+
+def _rows(seed=0, n=320):
+  train = world.make_world(seed, num_train=256, num_test=54, build_messages=USER_ONLY)["train"]
+  exclude = {r["extra_info"]["question"] for r in train}
+  return warm_start.warm_rows(seed, n, exclude=exclude, build_messages=USER_ONLY), exclude
+
+
+def _answers(rows, mode="random"):
+  """A stand-in answer per question, distinct per question, as the distill step supplies."""
+  return {q: f"Answer number {i}." for i, q in enumerate(distill.questions(rows, mode))}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
+  rows, rl_questions = _rows(seed)
+  test = world.make_world(seed, num_train=256, num_test=54, build_messages=USER_ONLY)["test"]
+  questions = [r["extra_info"]["question"] for r in rows]
+  assert len(set(questions)) == len(rows) == 320
+  assert not set(questions) & rl_questions
+  assert not set(questions) & {r["extra_info"]["question"] for r in test}
+  _, test_facts = world.split_facts(seed, 0.15)
+  held = {(f.category, world.named(f)) for f in test_facts}
+  _, test_phrasings = world.split_phrasings(seed)
+  for r in rows:
+    info = r["extra_info"]
+    if info["question_type"] == "DQ":
+      assert (info["category"], info["named"]) not in held, info
+    else:
+      assert world.strip_lead_in(info["question"]) not in test_phrasings.get(info["category"], [])
+  kinds = collections.Counter(r["extra_info"]["question_type"] for r in rows)
+  assert kinds == {"DQ": 160, "VQ": 160}
+  # entities and categories beyond the world's facts, every category in both types
+  categories = collections.Counter((r["extra_info"]["category"], r["extra_info"]["question_type"])
+                                   for r in rows)
+  assert {c for c, _ in categories} == set(world.CATEGORY_NAMES) | set(warm_start.EXTRA_CATEGORIES)
+  assert max(categories.values()) - min(categories.values()) <= 1
+  extra = [r for r in rows if r["extra_info"]["question_type"] == "DQ"
+           and not r["extra_info"]["answer"]]
+  assert len(extra) > 60
+
+
+@pytest.mark.parametrize("mode", ["random", "oracle"])
+def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode):
+  rows, _ = _rows()
+  answers = _answers(rows, mode)
+  counts = collections.Counter()
+  for r in rows:
+    text = warm_start.reference_trace(r, mode, answers)
+    parsed = parse_trace(text)
+    assert parsed.valid and parsed.format_ok, text
+    before_table = text[:text.index("<payoff>")]
+    assert not re.search(r"\b(DA|CQ|AQ|answer|ask|guess|check|follow)", before_table), text
+    key = parsed.chosen_key
+    assert select_sum(parsed.payoff) == key
+    assert behaviour.classify(parsed.response) == action(key)
+    kind = r["extra_info"]["question_type"]
+    assert reading.read_type(reading.thinking(text)) == kind
+    if kind == "DQ":  # the reading restates the detail the question names
+      assert r["extra_info"]["named"] in reading.thinking(text)
+    if action(key) != "CQ":
+      assert answers[warm_start.plain_question(r)] in parsed.response
+    counts[(kind, action(key))] += 1
+  if mode == "oracle":
+    assert set(counts) == {("DQ", "DA"), ("VQ", "CQ")}
+  else:  # the table's pick does not depend on the question type
+    for kind in ("DQ", "VQ"):
+      total = sum(v for (k, _), v in counts.items() if k == kind)
+      for strategy, share in warm_start.WARM_START_MIX.items():
+        assert abs(counts[(kind, strategy)] / total - share) < 0.08, counts
+
+
+@pytest.mark.parametrize("cells", [
+    {"DQ_AQ": (1, 2), "DQ_CQ": (4, 3), "DQ_DA": (1, 2)},
+    {"DQ_AQ": (2.5, 0.5), "DQ_CQ": (1, 1.5), "DQ_DA": (0.1, 3.1)},
+    {"DQ_AQ": (-1, 2), "DQ_CQ": (0, 0), "DQ_DA": (0.5, 0.4)},
+])
+def test_the_analysis_names_the_tables_pick_for_any_table(cells):
+  table = {**cells, "VQ_AQ": (0, 0), "VQ_CQ": (0, 0), "VQ_DA": (0, 0)}
+  text = warm_start.analysis("DQ", table)
+  best = max(cells, key=lambda k: sum(cells[k]))
+  assert text.endswith(f"Best LLM + user: {best}")
+  for k, (llm, user) in cells.items():  # each cell copied as a table writes it, and its sum
+    assert f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' in text
+
+
+def test_a_trace_without_the_models_answer_uses_the_gold_one_or_says_why_not():
+  rows, _ = _rows()
+  world_dq = next(r for r in rows if r["extra_info"]["question_type"] == "DQ"
+                  and r["extra_info"]["answer"])
+  assert f"<response>{world_dq['extra_info']['answer']}.</response>" in warm_start.format_trace(
+      world_dq, "DA")
+  extra_dq = next(r for r in rows if r["extra_info"]["question_type"] == "DQ"
+                  and not r["extra_info"]["answer"])
+  with pytest.raises(ValueError, match="no gold answer"):
+    warm_start.format_trace(extra_dq, "DA")
+  assert "<response>Which" in warm_start.format_trace(extra_dq, "CQ")  # needs no answer
+
+
+@pytest.mark.parametrize("reply,statement", [
+    ("Hello! The capital of France is Paris. It is a big city.", "The capital of France is Paris."),
+    ("Sure! 4 + 3 = 7", "4 + 3 = 7."),
+    ("Which country do you mean?", ""),
+    ("", ""),
+    ("Is it 7? I think the answer is 7.", "I think the answer is 7."),
+])
+def test_the_first_statement_of_a_plain_reply(reply, statement):
+  assert plain.first_statement(reply) == statement
+  assert plain.trace_answer(reply) == (statement or plain.UNSURE)
+
+
+def test_plain_replies_are_judged_as_the_world_judges_answers():
+  rows = world.make_world(0, num_train=0, num_test=54, build_messages=USER_ONLY)["test"]
+  dq = [r for r in rows if r["extra_info"]["question_type"] == "DQ"][:3]
+  vq = [r for r in rows if r["extra_info"]["question_type"] == "VQ"][:1]
+  gold = dq[0]["extra_info"]["answer"]
+  wrong = next(a for a in world.category_answers(dq[1]["extra_info"]["category"])
+               if a not in dq[1]["extra_info"]["aliases"])
+  replies = [f"The answer is {gold}. More text follows here.", f"It is {wrong}.",
+             "Which one do you mean?", "Which one do you mean?"]
+  out = plain.judged(dq + vq, replies)
+  assert out["dq_correct"][:3].tolist() == [1.0, 0.0, 0.0]
+  assert out["da_on_dq"][:3].tolist() == [1.0, 1.0, 0.0]
+  assert np.isnan(out["dq_correct"][3]) and out["cq_on_vq"][3] == 1.0
+  assert np.isnan(out["welfare"]).all()
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("The question names the country: Peru. Definite question (DQ).", "DQ"),
+    ("The question names no country. Vague question (VQ).", "VQ"),
+    ("Is it DQ? No: VQ", "VQ"),
+    ("nothing here, DQX", None),
+])
+def test_the_reading_is_the_last_type_the_thinking_names(text, kind):
+  assert reading.read_type(text) == kind
+  assert reading.thinking(f"<thinking>{text}</thinking><payoff>") == text
+
+
+def test_the_check_questions_are_paired_and_never_trained_on():
+  kinds = collections.Counter(k for _, k in reading.QUESTIONS)
+  assert kinds["DQ"] == kinds["VQ"] >= 20
+  trained = set()
+  for seed in (0, 1, 2):
+    rows, rl = _rows(seed)
+    trained |= {world.strip_lead_in(r["extra_info"]["question"]) for r in rows}
+    trained |= {world.strip_lead_in(q) for q in rl}
+  assert not {q for q, _ in reading.QUESTIONS} & trained
+  out = reading.arrays([k for _, k in reading.QUESTIONS],
+                       [f"... ({k})" for _, k in reading.QUESTIONS])
+  assert np.nanmean(out["read_dq"]) == np.nanmean(out["read_vq"]) == 1.0
+
+
+def _resumed_run(tmp_path, rows):
+  cfg = types.SimpleNamespace(sft=types.SimpleNamespace(warm_start="random"))
+  return types.SimpleNamespace(workdir=str(tmp_path), warm_rows=rows, config=cfg)
+
+
+def test_a_resumed_warm_start_reads_its_saved_answers_or_names_the_file(tmp_path):
+  rows, _ = _rows(n=40)
+  run = _resumed_run(tmp_path, rows)
+  path = tmp_path / distill.FILENAME
+  with pytest.raises(InvalidInput, match=f"{path}: the warm start's saved answers cannot be read"):
+    distill.answers(run, None, start_step=3)
+  wanted = distill.questions(rows, "random")
+  path.write_text(json.dumps({q: f"Hi! It is {i}." for i, q in enumerate(wanted)}))
+  got = distill.answers(run, None, start_step=3)
+  assert got == {q: f"It is {i}." for i, q in enumerate(wanted)}
+  path.write_text(json.dumps({q: "x." for q in wanted[1:]}))
+  with pytest.raises(InvalidInput, match="no saved answer for"):
+    distill.answers(run, None, start_step=3)
