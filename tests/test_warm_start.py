@@ -94,6 +94,7 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode):
     {"DQ_AQ": (1, 2), "DQ_CQ": (4, 3), "DQ_DA": (1, 2)},
     {"DQ_AQ": (2.5, 0.5), "DQ_CQ": (1, 1.5), "DQ_DA": (0.1, 3.1)},
     {"DQ_AQ": (-1, 2), "DQ_CQ": (0, 0), "DQ_DA": (0.5, 0.4)},
+    {"DQ_AQ": (1, 2), "DQ_CQ": (2, 1), "DQ_DA": (1, 2)},  # ties: the larger user payoff wins
 ])
 def test_the_analysis_names_the_tables_pick_for_any_table(cells):
   table = {**cells, "VQ_AQ": (0, 0), "VQ_CQ": (0, 0), "VQ_DA": (0, 0)}
@@ -102,6 +103,8 @@ def test_the_analysis_names_the_tables_pick_for_any_table(cells):
   assert text.endswith(f"Best LLM + user: {best}")
   for k, (llm, user) in cells.items():  # each cell copied as a table writes it, and its sum
     assert f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' in text
+  as_dict = {k: {"LLM": l, "user": u} for k, (l, u) in table.items()}
+  assert select_sum(as_dict) == best  # the scan agrees with the selector, ties included
 
 
 def test_a_trace_without_the_models_answer_uses_the_gold_one_or_says_why_not():
@@ -188,3 +191,17 @@ def test_a_resumed_warm_start_reads_its_saved_answers_or_names_the_file(tmp_path
   path.write_text(json.dumps({q: "x." for q in wanted[1:]}))
   with pytest.raises(InvalidInput, match="no saved answer for"):
     distill.answers(run, None, start_step=3)
+
+
+def test_ambig_qa_questions_split_into_single_and_multiple_and_rates_per_kind(gtalign_data_dir):
+  from gtalign.data import gtalign as gtalign_data
+  from gtalign.evaluation import ambiguity
+  rows = gtalign_data.read_rows(gtalign_data_dir, ambiguity.SOURCE, "test")
+  kinds = collections.Counter(ambiguity.kind(r) for r in rows)
+  assert kinds == {"single": 150, "multiple": 150}
+  assert all(ambiguity.question(r) and "Question:" not in ambiguity.question(r) for r in rows)
+  # a policy that asks back on everything shows at once: asks 1.0 on both kinds
+  out = ambiguity.rates(["single", "multiple", "multiple"],
+                        ["Which one do you mean?", "Which one do you mean?", "Paris."])
+  assert out["single"]["CQ"] == 1.0 and out["multiple"]["CQ"] == 0.5
+  assert out["multiple"]["DA"] == 0.5 and out["single"]["none"] == 0.0

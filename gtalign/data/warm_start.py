@@ -128,17 +128,26 @@ def category(name: str) -> world.Category:
   return EXTRA_CATEGORIES[name] if name in EXTRA_CATEGORIES else world.category(name)
 
 
-def trace_payoff(question_type: str, strategy: str) -> dict[str, tuple[int, int]]:
-  """The warm-start payoff table (LLM, user): (1, 2) on every key but the chosen one, (4, 3).
+# (LLM, user) pairs a warm-start table draws its cells from: every pair's players differ by over
+# 10% (payoff distinctness P = 1 for every table, so the payoff term favours no strategy); the
+# chosen cell's LLM + user (7 to 8.5) beats every other cell's (at most 5) by 2 or more.
+_OTHER_CELLS = ((1, 2), (2, 1), (0, 1), (1, 0), (2, 3), (3, 2), (0.5, 1.5), (1.5, 0.5), (1, 2.5),
+                (2.5, 1), (0, 2), (2, 0), (1.5, 3), (3, 1.5), (-1, 1), (1, -1))
+_CHOSEN_CELLS = ((4, 3), (3, 4), (4.5, 3.5), (3.5, 4.5), (5, 3), (3, 5), (4, 4.5), (4.5, 4))
+PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 
-  Its LLM + user maximum is `question_type`_`strategy` (7 against 3), and every table has the
-  same distinctness (P = 1: the players differ by over 10% on every key), so the payoff term of
-  the reward cannot favour one strategy's table.
-  """
+
+def trace_payoff(question_type: str, strategy: str, seed: str = ""
+                 ) -> dict[str, tuple[float, float]]:
+  """The warm-start payoff table (LLM, user), drawn from `seed`: its LLM + user maximum is
+  `question_type`_`strategy`, by 2 or more; the numbers vary from table to table, so reading the
+  table means reading its numbers, not where a fixed pattern sits."""
   if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
     raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
-  return {k: (4, 3) if k == f"{question_type}_{strategy}" else (1, 2)
-          for k in ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")}
+  rng = random.Random(f"table/{seed}")
+  chosen = f"{question_type}_{strategy}"
+  return {k: rng.choice(_CHOSEN_CELLS) if k == chosen else rng.choice(_OTHER_CELLS)
+          for k in PAYOFF_KEYS}
 
 
 def reading(row: Mapping[str, Any]) -> str:
@@ -151,15 +160,30 @@ def reading(row: Mapping[str, Any]) -> str:
 
 
 def analysis(question_type: str, table: Mapping[str, tuple[float, float]]) -> str:
-  """The `<analyze>` of a warm-start trace: each cell of the question's row copied as the table
-  writes it, with its LLM + user, then the largest key, named last (what `trace.chosen_key`
-  reads). Copying a span that appeared earlier is what a pretrained model does best, so the
-  sums, and the pick, come from the table in front of it."""
+  """The `<analyze>` of a warm-start trace: a scan along the question's row keeping the best
+  key so far, then that key, named last (what `trace.chosen_key` reads).
+
+  Every step is local, so a small model can learn it from a few hundred traces and apply it to
+  any table: each cell is copied as the table writes it (copying an earlier span is what a
+  pretrained model does best), its LLM + user compared with the best so far, written just
+  before, and the best key carried on. Ties keep the earlier key unless the user payoff, then
+  the LLM payoff, is larger, as `payoff.select_sum` decides.
+  """
   keys = [f"{question_type}_{s}" for s in ("AQ", "CQ", "DA")]
-  best = max(keys, key=lambda k: sum(table[k]))
-  cells = ", ".join(f'"{k}":{{"LLM":{table[k][0]:g},"user":{table[k][1]:g}}} sums to '
-                    f"{sum(table[k]):g}" for k in keys)
-  return f"{cells}. Best LLM + user: {best}"
+  steps, best = [], None
+  for k in keys:
+    llm, user = table[k]
+    cell = f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}'
+    if best is not None:
+      b_llm, b_user = table[best]
+      sign = ">" if llm + user > b_llm + b_user else "<" if llm + user < b_llm + b_user else "="
+      cell += f" {sign} {b_llm + b_user:g}"
+      if (llm + user, user, llm) > (b_llm + b_user, b_user, b_llm):
+        best = k
+    else:
+      best = k
+    steps.append(f"{cell}, best so far {best}")
+  return "; ".join(steps) + f". Best LLM + user: {best}"
 
 
 def plain_question(row: Mapping[str, Any]) -> str:
@@ -186,8 +210,8 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
     if not info.get("answer"):
       raise ValueError(f"row {row.get('row_id')!r} has no gold answer: pass the base model's")
     answer = f"{info['answer']}."
-  table = trace_payoff(kind, strategy)
-  payoff = ",".join(f'"{k}":{{"LLM":{llm},"user":{user}}}' for k, (llm, user) in table.items())
+  table = trace_payoff(kind, strategy, seed=str(row.get("row_id")))
+  payoff = ",".join(f'"{k}":{{"LLM":{llm:g},"user":{user:g}}}' for k, (llm, user) in table.items())
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
   response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]

@@ -38,9 +38,11 @@ def question(row: dict[str, Any]) -> str:
 
 def replies(sampler: Sampler, params, questions: Sequence[str], plain_chat: bool,
             style: str = "compact", system: str | None = None, chunk: int = 25,
-            max_new_tokens: int = 192) -> list[str]:
-  """What the policy says to each question: its `<response>` under the game prompt, or the
-  plain reply (`plain_chat`); "" for a trace without a response."""
+            max_new_tokens: int | None = None) -> list[str]:
+  """What the policy says to each question: its `<response>` under the game prompt (up to 288
+  new tokens, a whole trace), or the first 64 tokens of the plain reply (`plain_chat`: enough
+  to tell an answer from a question); "" for a trace without a response."""
+  max_new_tokens = max_new_tokens or (64 if plain_chat else 288)
   tokenizer = sampler.tokenizer
   if plain_chat:
     messages = [[{"role": "user", "content": q}] for q in questions]

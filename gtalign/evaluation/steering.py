@@ -80,7 +80,7 @@ class Steered:
 
 
 def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
-          tokens: Sequence[Sequence[int]], rows: Sequence[str], max_new_tokens: int = 160,
+          tokens: Sequence[Sequence[int]], rows: Sequence[str], max_new_tokens: int = 192,
           prompt_indices: Sequence[int] | None = None) -> list[Steered]:
   """Three edits per prompt whose greedy trace (`texts`, `tokens`) reached `</payoff>`; `rows`
   are the questions' types (DQ or VQ). Prompts without a table get no entry."""

@@ -43,11 +43,14 @@ class Bimatrix:
     return {k: {"LLM": l, "user": u} for k, l, u in zip(PAYOFF_KEYS, self.llm, self.user)}
 
   def to_json(self) -> str:
-    """Compact strict JSON with one decimal, the form the prompt asks the model to write."""
+    """Compact strict JSON with at most one decimal, the form the prompt asks the model to
+    write; whole numbers without one ("4", as a policy writes them), so an edited table reads
+    like the policy's own."""
     def num(v: float) -> str:
       if not math.isfinite(v):
         raise ValueError(f"strict JSON cannot hold {v}")
-      return f"{round(v, 1) + 0.0:.1f}"  # + 0.0 turns -0.0 into 0.0
+      r = round(v, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+      return f"{r:.0f}" if r == int(r) else f"{r:.1f}"
     body = ",".join(f'"{k}":{{"LLM":{num(l)},"user":{num(u)}}}'
                     for k, l, u in zip(PAYOFF_KEYS, self.llm, self.user))
     return "{" + body + "}"

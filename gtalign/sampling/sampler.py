@@ -33,7 +33,9 @@ from gtalign.sampling import strategies
 
 FINISH_REASONS = ("running", "eos", "stop", "length")
 _RUNNING, _EOS, _STOP, _LENGTH = range(4)
-DEFAULT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+# prompt widths the prefill compiles for (a prompt is left-padded to the next); 384 and 768
+# keep a held-out trace continued after its table (~300 tokens) from paying for 512
+DEFAULT_BUCKETS = (32, 64, 128, 256, 384, 512, 768, 1024, 2048, 4096, 8192, 16384, 32768)
 
 
 @dataclasses.dataclass(frozen=True)
