@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
       # table, and RL has to learn which move pays (data/warm_start.py); oracle: DA on
       # definite and CQ on vague questions (hands over the answer)
       warm_start="random",
+      tables="varied",  # varied | fixed (one pattern: what a random tiny model can learn)
+      answer_tokens=40,  # the base model's plain answer a trace states: its first sentence
+                         # within this many tokens (gtalign.training.distill)
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
@@ -126,17 +129,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft.steps = 40
     c.sft.batch_size = 8
     c.sft.lr = 3e-3
+    c.sft.lr_schedule = "constant"
+    c.sft.answer_tokens = 4  # a random model's "answers" are noise: short noise is learnable
+    c.sft.tables = "fixed"
     c.rl.steps = 4
     c.rl.prompts_per_step = 4  # 8 rows: splits over up to 8 devices
     c.rl.num_samples = 2
     c.rl.temperature = 0.5
-    c.rl.max_new_tokens = 170
+    c.rl.max_new_tokens = 256
     c.rl.lr = 3e-5
     c.rl.trainable = "all"
     c.eval.num_prompts = 8
     c.eval.chunk = 8
     c.eval.at_start = True
-    c.eval.max_new_tokens = 170
+    c.eval.max_new_tokens = 256
     c.eval.bootstrap = 200
     c.eval.steering = False  # a random model writes no table to steer (on in test_training)
     c.checkpoint.every = 2

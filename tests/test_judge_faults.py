@@ -46,12 +46,14 @@ def _judge_prompts_of():
   return prompts
 
 
+@pytest.mark.slow  # 100 SFT steps of the tiny model before judged traces come (~2.5 min)
 def test_training_through_a_half_faulty_judge_masks_every_faulted_sample(faulty_judge, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
        f"--workdir={tmp_path}", "--config.rl.variant=ablation",  # world rows ask a pareto judge
        f"--config.rl.judge={faulty_judge}/v1", "--config.rl.judge_max_retries=0",
        "--config.rl.judge_timeout_s=0.5", "--config.rl.steps=6",
+       "--config.sft.steps=100",  # enough for the tiny model to write judged traces
        "--config.rl.prompts_per_step=8", "--config.eval.at_start=false",
        "--config.eval.num_prompts=4"],  # more judge traffic
       cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -279,7 +279,7 @@ def test_without_a_warm_start_the_report_has_no_after_sft_row_and_no_nan(tmp_pat
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / "eval.json") as f:
     saved = json.load(f)
-  assert set(saved["evals"]) == {"start", "trained"} and saved["baseline"] == "start"
+  assert set(saved["evals"]) == {"start", "base_plain", "trained"} and saved["baseline"] == "start"
   assert "| after_sft |" not in proc.stdout and "welfare(trained) - welfare(start)" in proc.stdout
   assert "Mean of empty slice" not in proc.stderr
   for line in open(tmp_path / "metrics.jsonl"):

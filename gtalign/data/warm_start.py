@@ -137,15 +137,19 @@ _CHOSEN_CELLS = ((4, 3), (3, 4), (4.5, 3.5), (3.5, 4.5), (5, 3), (3, 5), (4, 4.5
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 
 
-def trace_payoff(question_type: str, strategy: str, seed: str = ""
+def trace_payoff(question_type: str, strategy: str, seed: str | None = ""
                  ) -> dict[str, tuple[float, float]]:
   """The warm-start payoff table (LLM, user), drawn from `seed`: its LLM + user maximum is
   `question_type`_`strategy`, by 2 or more; the numbers vary from table to table, so reading the
-  table means reading its numbers, not where a fixed pattern sits."""
+  table means reading its numbers, not where a fixed pattern sits. `seed=None`: one fixed
+  pattern, (4, 3) on the chosen cell and (1, 2) elsewhere (what a random tiny model can learn
+  in a test's few steps)."""
   if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
     raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
-  rng = random.Random(f"table/{seed}")
   chosen = f"{question_type}_{strategy}"
+  if seed is None:  # one fixed pattern: (4, 3) on the chosen cell, (1, 2) elsewhere
+    return {k: (4, 3) if k == chosen else (1, 2) for k in PAYOFF_KEYS}
+  rng = random.Random(f"table/{seed}")
   return {k: rng.choice(_CHOSEN_CELLS) if k == chosen else rng.choice(_OTHER_CELLS)
           for k in PAYOFF_KEYS}
 
@@ -195,7 +199,11 @@ def plain_question(row: Mapping[str, Any]) -> str:
                              else info["single_turn_prompt"])
 
 
-def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None) -> str:
+TABLES = ("varied", "fixed")
+
+
+def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
+                 tables: str = "varied") -> str:
   """The four blocks for a row carrying out `strategy`, the row's type read correctly.
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
@@ -210,7 +218,9 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
     if not info.get("answer"):
       raise ValueError(f"row {row.get('row_id')!r} has no gold answer: pass the base model's")
     answer = f"{info['answer']}."
-  table = trace_payoff(kind, strategy, seed=str(row.get("row_id")))
+  if tables not in TABLES:
+    raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
+  table = trace_payoff(kind, strategy, seed=str(row.get("row_id")) if tables == "varied" else None)
   payoff = ",".join(f'"{k}":{{"LLM":{llm:g},"user":{user:g}}}' for k, (llm, user) in table.items())
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
@@ -240,11 +250,11 @@ def needs_answer(row: Mapping[str, Any], mode: str) -> bool:
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
-                    answers: Mapping[str, str] | None = None) -> str:
+                    answers: Mapping[str, str] | None = None, tables: str = "varied") -> str:
   """The SFT target for a row under warm-start `mode`; `answers` maps `plain_question(row)` to
   the base model's answer (the gold answer where it has none)."""
   answer = (answers or {}).get(plain_question(row))
-  return format_trace(row, warm_start_strategy(row, mode), answer)
+  return format_trace(row, warm_start_strategy(row, mode), answer, tables)
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

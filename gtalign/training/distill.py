@@ -50,7 +50,8 @@ def answers(run, params, start_step: int) -> dict[str, str]:
   else:
     begin = time.perf_counter()
     sampler_params, _ = run.sampler_params(params)
-    replies = dict(zip(wanted, plain.ask(run.sampler, sampler_params, wanted)))
+    replies = dict(zip(wanted, plain.ask(run.sampler, sampler_params, wanted,
+                                         max_new_tokens=run.config.sft.answer_tokens)))
     distributed.log(f"gtalign: warm start: the base model answered {len(wanted)} questions "
                     f"plainly in {time.perf_counter() - begin:.0f} s")
     if distributed.is_main():

@@ -206,7 +206,8 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
                          for i in range(size)])
   eos = run.tokenizer.eos_ids[0]
   completions = [run.tokenizer.encode(warm_start.reference_trace(
-      r, run.config.sft.warm_start, run.warm_answers)) + [eos] for r in rows]
+      r, run.config.sft.warm_start, run.warm_answers, run.config.sft.tables)) + [eos]
+      for r in rows]
   prompts = [run.prompt(r) for r in rows]
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=_agreed_shape(prompts, completions))
