@@ -95,7 +95,7 @@ def test_workflow_samples_scores_steers_and_trains(tmp_path):
   assert "chosen key: VQ_CQ" in stdout
   assert "selection (max LLM + user): VQ_CQ -> VQ_AQ" in stdout
   assert "key named in <analyze>:" in stdout
-  assert "eval.json policies: start, after_sft, trained" in stdout
+  assert "eval.json policies: start, base_plain, after_sft, trained" in stdout
   assert "metrics.jsonl: 10 steps (8 SFT, 2 RL)" in stdout
   assert len(_images(nb)) == 2
   markdown = [o.data["text/markdown"] for c in nb.cells for o in c.get("outputs", [])

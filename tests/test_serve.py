@@ -343,13 +343,15 @@ def test_http_judge_talks_to_the_server(server):
     assert result.failed and direct["choices"][0]["message"]["content"] in result.raw
 
 
+@pytest.mark.slow  # 100 SFT steps of the tiny model before judged traces come
 def test_a_training_run_judged_by_the_server_masks_its_unusable_verdicts(server, tmp_path):
   before = server.health()["rows"]
   proc = subprocess.run(
       [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
        f"--workdir={tmp_path}", "--config.rl.variant=ablation",  # world rows ask a pareto judge
        f"--config.rl.judge={server.base_url}", "--config.rl.judge_model=tiny",
-       "--config.rl.judge_max_tokens=8", "--config.rl.judge_max_retries=0"],
+       "--config.rl.judge_max_tokens=8", "--config.rl.judge_max_retries=0",
+       "--config.sft.steps=100"],  # enough for the tiny model to write judged traces
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

@@ -45,7 +45,7 @@ def uninterrupted(tmp_path_factory):
 def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   workdir, proc, seconds = uninterrupted
   print(f"tiny run: {seconds:.1f} s")
-  assert seconds < 120
+  assert seconds < 300  # a guard against a hang, not a speed measurement (bench/ measures)
   assert "| policy |" in proc.stdout and "welfare(trained) - welfare(after_sft)" in proc.stdout
   assert "| DA-rate on DQ | CQ-rate on VQ | balanced accuracy |" in proc.stdout
   assert "balanced_accuracy(trained) - balanced_accuracy(after_sft)" in proc.stdout

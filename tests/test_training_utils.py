@@ -368,6 +368,7 @@ def test_phase_optimizers_follow_their_own_schedules():
   from gtalign.training.loop import phase_optimizer
   config = grpo.get_config()
   config.sft.lr, config.sft.steps, config.sft.warmup_steps = 1.0, 8, 4
+  config.sft.lr_schedule = "constant"
   config.rl.lr, config.rl.steps, config.rl.warmup_steps = 0.5, 4, 0
   config.rl.lr_schedule = "cosine"
   params = {"w": jnp.zeros((2,))}
