@@ -85,7 +85,7 @@ async def steer_over_http(base_url: str, model: str, count: int) -> str:
   from gtalign.evaluation.steering import table_for
   from gtalign.game import payoff
 
-  asked = [(q, "DQ" if i % 2 == 0 else "VQ") for i, q in enumerate(QUESTIONS[:count])]
+  asked = list(QUESTIONS[:count])
 
   async def game(http, question, table=None):
     body = {"model": model, "temperature": 0, "seed": 0, "max_tokens": 256,
@@ -95,17 +95,18 @@ async def steer_over_http(base_url: str, model: str, count: int) -> str:
     return reply["gtalign"]["choices"][0]
 
   async with httpx.AsyncClient(timeout=900) as http:
-    own = await asyncio.gather(*[game(http, q) for q, _ in asked])
-    cases = [(q, f"{row}_{a}", table_for(
+    own = await asyncio.gather(*[game(http, q) for q in asked])
+    # each edit prices one strategy in both rows (steering.table_for)
+    cases = [(q, a, table_for(
         payoff.Bimatrix.from_dict(o["pricing"]["payoff_written"]) if o["pricing"] and
-        o["pricing"]["payoff_written"] else None, row, a))
-             for (q, row), o in zip(asked, own) if o["pricing"] is not None
+        o["pricing"]["payoff_written"] else None, a))
+             for q, o in zip(asked, own) if o["pricing"] is not None
              for a in payoff.ACTIONS]
     steered = await asyncio.gather(*[game(http, q, t) for q, _, t in cases])
-  keys = sum(c["chosen_key"] == target for (_, target, _), c in zip(cases, steered))
-  acts = sum(c["action"] == payoff.action(target) for (_, target, _), c in zip(cases, steered))
-  both = sum(c["chosen_key"] == target and c["action"] == payoff.action(target)
-             for (_, target, _), c in zip(cases, steered))
+  key_ok = [bool(c["chosen_key"]) and payoff.action(c["chosen_key"]) == a
+            for (_, a, _), c in zip(cases, steered)]
+  act_ok = [c["action"] == a for (_, a, _), c in zip(cases, steered)]
+  keys, acts, both = sum(key_ok), sum(act_ok), sum(k and r for k, r in zip(key_ok, act_ok))
   total = 3 * len(asked)
   return (f"steering through the server: {both}/{total} edited tables followed = "
           f"{both / total:.2f} (key {keys}/{total}, response {acts}/{total}; "

@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
       world_consistency=0.2,  # world only: weight of the key/table/response consistency in L
       world_misread=0.0,  # world only: the answer term's factor when the key's row (DQ_/VQ_)
                           # is not the question's type; 1 turns it off (rewards/world.py)
+      world_unpriced=0.0,  # world only: its factor when the move is not the strict pick of the
+                           # trace's own table (key and response); 1 turns it off
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...
@@ -105,6 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
       # edit each held-out trace's table to select each strategy of its row in turn, continue,
       # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt
       steering=True,
+      steering_prompts=18,  # the first N held-out prompts are steered (0: all of them)
       base_plain=True,  # world: the base model asked each held-out question plainly (no game)
       phrasings=True,  # reading accuracy on questions written for the check (evaluation.reading)
   ))

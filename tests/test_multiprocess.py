@@ -27,9 +27,6 @@ _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 TIMEOUT = 600
 
 OVERRIDES = ["--config.sft.steps=2", "--config.eval.num_prompts=2",
-             # the reading check runs out of memory in a 2-process run (open: see the
-             # closing note of issue 22)
-             "--config.eval.phrasings=False",
              "--config.eval.max_new_tokens=8", "--config.rl.max_new_tokens=16",
              "--config.rl.temperature=0", "--config.rl.kl_coef=0.1",
              "--config.rl.entropy_coef=0.01", "--config.checkpoint.every=1"]

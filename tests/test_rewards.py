@@ -231,22 +231,40 @@ def test_world():
   dq = row("world", "4", question_type="DQ", question="What is 2+2?", answer="4",
            aliases=["4", "four"], category="add")
   wrong = "Which one do you mean?"
+  # the cells, with rl.world_unpriced = 1 (the reference table's pick is DQ_DA, whatever the
+  # response does)
   for response, a in (("4", 1.0), ("Four.", 1.0), ("5", 0.3), (wrong, 0.0)):
-    reqs, res = run(dq, trace(response=response))
+    reqs, res = run(dq, trace(response=response), world_unpriced=1.0)
     assert reqs == []
     assert res.components["answer_user"] == res.components["answer_llm"] == a, response
   vq = row("world", "ambiguous", question_type="VQ", question="What is the sum?", category="add",
            answer="4", slot_words=["numbers"])
   for response, a in (("Which numbers do you mean?", 1.0), (wrong, 0.4), ("4", 0.0)):
-    _, res = run(vq, dataclasses.replace(trace(response=response), chosen_key="VQ_CQ"))
+    _, res = run(vq, dataclasses.replace(trace(response=response), chosen_key="VQ_CQ"),
+                 world_unpriced=1.0)
     assert res.components["answer_user"] == a, response
     # read as definite (the key's row is DQ_): the answer term is scaled by rl.world_misread
-    _, res = run(vq, trace(response=response), world_misread=0.5)
+    _, res = run(vq, trace(response=response), world_misread=0.5, world_unpriced=1.0)
     assert res.components["answer_user"] == 0.5 * a and res.components["read_right"] == 0.0
-    _, res = run(vq, trace(response=response))
+    _, res = run(vq, trace(response=response), world_unpriced=1.0)
     assert res.components["answer_user"] == 0.0
-  _, res = run(vq, trace(response="Which numbers do you mean?"), world_misread=1.0)
+  _, res = run(vq, trace(response="Which numbers do you mean?"), world_misread=1.0,
+               world_unpriced=1.0)
   assert res.components["answer_user"] == 1.0
+  # by default A is paid only for the move the trace's own table prices highest: DQ_DA is its
+  # table's strict pick in the DQ row, and "4" answers directly
+  _, res = run(dq, trace(response="4"))
+  assert res.components["answer_user"] == 1.0 and res.components["priced"] == 1.0
+  # the response does not do the key, or the key is not its row's strict maximum: no A
+  _, res = run(dq, trace(response=wrong))
+  assert res.components["priced"] == 0.0
+  _, res = run(dq, dataclasses.replace(trace(response="4"), chosen_key="DQ_AQ"))
+  assert res.components["answer_user"] == 0.0 and res.components["priced"] == 0.0
+  flat = {k: {"LLM": 2.0, "user": 1.0} for k in PAYOFF}  # every cell alike: a tie decides
+  _, res = run(dq, trace(response="4", payoff=flat))
+  assert res.components["answer_user"] == 0.0
+  _, res = run(dq, trace(response="4", payoff=flat), world_unpriced=0.5)
+  assert res.components["answer_user"] == 0.5
   # the same trace with the consistency term off: L drops by exactly weight * C
   on = run(dq, trace(response="4"))[1]
   assert on.components["consistency"] > 0

@@ -1,6 +1,8 @@
 """The steering metric (`gtalign.evaluation.steering`) against scripted policies: one that does
-what its table selects scores 1.0, one that ignores its table about 1/3, one without a table 0."""
+what its table selects scores 1.0 (whichever type it read), one that ignores its table about 1/3,
+one without a table 0."""
 
+import json
 import random
 import types
 
@@ -17,7 +19,8 @@ TABLE = ('{"DQ_AQ":{"LLM":1,"user":2},"DQ_CQ":{"LLM":4,"user":3},"DQ_DA":{"LLM":
 
 
 class Scripted:
-  """Stands in for a Sampler: continues each prefix (a trace through </payoff>) by a rule."""
+  """Stands in for a Sampler: continues each prefix (a trace through </payoff>) by a rule of
+  (the table, the row its <thinking> read)."""
 
   def __init__(self, rule):
     self.rule, self.calls = rule, []
@@ -27,23 +30,32 @@ class Scripted:
     self.calls.append((prefixes, prefix_tokens))
     texts = []
     for prefix in prefixes:
-      table = trace.parse_payoff(trace.extract_block(prefix, "payoff"))[0]
-      key = self.rule(payoff.select(table))
+      table = payoff.Bimatrix.from_dict(
+          trace.parse_payoff(trace.extract_block(prefix, "payoff"))[0])
+      row = "VQ" if "(VQ)" in prefix else "DQ"
+      key = self.rule(table, row)
       texts.append(f"<analyze>Best LLM + user: {key}</analyze>"
                    f"<response>{RESPONSES[payoff.action(key)]}</response>")
     return types.SimpleNamespace(texts=texts)
 
 
-def _traces(n):
+def _traces(n, misread=False):
   rows = ["DQ" if i % 2 == 0 else "VQ" for i in range(n)]
-  texts = [f"<thinking>t</thinking><payoff>{TABLE}</payoff><analyze>x</analyze>" for _ in rows]
+  read = [("VQ" if r == "DQ" else "DQ") if misread else r for r in rows]
+  texts = [f"<thinking>Type ({t}).</thinking><payoff>{TABLE}</payoff><analyze>x</analyze>"
+           for t in read]
   return rows, texts, [list(range(40))] * n
 
 
+OWN = payoff.Bimatrix.from_dict(json.loads(TABLE))
+FOLLOWS = lambda table, row: steering.row_pick(table, row)  # the best cell of the row it read
+
+
 @pytest.mark.parametrize("rule, expected", [
-    (lambda pick: pick, 1.0),  # follows its table
-    (lambda pick: "VQ_CQ", 1 / 6),  # one key whatever the table: right 1 edit in 3 on VQ only
-    (lambda pick: pick[:3] + "CQ", 1 / 3),  # reads the row, always asks: 1 edit in 3
+    (FOLLOWS, 1.0),
+    (lambda table, row: f"{row}_CQ", 1 / 3),  # reads the row, always asks: 1 edit in 3
+    (lambda table, row: "VQ_CQ", 1 / 6),  # one key whatever the table: right on VQ asks only
+    (lambda table, row: steering.row_pick(OWN, row), 1 / 3),  # its own table's pick, unedited
 ])
 def test_scripted_policies(rule, expected):
   rows, texts, tokens = _traces(10)
@@ -56,24 +68,37 @@ def test_scripted_policies(rule, expected):
   assert [list(t) for t in prefix_tokens] == [tokens[0]] * 30  # the policy's own ids go along
 
 
+def test_a_policy_that_misreads_but_follows_its_table_is_steered():
+  """Every edit prices the strategy in both rows: reading is scored elsewhere (reading.py)."""
+  rows, texts, tokens = _traces(10, misread=True)
+  steered = steering.steer(Scripted(FOLLOWS), None, [[1]] * 10, texts, tokens, rows)
+  assert steering.score(steered, 10) == 1.0
+  assert all(s.target[:2] != rows[s.prompt] for s in steered)  # the row it read
+
+
 def test_a_trace_without_a_table_cannot_be_steered():
   rows, texts, tokens = _traces(4)
   texts[1] = "<thinking>t</thinking><response>Rome.</response>"
-  steered = steering.steer(Scripted(lambda pick: pick), None, [[1]] * 4, texts, tokens, rows)
+  steered = steering.steer(Scripted(FOLLOWS), None, [[1]] * 4, texts, tokens, rows)
   got = steering.arrays(steered, 4)["steering"]
   np.testing.assert_allclose(got, [1.0, 0.0, 1.0, 1.0])
 
 
-def test_the_edited_table_picks_each_strategy_and_keeps_the_other_cells():
+def test_the_edited_table_picks_each_strategy_in_both_rows_and_keeps_the_other_cells():
   rng = random.Random(0)
   for _ in range(300):
     own = payoff.Bimatrix(llm=tuple(rng.choice([-1.0, 0.0, 1.0, 2.5, 4.0]) for _ in range(6)),
                           user=tuple(rng.choice([-2.0, 1.0, 2.0, 3.5]) for _ in range(6)))
-    row, strategy = rng.choice(steering.ROWS), rng.choice(payoff.ACTIONS)
-    edited = steering.table_for(own, row, strategy)
-    target = f"{row}_{strategy}"
-    assert payoff.select(edited) == target
-    moved = {k for k in trace.PAYOFF_KEYS if edited[k] != own[k]}
-    assert moved <= {target, *(f"{row}_{a}" for a in payoff.ACTIONS)}  # its own row only
-    assert len(moved - {target}) <= 1  # at most the cell swapped with it
-  assert payoff.select(steering.table_for(None, "VQ", "DA")) == "VQ_DA"
+    strategy = rng.choice(payoff.ACTIONS)
+    edited = steering.table_for(own, strategy)
+    assert payoff.action(payoff.select(edited)) == strategy
+    for row in steering.ROWS:
+      target = f"{row}_{strategy}"
+      assert steering.row_pick(edited, row) == target
+      others = [k for k in trace.PAYOFF_KEYS if k.startswith(row) and k != target]
+      assert all(sum(edited[target]) >= sum(edited[k]) + steering.MARGIN for k in others)
+      moved = {k for k in others if edited[k] != own[k]}
+      assert len(moved) <= 1  # at most the cell swapped with it
+      lift = {edited[target][0] - v[0] for v in (own[k] for k in (target, *others))}
+      assert any(abs(x * 2 - round(x * 2)) < 1e-9 for x in lift)  # raised in halves
+  assert steering.row_pick(steering.table_for(None, "DA"), "VQ") == "VQ_DA"

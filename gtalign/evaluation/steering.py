@@ -1,21 +1,28 @@
-"""Does the table decide? Edit the policy's own table so that each strategy of the question's
-row is its pick in turn, continue greedily, and count the continuations whose `<analyze>` key
-and `<response>` do what the edited table selects.
+"""Does the table decide? Price the policy's own table so that each strategy is the best cell
+of both rows in turn, continue greedily, and count the continuations whose `<analyze>` key and
+`<response>` carry that strategy out.
 
 A policy that reads its table follows every edit (1.0); one that ignores it does the same thing
 whatever the table says and follows one edit in three (about 1/3); one that writes no table
 cannot be steered (0). The prefix up to `</payoff>` is the policy's own greedy trace and is
 continued from its own token ids (`Sampler.continue_from`), so only the table differs from what
 the policy wrote.
+
+An edit prices a strategy in both rows, as a provider's pricing change would: whichever type
+the policy's `<thinking>` read, its row now selects the strategy. Reading the type is measured
+on its own (`evaluation.reading`); editing only the row of the question's true type would count
+every misread question as a table ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
 
+from gtalign.evaluation import reading
 from gtalign.game import behaviour, payoff, trace, turn
 from gtalign.sampling.sampler import Sampler, SamplingConfig
 
@@ -23,28 +30,39 @@ ROWS = ("DQ", "VQ")
 # stands in when the policy's own table does not parse: every cell alike, so only the edit
 # decides the pick
 NEUTRAL = payoff.Bimatrix(llm=(1.0,) * 6, user=(1.0,) * 6)
-MARGIN = 0.5  # the target cell's welfare (LLM + user) beats every other cell's by at least this
+MARGIN = 0.5  # the strategy's welfare (LLM + user) beats every other cell of its row by this
+STEP = 0.5  # a raised cell moves in halves, the grid of the tables the warm start writes
 
 
-def table_for(own: payoff.Bimatrix | None, row: str, strategy: str) -> payoff.Bimatrix:
-  """The policy's table edited so that `payoff.select` picks `row`_`strategy`: the row's best
-  cell swapped onto the strategy, then, if another cell still comes close, the target cell
-  raised for both players until it leads by MARGIN. Other cells keep the policy's numbers."""
-  if row not in ROWS or strategy not in payoff.ACTIONS:
-    raise ValueError(f"row {row!r}, strategy {strategy!r}; expected {ROWS} and {payoff.ACTIONS}")
+def table_for(own: payoff.Bimatrix | None, strategy: str) -> payoff.Bimatrix:
+  """The policy's table edited so that `strategy` is the pick of each row (DQ and VQ): a row's
+  best cell swapped onto the strategy, then, if another cell of the row still comes close, the
+  strategy's cell raised for both players, in steps of STEP, until it leads by MARGIN. Other
+  cells keep the policy's numbers."""
+  if strategy not in payoff.ACTIONS:
+    raise ValueError(f"strategy {strategy!r}; expected one of {payoff.ACTIONS}")
   pts = (own or NEUTRAL).points()
   pts = {k: (v if np.isfinite(v).all() else (0.0, 0.0)) for k, v in pts.items()}
-  target = f"{row}_{strategy}"
-  best = max((f"{row}_{a}" for a in payoff.ACTIONS), key=lambda k: sum(pts[k]))
-  pts[target], pts[best] = pts[best], pts[target]
-  lead = max(sum(v) for k, v in pts.items() if k != target)
-  lift = max(0.0, (lead + MARGIN - sum(pts[target])) / 2)
-  lift = np.ceil(lift * 10 - 1e-9) / 10  # one decimal, as the table is written
-  pts[target] = (pts[target][0] + lift, pts[target][1] + lift)
+  for row in ROWS:
+    keys = [f"{row}_{a}" for a in payoff.ACTIONS]
+    target = f"{row}_{strategy}"
+    best = max(keys, key=lambda k: sum(pts[k]))
+    pts[target], pts[best] = pts[best], pts[target]
+    lead = max(sum(pts[k]) for k in keys if k != target)
+    lift = max(0.0, (lead + MARGIN - sum(pts[target])) / 2)
+    lift = math.ceil(lift / STEP - 1e-9) * STEP
+    pts[target] = (pts[target][0] + lift, pts[target][1] + lift)
   edited = payoff.Bimatrix.from_dict({k: {"LLM": round(l, 1), "user": round(u, 1)}
                                       for k, (l, u) in pts.items()})
-  assert payoff.select(edited) == target, (edited, target)
+  assert all(row_pick(edited, row) == f"{row}_{strategy}" for row in ROWS), (edited, strategy)
   return edited
+
+
+def row_pick(table: payoff.Bimatrix, row: str) -> str:
+  """The key of `row` with the largest LLM + user (the prompt's rule within one row)."""
+  sub = {k: ({"LLM": l, "user": u} if k.startswith(row) else {"LLM": -math.inf, "user": 0.0})
+         for k, (l, u) in table.points().items()}
+  return payoff.select_sum(sub)
 
 
 def with_table(text: str, table: payoff.Bimatrix) -> str:
@@ -60,7 +78,7 @@ class Steered:
   """One edited table and what the policy then did."""
 
   prompt: int  # index into the prompts given to `steer`
-  target: str  # the key the edited table selects
+  target: str  # the key the edited table selects in the row the policy read
   table: dict  # the edited table
   chosen_key: str | None  # the key the continuation's <analyze> names
   action: str | None  # what its <response> does (behaviour.classify)
@@ -83,7 +101,8 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
           tokens: Sequence[Sequence[int]], rows: Sequence[str], max_new_tokens: int = 192,
           prompt_indices: Sequence[int] | None = None) -> list[Steered]:
   """Three edits per prompt whose greedy trace (`texts`, `tokens`) reached `</payoff>`; `rows`
-  are the questions' types (DQ or VQ). Prompts without a table get no entry."""
+  are the questions' types (DQ or VQ), the row a target key names when the policy's
+  `<thinking>` names no type. Prompts without a table get no entry."""
   cases, prefixes, own_ids, ids = [], [], [], []
   for i, (text, row) in enumerate(zip(texts, rows)):
     end = text.find(trace.PAYOFF_END)
@@ -92,8 +111,9 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
     cut = text[:end + len(trace.PAYOFF_END)]
     written, _ = trace.parse_payoff(cut[cut.index("<payoff>") + 8:end], mode="lenient")
     own = payoff.Bimatrix.from_dict(written) if written else None
+    row = reading.read_type(reading.thinking(cut)) or row  # the row the policy will scan
     for strategy in payoff.ACTIONS:
-      table = table_for(own, row, strategy)
+      table = table_for(own, strategy)
       cases.append((i, f"{row}_{strategy}", table))
       prefixes.append(with_table(cut, table))
       own_ids.append(tokens[i])

@@ -153,10 +153,11 @@ def _world_requests(row, parsed):
   return []
 
 
-def _world_answers(row, parsed, scores, bleu_unit, misread=world_rewards.DEFAULT_MISREAD):
+def _world_answers(row, parsed, scores, bleu_unit, misread=world_rewards.DEFAULT_MISREAD,
+                   unpriced=world_rewards.DEFAULT_UNPRICED):
   """A_user = A_llm = the world's cell for (question type, what the response did, right?)."""
   del scores, bleu_unit
-  a, extra = world_rewards.answer_term(row, parsed, misread)
+  a, extra = world_rewards.answer_term(row, parsed, misread, unpriced)
   return Answers(a, a, a, extra)
 
 
@@ -233,7 +234,8 @@ def reward(row: Row,
            bleu_unit: str = "char",
            on_judge_failure: str = "mask",
            world_consistency: float = world_rewards.DEFAULT_CONSISTENCY,
-           world_misread: float = world_rewards.DEFAULT_MISREAD) -> RewardResult:
+           world_misread: float = world_rewards.DEFAULT_MISREAD,
+           world_unpriced: float = world_rewards.DEFAULT_UNPRICED) -> RewardResult:
   """U, L and sqrt(U L) for one sample, given the results of `judge_requests(row, parsed)`.
 
   A failed judge counts as score 0 (as the original does after its retries); with
@@ -253,7 +255,7 @@ def reward(row: Row,
   scores = [0.0 if r.failed else float(r.score) for r in judge_results]
   failures = sum(r.failed for r in judge_results)
   pareto = _uses_pareto(task, variant)
-  extra = {"misread": world_misread} if task.consistency else {}
+  extra = {"misread": world_misread, "unpriced": world_unpriced} if task.consistency else {}
   answers = task.answers(row, parsed, scores[:-1] if pareto else scores, bleu_unit, **extra)
   po = scores[-1] if pareto else 0.0
 

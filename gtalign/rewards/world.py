@@ -21,7 +21,12 @@ weaker pull on definite questions, the policy drifts to asking everywhere.
   consistency C = 0.5 [key = the key its own payoff table selects (max LLM + user)]
                 + 0.5 [the response does what the key says]
 
-and a second (`rl.world_misread`, 0): A is multiplied by it when the row of the key in
+and two factors on A. `rl.world_unpriced` (0): A is multiplied by it unless the move is the one
+the trace's own table prices highest: the key is the strict maximum of LLM + user in its row,
+and the response does what the key says (`priced`). Without it RL wrote one flat table for every
+question (every cell alike, the tie broken by key order) and chose the move in the response, from
+the question alone: a table that decides nothing, which a pricing edit cannot steer.
+`rl.world_misread` (0): A is multiplied by it when the row of the key in
 <analyze> (DQ_ or VQ_, the model's reading of the question) is not the question's type: a move
 that suits the question only by accident is not the game played right. Without it a clarifying
 question pays on a vague question whatever the model read, and RL learned to read every
@@ -39,6 +44,7 @@ from gtalign.game.trace import ParsedTrace
 
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
 DEFAULT_MISREAD = 0.0  # A's factor when the key's row is not the question's type; rl.world_misread
+DEFAULT_UNPRICED = 0.0  # A's factor when the move is not its table's strict pick; rl.world_unpriced
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
 DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.3, ("AQ", True): 0.5, ("AQ", False): 0.1,
@@ -105,9 +111,22 @@ def consistency(parsed: ParsedTrace) -> float:
       behaviour.classify(parsed.response) == action(key))
 
 
+def priced(parsed: ParsedTrace) -> bool:
+  """The move is the one the trace's own table prices highest: its key has the largest LLM +
+  user of its row, strictly (no tie a key order breaks), and its response does the key."""
+  key = parsed.chosen_key
+  if key is None or parsed.payoff is None or key not in parsed.payoff:
+    return False
+  welfare = {k: v["LLM"] + v["user"] for k, v in parsed.payoff.items() if k[:3] == key[:3]}
+  return (all(welfare[key] > w + 1e-9 for k, w in welfare.items() if k != key)
+          and behaviour.classify(parsed.response) == action(key))
+
+
 def answer_term(row: Mapping[str, Any], parsed: ParsedTrace,
-                misread: float = DEFAULT_MISREAD) -> tuple[float, dict[str, float]]:
-  """(A, logged components) for a world row; `misread` scales A when the key's row is wrong."""
+                misread: float = DEFAULT_MISREAD, unpriced: float = DEFAULT_UNPRICED
+                ) -> tuple[float, dict[str, float]]:
+  """(A, logged components) for a world row; `misread` scales A when the key's row is wrong,
+  `unpriced` when the move is not its own table's strict pick."""
   from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
   info = row["extra_info"]
   kind = info.get("question_type")
@@ -115,7 +134,8 @@ def answer_term(row: Mapping[str, Any], parsed: ParsedTrace,
   extra = {"consistency": consistency(parsed), "did_" + did.lower(): 1.0}
   read_right = parsed.chosen_key is not None and parsed.chosen_key.startswith(f"{kind}_")
   extra["read_right"] = float(read_right)
-  scale = 1.0 if read_right else misread
+  extra["priced"] = float(priced(parsed))
+  scale = (1.0 if read_right else misread) * (1.0 if extra["priced"] else unpriced)
   if kind == "DQ":
     correct = answer_correct(parsed.response, info.get("aliases") or [info["answer"]],
                              info.get("question", ""),

@@ -26,7 +26,7 @@ import numpy as np
 
 from gtalign.models.config import ModelConfig
 from gtalign.models.tokenizer import Tokenizer
-from gtalign.models.transformer import Decoder, KVCache
+from gtalign.models.transformer import Decoder, KVCache, lm_head
 from gtalign.sampling import continuation
 from gtalign.sampling import stop as stop_lib
 from gtalign.sampling import strategies
@@ -186,8 +186,12 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
   g = prog.num_samples
   positions_bt = jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0)
   cache = KVCache.init(prog.model, b, prog.capacity)
-  logits_btv, cache = Decoder(prog.model, prog.cache_windows).apply(
-      {"params": params}, tokens_bt, positions_bt, cache, attention_mask_bt=mask_bt)
+  hidden_bte, cache = Decoder(prog.model, prog.cache_windows).apply(
+      {"params": params}, tokens_bt, positions_bt, cache, attention_mask_bt=mask_bt,
+      return_hidden=True)
+  # only the last position's logits are needed: a [b, t, vocab] float32 array is GBs for a
+  # batch of long prompts, and is made once per device when the batch is replicated
+  logits_bv = lm_head(prog.model, params, hidden_bte[:, -1:])[:, 0]
   repeat = lambda x: jnp.repeat(x, g, axis=0)
   cache = KVCache(k=tuple(map(repeat, cache.k)), v=tuple(map(repeat, cache.v)),
                   valid_bs=repeat(cache.valid_bs), length=cache.length)
@@ -206,7 +210,7 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
       prompt_index_r=repeat(prompt_index_b),
       sample_index_r=repeat(sample_offset_b) + jnp.tile(jnp.arange(g, dtype=jnp.int32), b),
       key=key, forced_rf=repeat(forced_bf), forced_len_r=repeat(forced_len_b))
-  return _emit(state, repeat(logits_btv[:, -1]), prog, table)
+  return _emit(state, repeat(logits_bv), prog, table)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)

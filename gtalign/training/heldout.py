@@ -61,7 +61,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   scored = rollout.score_rows(local, texts, run.judge, variant=cfg.rl.variant,
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="mask",
                               world_consistency=cfg.rl.world_consistency,
-                              world_misread=cfg.rl.world_misread)
+                              world_misread=cfg.rl.world_misread,
+                              world_unpriced=cfg.rl.world_unpriced)
   # a prompt the judge failed on has no score: NaN, left out of every mean and interval
   arrays = dict(rollout.unjudged_as_nan(scored.arrays(), scored.judge_failed),
                 judge_failed=scored.judge_failed.astype(np.float32),
@@ -133,8 +134,12 @@ def evaluate_plain(run, params, name: str = "base_plain") -> dict[str, np.ndarra
 def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: str
           ) -> dict[str, np.ndarray]:
   """The steering metric per prompt (`evaluation.steering`): each prompt's own greedy trace,
-  its table edited to select each strategy of the question's row in turn (the row the policy's
-  key names where the data has no question type), continued greedily."""
+  its table priced to select each strategy in turn (in both rows), continued greedily; the first
+  `eval.steering_prompts` held-out prompts only (0: all), NaN for the others. A target
+  key's row is the one the policy's `<thinking>` read, else the question's type, else the row
+  its key names."""
+  limit = run.config.eval.steering_prompts
+  count = len(rows) if limit <= 0 else max(0, min(len(rows), limit - first))
   types = []
   for row, parsed in zip(rows, scored.parsed):
     kind = (row.get("extra_info") or {}).get("question_type")
@@ -144,8 +149,8 @@ def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: st
   begin = time.perf_counter()
   steered = []
   chunk = max(1, run.config.eval.chunk)
-  for at in range(0, len(rows), chunk):
-    piece = slice(at, at + chunk)
+  for at in range(0, count, chunk):
+    piece = slice(at, min(at + chunk, count))
     found = steering.steer(run.sampler, sampler_params, [run.prompt(r) for r in rows[piece]],
                            texts[piece], tokens[piece], types[piece],
                            prompt_indices=np.arange(first + at, first + at + len(rows[piece])))
@@ -159,7 +164,10 @@ def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: st
                                "action": s.action, "follows": s.follows, "table": s.table,
                                "continuation": s.text}, ensure_ascii=False) + "\n"
                    for s in steered)
-  return steering.arrays(steered, len(rows))
+  out = steering.arrays(steered, len(rows))
+  for v in out.values():  # prompts past eval.steering_prompts were not steered: no score
+    v[count:] = np.nan
+  return out
 
 
 PLOT_KEYS = ("welfare", "user", "llm", "format_ok")

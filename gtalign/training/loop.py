@@ -244,7 +244,8 @@ def rl_rollout(run: Run, params, step: int):
   scored = rollout.score_rows(row_of, out.texts, run.judge, variant=cfg.variant,
                               parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
                               world_consistency=cfg.world_consistency,
-                              world_misread=cfg.world_misread)
+                              world_misread=cfg.world_misread,
+                              world_unpriced=cfg.world_unpriced)
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
   prompts = [run.prompt(r) for r in row_of]

@@ -39,7 +39,8 @@ class Scored:
 def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, variant: str,
                parse_mode: str, on_judge_failure: str,
                world_consistency: float = tasks.world_rewards.DEFAULT_CONSISTENCY,
-               world_misread: float = tasks.world_rewards.DEFAULT_MISREAD) -> Scored:
+               world_misread: float = tasks.world_rewards.DEFAULT_MISREAD,
+               world_unpriced: float = tasks.world_rewards.DEFAULT_UNPRICED) -> Scored:
   """Parses every text and scores it against its row, with one batched judge call."""
   parsed = [parse_trace(t, mode=parse_mode) for t in texts]
   requests = [tasks.judge_requests(row, p, variant=variant) for row, p in zip(rows, parsed)]
@@ -50,7 +51,8 @@ def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, v
     results.append(tasks.reward(row, p, verdicts[at:at + len(reqs)], variant=variant,
                                 on_judge_failure=on_judge_failure,
                                 world_consistency=world_consistency,
-                                world_misread=world_misread))
+                                world_misread=world_misread,
+                                world_unpriced=world_unpriced))
     at += len(reqs)
   failed = np.asarray([r.judge_failed for r in results], bool)
   return Scored(parsed, results, failed)
