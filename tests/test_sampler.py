@@ -332,3 +332,18 @@ def test_chunked_decoding_equals_one_call_and_cancel_stops_only_its_row(sampler,
   np.testing.assert_array_equal(out.tokens[1], whole.tokens[1][:3])
   for r in (0, 2, 3, 4, 5):  # the other rows are untouched
     np.testing.assert_array_equal(out.tokens[r], whole.tokens[r])
+
+
+def test_prefill_never_holds_logits_for_every_prompt_position(sampler, params):
+  """Prefill needs the last position's logits only: a [batch, prompt, vocab] float32 array is
+  GBs for a real vocabulary and was made once per device (a 4-device run ran out of memory)."""
+  config = CONFIG.replace(vocab_size=32768)
+  big = init_params(config, jax.random.PRNGKey(0))
+  prog = Sampler(config, sampler.tokenizer)._program(SamplingConfig(max_new_tokens=8), 256)
+  b, t = 16, 256
+  args = (np.zeros((b, t), np.int32), np.ones((b, t), bool), np.arange(b, dtype=np.int32),
+          np.zeros(b, np.int32), jax.random.PRNGKey(0), sampler._table, np.zeros((b, 0), np.uint8),
+          np.zeros(b, np.int32), np.zeros((b, prog.window), np.uint8))
+  compiled = sampler_lib._prefill.lower(prog, big, *args).compile()
+  every_position = b * t * config.vocab_size * 4
+  assert compiled.memory_analysis().temp_size_in_bytes < every_position / 4
