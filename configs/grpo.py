@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
       # definite and CQ on vague questions (hands over the answer)
       warm_start="random",
       tables="varied",  # varied | fixed (one pattern: what a random tiny model can learn)
+      response_weight=1.0,  # a <response> token's weight in the SFT loss's mean (1: plain)
       answer_tokens=40,  # the base model's plain answer a trace states: its first sentence
                          # within this many tokens (gtalign.training.distill)
   ))
@@ -129,7 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_train = 64
     c.data.num_warm = 64
     c.data.num_test = 8
-    c.sft.steps = 40
+    c.sft.steps = 20  # a random model writes no valid trace after 40 either: the path, not skill
     c.sft.batch_size = 8
     c.sft.lr = 3e-3
     c.sft.lr_schedule = "constant"

@@ -205,3 +205,18 @@ def test_ambig_qa_questions_split_into_single_and_multiple_and_rates_per_kind(gt
                         ["Which one do you mean?", "Which one do you mean?", "Paris."])
   assert out["single"]["CQ"] == 1.0 and out["multiple"]["CQ"] == 0.5
   assert out["multiple"]["DA"] == 0.5 and out["single"]["none"] == 0.0
+
+
+def test_the_response_starts_where_its_tokens_begin_on_the_real_tokenizer(smollm2_gguf_path):
+  """`sft.response_weight` weighs the tokens from here on: SmolLM2 spells "</analyze><response>"
+  with a token that crosses the tags ("><"), so the cut is after "<response>"."""
+  from gtalign.models.tokenizer import load_tokenizer
+  tok = load_tokenizer(smollm2_gguf_path)
+  for row in warm_start.warm_rows(0, 12, exclude=set()):
+    for strategy in warm_start.STRATEGIES:
+      text = warm_start.format_trace(row, strategy, answer="Paris.")
+      ids = tok.encode(text)
+      start = warm_start.response_token_start(tok.encode, text)
+      assert tok.decode(ids[:start]).endswith("<response>")
+      assert tok.decode(ids[start:]) == text[text.index("<response>") + 10:]
+  assert warm_start.response_token_start(tok.encode, "<thinking>x</thinking>") is None

@@ -229,6 +229,17 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
           f"<analyze>{analysis(kind, table)}</analyze><response>{response}</response>")
 
 
+def response_token_start(encode: Callable[[str], list[int]], text: str) -> int | None:
+  """Index in `encode(text)` of the first token inside a trace's `<response>` block: where the
+  move the key names is carried out. None when the text up to it does not tokenize alone the
+  way it does in the whole trace (a token crossing the tag)."""
+  at = text.find("<response>")
+  if at < 0:
+    return None
+  head, whole = encode(text[:at + len("<response>")]), encode(text)
+  return len(head) if whole[:len(head)] == head else None
+
+
 def warm_start_strategy(row: Mapping[str, Any], mode: str) -> str:
   """The strategy a warm-start trace's table selects.
 

@@ -205,12 +205,18 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   rows, _ = _local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
                          for i in range(size)])
   eos = run.tokenizer.eos_ids[0]
-  completions = [run.tokenizer.encode(warm_start.reference_trace(
-      r, run.config.sft.warm_start, run.warm_answers, run.config.sft.tables)) + [eos]
-      for r in rows]
+  texts = [warm_start.reference_trace(r, run.config.sft.warm_start, run.warm_answers,
+                                      run.config.sft.tables) for r in rows]
+  completions = [run.tokenizer.encode(t) + [eos] for t in texts]
   prompts = [run.prompt(r) for r in rows]
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=_agreed_shape(prompts, completions))
+  weight = run.config.sft.response_weight
+  if weight != 1.0:  # the response carries the key out: its tokens weigh more in the mean
+    for i, text in enumerate(texts):
+      start = warm_start.response_token_start(run.tokenizer.encode, text)
+      if start is not None:
+        local["loss_mask_bc"][i, start:len(completions[i])] *= weight
   tokens = distributed.gather_rows({"t": local["attention_mask_bt"].sum(1)},
                                    run.config.sft.batch_size)["t"].sum()
   return run.global_batch(local), float(tokens)
