@@ -43,14 +43,18 @@ def base_config() -> ml_collections.ConfigDict:
       # table, and RL has to learn which move pays (data/warm_start.py); oracle: DA on
       # definite and CQ on vague questions (hands over the answer)
       warm_start="random",
-      tables="varied",  # varied | fixed (one pattern: what a random tiny model can learn)
-      response_weight=1.0,  # a <response> token's weight in the SFT loss's mean (1: plain)
+      # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
+      # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
+      # flat table, and the scan compares equal sums)
+      tables="fixed",
+      response_weight=5.0,  # a <response> token's weight in the SFT loss's mean (1: plain): the
+                            # few tokens that carry the key out, among ~270 templated ones
       answer_tokens=40,  # the base model's plain answer a trace states: its first sentence
                          # within this many tokens (gtalign.training.distill)
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
-      steps=18,
+      steps=8,
       prompts_per_step=4,
       num_samples=4,  # G: completions per prompt
       temperature=1.0,
@@ -101,14 +105,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       every=0,  # steps between held-out evaluations during RL (0: only after SFT and the end)
       at_start=False,  # also evaluate the starting model (always when there is no warm start)
-      num_prompts=54,
+      num_prompts=36,
       chunk=18,  # prompts per generate call (a progress line after each)
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
       bootstrap=2000,
       # edit each held-out trace's table to select each strategy of its row in turn, continue,
       # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt
       steering=True,
-      steering_prompts=18,  # the first N held-out prompts are steered (0: all of them)
+      steering_prompts=12,  # the first N held-out prompts are steered (0: all of them)
       base_plain=True,  # world: the base model asked each held-out question plainly (no game)
       phrasings=True,  # reading accuracy on questions written for the check (evaluation.reading)
   ))
@@ -135,7 +139,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft.lr = 3e-3
     c.sft.lr_schedule = "constant"
     c.sft.answer_tokens = 4  # a random model's "answers" are noise: short noise is learnable
-    c.sft.tables = "fixed"
     c.rl.steps = 4
     c.rl.prompts_per_step = 4  # 8 rows: splits over up to 8 devices
     c.rl.num_samples = 2
