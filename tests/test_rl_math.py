@@ -179,6 +179,11 @@ def test_sft_loss():
   total, count = jax.jit(losses.sft_loss)(logits, jnp.array([[1, 0, 1]]), jnp.array([[1, 1, 0]]))
   assert float(total) == pytest.approx(math.log(8.0 / 3.0), abs=1e-6)
   assert float(count) == 2.0
+  # weights (sft.response_weight): the second token counts 5 times, the third is still out
+  total, count = jax.jit(losses.sft_loss)(logits, jnp.array([[1, 0, 1]]),
+                                          jnp.array([[1.0, 5.0, 0.0]]))
+  assert float(total) == pytest.approx(-math.log(0.75) + 5 * math.log(2.0), abs=1e-6)
+  assert float(count) == 6.0
 
 
 # --------------------------------------------------------------------------- PPO policy loss

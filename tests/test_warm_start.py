@@ -220,3 +220,26 @@ def test_the_response_starts_where_its_tokens_begin_on_the_real_tokenizer(smollm
       assert tok.decode(ids[:start]).endswith("<response>")
       assert tok.decode(ids[start:]) == text[text.index("<response>") + 10:]
   assert warm_start.response_token_start(tok.encode, "<thinking>x</thinking>") is None
+
+
+def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_gguf_path):
+  from configs import grpo
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import loop
+  tok = load_tokenizer(smollm2_gguf_path)
+  config = grpo.get_config("tiny")
+  rows = warm_start.warm_rows(0, 8, exclude=set())
+  answers = {warm_start.plain_question(r): "Paris." for r in rows}
+  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
+                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local)
+  masks = {}
+  for weight in (1.0, 5.0):
+    config.sft.response_weight = weight
+    masks[weight] = loop.sft_batch(run, 0)[0]["loss_mask_bc"]
+  plain, weighted = masks[1.0], masks[5.0]
+  assert set(np.unique(plain)) == {0.0, 1.0} and set(np.unique(weighted)) == {0.0, 1.0, 5.0}
+  assert ((weighted > 0) == (plain > 0)).all()
+  for row in weighted:  # the weighted tokens are each completion's tail: response, tag, EOS
+    real = row[row > 0]
+    first = np.argmax(real == 5.0)
+    assert first > 200 and (real[:first] == 1.0).all() and (real[first:] == 5.0).all()

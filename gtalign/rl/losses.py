@@ -211,6 +211,10 @@ def aggregate(mode: str, loss_bt: Array, mask_bt: Array, **params) -> tuple[Arra
 # --------------------------------------------------------------------------- SFT
 
 
-def sft_loss(logits_btv: Array, targets_bt: Array, mask_bt: Array) -> tuple[Array, Array]:
-  """(sum of token negative log-likelihoods over the mask, number of masked tokens)."""
-  return token_mean(-token_logprobs(logits_btv, targets_bt), mask_bt)
+def sft_loss(logits_btv: Array, targets_bt: Array, weight_bt: Array) -> tuple[Array, Array]:
+  """(sum of token negative log-likelihoods times their weight, sum of the weights): a weight
+  is the loss mask, 0 off the completion and above 1 where a token counts more
+  (`sft.response_weight`), so the loss is the weighted mean."""
+  weight_bt = _f32(weight_bt)
+  nll_bt = -_f32(token_logprobs(logits_btv, targets_bt))
+  return jnp.sum(jnp.where(weight_bt > 0, nll_bt * weight_bt, 0.0)), jnp.sum(weight_bt)
