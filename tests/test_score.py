@@ -13,7 +13,10 @@ from gtalign.rewards import tasks
 from gtalign.rewards.judges import make_judge
 from gtalign.score import load_rows, score, summarise
 
-PAYOFF = json.dumps({k: {"LLM": 1.0 + i, "user": 2.0 - i} for i, k in enumerate(
+# DQ_DA and VQ_CQ are their rows' strict picks: the world pays the answer term only for the
+# move the trace's own table prices highest (rewards/world.py)
+PAYOFF = json.dumps({k: {"LLM": 4.0, "user": 3.0} if k in ("DQ_DA", "VQ_CQ") else
+                     {"LLM": 1.0 + i % 2, "user": 2.0 - i % 2} for i, k in enumerate(
     ["DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA"])})
 
 
