@@ -65,10 +65,10 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   plain = evals["base_plain"]
   assert len(plain["dq_correct"]) == 8 and {x is None for x in plain["dq_correct"]} == {True, False}
   assert "| base_plain | 4 | 4 |" in proc.stdout
-  assert last["step"] == 24 and "rollout/welfare" in last and "loss" in last
+  assert last["step"] == 44 and "rollout/welfare" in last and "loss" in last
   assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tb")))
   steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "rollouts.jsonl"))]
-  assert min(steps) == 21 and max(steps) == 24
+  assert min(steps) == 41 and max(steps) == 44
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   first_rl = next(r for r in records if r.get("phase") == 1.0)
   # the KL reference is the policy as RL starts: before the first RL update the two agree
@@ -100,9 +100,9 @@ def _phase_log(path):
 
 
 # the step index (0-based, the step being computed) at which each evaluation of the tiny
-# preset (20 SFT + 4 RL steps) happens: a run resumed at step s makes the phase entries of
-# steps >= s, so `after_sft` only when s < 20
-EVAL_STEP = {"start": 0, "base_plain": 0, "after_sft": 19, "trained": 24}
+# preset (40 SFT + 4 RL steps) happens: a run resumed at step s makes the phase entries of
+# steps >= s, so `after_sft` only when s < 40
+EVAL_STEP = {"start": 0, "base_plain": 0, "after_sft": 39, "trained": 44}
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +135,9 @@ def _kill_inside(phase, workdir, attempt, rng, entries):
     deadline = time.time() + 400
     try:
       if phase == "checkpoint":  # a write is under way while orbax's tmp directory exists
-        step = rng.randrange(resume_step // 2 + 1, 13) * 2  # saves: every 2nd of 24 steps
+        step = rng.randrange(resume_step // 2 + 1, 23) * 2  # saves: every 2nd of 44 steps
         ckpt_dir = workdir / "checkpoints"
-        while time.time() < deadline and proc.poll() is None and step <= 24:
+        while time.time() < deadline and proc.poll() is None and step <= 44:
           names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
           if any(n.startswith(f"{step}.orbax-checkpoint-tmp") for n in names):
             time.sleep(rng.uniform(0, 0.02))
