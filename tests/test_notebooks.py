@@ -20,9 +20,12 @@ from nbclient import NotebookClient
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT = 300  # seconds; the longest cell, the training run, takes well under a minute
-SHORT_RUN = ["--config.sft.steps=8", "--config.rl.steps=2", "--config.eval.num_prompts=4"]
+# the reading check (40 questions an evaluation) has tests of its own (test_training)
+SHORT_RUN = ["--config.sft.steps=8", "--config.rl.steps=2", "--config.eval.num_prompts=4",
+             "--config.eval.phrasings=False"]
 # the quickstart's training cell only has to run: the shortest run with every phase
-SHORTEST_RUN = ["--config.sft.steps=2", "--config.rl.steps=1", "--config.eval.num_prompts=2"]
+SHORTEST_RUN = ["--config.sft.steps=2", "--config.rl.steps=1", "--config.eval.num_prompts=2",
+                "--config.eval.phrasings=False", "--config.eval.at_start=False"]
 
 
 def _execute(name, **params):

@@ -252,7 +252,7 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
   method_path = plots.plot_training(
       plot_records(metrics, evals, eval_steps, keys=METHOD_KEYS),
       os.path.join(workdir, "method.png"), keys=METHOD_KEYS, aux_keys=(),
-      title="is the game played: type read right, key = table's pick, edited table followed "
+      title="type read right, key = table's pick, edited table followed\n"
             "(lines: RL rollouts; markers: greedy held-out)")
   lines += [f"plots: {plot_path}, {strategy_path}, {method_path}"]
   text = "\n".join(lines)
