@@ -58,11 +58,7 @@ def table_for(own: payoff.Bimatrix | None, strategy: str) -> payoff.Bimatrix:
   return edited
 
 
-def row_pick(table: payoff.Bimatrix, row: str) -> str:
-  """The key of `row` with the largest LLM + user (the prompt's rule within one row)."""
-  sub = {k: ({"LLM": l, "user": u} if k.startswith(row) else {"LLM": -math.inf, "user": 0.0})
-         for k, (l, u) in table.points().items()}
-  return payoff.select_sum(sub)
+row_pick = payoff.select_in_row  # the key of a row with the largest LLM + user
 
 
 def with_table(text: str, table: payoff.Bimatrix) -> str:

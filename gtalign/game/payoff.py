@@ -113,6 +113,12 @@ def select_sum(b: Bimatrix | Mapping) -> str:
   return _ranked(lambda l, u: l + u, PAYOFF_KEYS, as_bimatrix(b))
 
 
+def select_in_row(b: Bimatrix | Mapping, row: str) -> str:
+  """The prompt's rule within one row ("DQ" or "VQ"): its key with the largest LLM + user, same
+  tie-breaks as `select_sum`."""
+  return _ranked(lambda l, u: l + u, [k for k in PAYOFF_KEYS if k[:2] == row], as_bimatrix(b))
+
+
 def select_product(b: Bimatrix | Mapping) -> str:
   """max LLM * user (the Nash/Cobb-Douglas welfare, as inference_v2 uses), same tie-breaks.
 
