@@ -101,7 +101,8 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
 @pytest.mark.parametrize("override,key", [("--config.rl.variant=mian", "rl.variant"),
                                           ("--config.rl.parse_mode=loose", "rl.parse_mode"),
                                           ("--config.rl.advantage=grpoo", "advantage"),
-                                          ("--config.checkpoint.every=0", "checkpoint.every")])
+                                          ("--config.checkpoint.every=0", "checkpoint.every"),
+                                          ("--config.sft.tables=firts", "sft.tables")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",
                          f"--workdir={tmp_path}", override)

@@ -102,3 +102,25 @@ def test_the_edited_table_picks_each_strategy_in_both_rows_and_keeps_the_other_c
       lift = {edited[target][0] - v[0] for v in (own[k] for k in (target, *others))}
       assert any(abs(x * 2 - round(x * 2)) < 1e-9 for x in lift)  # raised in halves
   assert steering.row_pick(steering.table_for(None, "DA"), "VQ") == "VQ_DA"
+
+
+def test_an_edit_keeps_the_order_the_policy_wrote_its_table_in():
+  """A table written with its pick first (sft.tables=first) is edited in place: the same keys
+  in the same order, the numbers priced, so the first key is no longer the pick and a policy
+  that reads "first key" instead of the numbers fails the edit."""
+  first = ('{"VQ_DA":{"LLM":4,"user":3},"DQ_AQ":{"LLM":1,"user":2},"DQ_CQ":{"LLM":1,"user":2},'
+           '"DQ_DA":{"LLM":1,"user":2},"VQ_AQ":{"LLM":1,"user":2},"VQ_CQ":{"LLM":1,"user":2}}')
+  cut = f"<thinking>Type (VQ).</thinking><payoff>{first}</payoff>"
+  edited = steering.table_for(payoff.Bimatrix.from_dict(json.loads(first)), "CQ")
+  out = steering.with_table(cut, edited)
+  block = trace.extract_block(out, "payoff")
+  assert trace.payoff_order(block) == trace.payoff_order(first) != trace.PAYOFF_KEYS
+  assert steering.row_pick(payoff.Bimatrix.from_dict(json.loads(block)), "VQ") == "VQ_CQ"
+  rows, texts, tokens = ["VQ"] * 4, [cut + "<analyze>x</analyze>"] * 4, [[1]] * 4
+  for rule, expected in ((FOLLOWS, 1.0), (lambda table, row: "VQ_DA", 1 / 3)):
+    steered = steering.steer(Scripted(rule), None, [[1]] * 4, texts, tokens, rows)
+    assert steering.score(steered, 4) == pytest.approx(expected)
+  # a table that is not a JSON object is rewritten in PAYOFF_KEYS order
+  assert trace.payoff_order("{'DQ_AQ': 1}") is None
+  assert steering.with_table("<payoff>junk</payoff>", edited) == (
+      f"<payoff>{edited.to_json()}</payoff>")

@@ -13,7 +13,7 @@ from gtalign.data import warm_start, world
 from gtalign.evaluation import plain, reading
 from gtalign.game import behaviour
 from gtalign.game.payoff import action, select_sum
-from gtalign.game.trace import parse_trace
+from gtalign.game.trace import PAYOFF_KEYS, extract_block, parse_trace, payoff_order
 from gtalign.training import distill
 from gtalign.utils.errors import InvalidInput
 
@@ -60,15 +60,23 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
   assert len(extra) > 60
 
 
-@pytest.mark.parametrize("mode", ["random", "oracle"])
-def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode):
+@pytest.mark.parametrize("mode, tables", [("random", "varied"), ("oracle", "varied"),
+                                          ("random", "fixed"), ("random", "first")])
+def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables):
   rows, _ = _rows()
   answers = _answers(rows, mode)
   counts = collections.Counter()
+  blocks = collections.defaultdict(set)
   for r in rows:
-    text = warm_start.reference_trace(r, mode, answers)
+    text = warm_start.reference_trace(r, mode, answers, tables)
     parsed = parse_trace(text)
     assert parsed.valid and parsed.format_ok, text
+    block = extract_block(text, "payoff")
+    blocks[parsed.chosen_key].add(block)
+    order = payoff_order(block)
+    # "first" leads with the pick; the others write PAYOFF_KEYS order
+    assert order == ((parsed.chosen_key,) + tuple(k for k in PAYOFF_KEYS if k != parsed.chosen_key)
+                     if tables == "first" else PAYOFF_KEYS)
     before_table = text[:text.index("<payoff>")]
     assert not re.search(r"\b(DA|CQ|AQ|answer|ask|guess|check|follow)", before_table), text
     key = parsed.chosen_key
@@ -81,6 +89,8 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode):
     if action(key) != "CQ":
       assert answers[warm_start.plain_question(r)] in parsed.response
     counts[(kind, action(key))] += 1
+  if tables != "varied":  # one table per key: every number follows from where the peak is
+    assert all(len(b) == 1 for b in blocks.values()), blocks
   if mode == "oracle":
     assert set(counts) == {("DQ", "DA"), ("VQ", "CQ")}
   else:  # the table's pick does not depend on the question type

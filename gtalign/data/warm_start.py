@@ -199,7 +199,28 @@ def plain_question(row: Mapping[str, Any]) -> str:
                              else info["single_turn_prompt"])
 
 
-TABLES = ("varied", "fixed")
+# varied: numbers drawn per cell; fixed: (4, 3) on the chosen cell, (1, 2) elsewhere, in
+# PAYOFF_KEYS order; first: fixed numbers with the chosen cell written first (see payoff_json)
+TABLES = ("varied", "fixed", "first")
+
+
+def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = None) -> str:
+  """The `<payoff>` block's JSON: cells in PAYOFF_KEYS order, or with `first` leading.
+
+  Why lead with the chosen cell: in PAYOFF_KEYS order a table whose peak sits on a random cell
+  makes the policy decide three times, once per cell of the row ("is the 4 here?"), and a
+  small model learns each cell's odds (1/3) but not that exactly one cell peaks: at
+  temperature 1 about half its tables came out flat, greedy ones flatter still, and a flat
+  table selects the row's first key by the tie-break. Leading with the chosen key puts the
+  whole decision on the key's tokens; every number after them follows from it. JSON objects
+  are unordered, so the block stays the strict format and the analysis still reads numbers.
+  """
+  keys = list(table)
+  if first is not None:
+    keys.remove(first)
+    keys.insert(0, first)
+  return "{" + ",".join(f'"{k}":{{"LLM":{table[k][0]:g},"user":{table[k][1]:g}}}'
+                        for k in keys) + "}"
 
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
@@ -221,11 +242,11 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   if tables not in TABLES:
     raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
   table = trace_payoff(kind, strategy, seed=str(row.get("row_id")) if tables == "varied" else None)
-  payoff = ",".join(f'"{k}":{{"LLM":{llm:g},"user":{user:g}}}' for k, (llm, user) in table.items())
+  payoff = payoff_json(table, first=f"{kind}_{strategy}" if tables == "first" else None)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
   response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]
-  return (f"<thinking>{reading(row)}</thinking><payoff>{{{payoff}}}</payoff>"
+  return (f"<thinking>{reading(row)}</thinking><payoff>{payoff}</payoff>"
           f"<analyze>{analysis(kind, table)}</analyze><response>{response}</response>")
 
 

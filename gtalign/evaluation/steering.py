@@ -63,10 +63,11 @@ row_pick = payoff.select_in_row  # the key of a row with the largest LLM + user
 
 def with_table(text: str, table: payoff.Bimatrix) -> str:
   """`text` (a trace through `</payoff>`) with its table replaced by `table`, whatever the
-  model wrote inside the block."""
+  model wrote inside the block; the cells in the order the model wrote them (when its block
+  is JSON with the six keys), as a provider edits numbers in place."""
   start = text.index("<payoff>") + len("<payoff>")
   end = text.index(trace.PAYOFF_END, start)
-  return text[:start] + table.to_json() + text[end:]
+  return text[:start] + table.to_json(trace.payoff_order(text[start:end])) + text[end:]
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from gtalign.game.trace import PAYOFF_KEYS
 
@@ -42,17 +42,21 @@ class Bimatrix:
   def to_dict(self) -> dict[str, dict[str, float]]:
     return {k: {"LLM": l, "user": u} for k, l, u in zip(PAYOFF_KEYS, self.llm, self.user)}
 
-  def to_json(self) -> str:
+  def to_json(self, order: Sequence[str] | None = None) -> str:
     """Compact strict JSON with at most one decimal, the form the prompt asks the model to
     write; whole numbers without one ("4", as a policy writes them), so an edited table reads
-    like the policy's own."""
+    like the policy's own. `order`: the keys in the order to write them (PAYOFF_KEYS by
+    default; an edit keeps the order the policy wrote its table in)."""
     def num(v: float) -> str:
       if not math.isfinite(v):
         raise ValueError(f"strict JSON cannot hold {v}")
       r = round(v, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
       return f"{r:.0f}" if r == int(r) else f"{r:.1f}"
-    body = ",".join(f'"{k}":{{"LLM":{num(l)},"user":{num(u)}}}'
-                    for k, l, u in zip(PAYOFF_KEYS, self.llm, self.user))
+    order = tuple(order) if order is not None else PAYOFF_KEYS
+    if sorted(order) != sorted(PAYOFF_KEYS):
+      raise ValueError(f"a table's key order must hold each of {PAYOFF_KEYS} once, got {order}")
+    body = ",".join(f'"{k}":{{"LLM":{num(self[k][0])},"user":{num(self[k][1])}}}'
+                    for k in order)
     return "{" + body + "}"
 
   def points(self) -> dict[str, tuple[float, float]]:

@@ -130,6 +130,19 @@ def _as_number(value: Any, where: str, mode: str) -> tuple[float | None, str]:
   return number, ""
 
 
+def payoff_order(content: str) -> tuple[str, ...] | None:
+  """The order a payoff block's JSON writes the six keys in; None unless it is a JSON object
+  holding exactly those keys (then a rewrite uses PAYOFF_KEYS order)."""
+  try:
+    pairs = json.loads(content, object_pairs_hook=lambda kv: kv)
+  except ValueError:
+    return None
+  if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+    return None  # not an object (an array, a number)
+  order = tuple(k for k, _ in pairs)
+  return order if sorted(order) == sorted(PAYOFF_KEYS) else None
+
+
 def parse_payoff(content: str,
                  mode: str = "strict") -> tuple[dict[str, dict[str, float]] | None, str]:
   """Decodes and validates a payoff block's content: (bimatrix, "") or (None, reason).

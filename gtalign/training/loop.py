@@ -375,7 +375,9 @@ def _check_options(config) -> None:
   for key, value, allowed in (("rl.variant", config.rl.variant, tasks.VARIANTS),
                               ("rl.on_judge_failure", config.rl.on_judge_failure,
                                tasks.JUDGE_FAILURE_MODES),
-                              ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES)):
+                              ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES),
+                              ("sft.warm_start", config.sft.warm_start, warm_start.WARM_STARTS),
+                              ("sft.tables", config.sft.tables, warm_start.TABLES)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   if config.checkpoint.every < 1:
