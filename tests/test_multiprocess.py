@@ -29,7 +29,10 @@ TIMEOUT = 600
 OVERRIDES = ["--config.sft.steps=2", "--config.eval.num_prompts=2",
              "--config.eval.max_new_tokens=8", "--config.rl.max_new_tokens=16",
              "--config.rl.temperature=0", "--config.rl.kl_coef=0.1",
-             "--config.rl.entropy_coef=0.01", "--config.checkpoint.every=1"]
+             "--config.rl.entropy_coef=0.01", "--config.checkpoint.every=1",
+             # the reading check stays on (its gather across processes); the start and
+             # base_plain evaluations have tests of their own (test_training)
+             "--config.eval.at_start=False", "--config.eval.base_plain=False"]
 
 
 def _free_port() -> int:

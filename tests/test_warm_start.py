@@ -241,7 +241,8 @@ def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_g
   rows = warm_start.warm_rows(0, 8, exclude=set())
   answers = {warm_start.plain_question(r): "Paris." for r in rows}
   run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
-                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local)
+                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
+                              sft_shape=None)
   masks = {}
   for weight in (1.0, 5.0):
     config.sft.response_weight = weight
@@ -253,3 +254,26 @@ def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_g
     real = row[row > 0]
     first = np.argmax(real == 5.0)
     assert first > 200 and (real[:first] == 1.0).all() and (real[first:] == 5.0).all()
+
+
+def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
+  """One shape for the whole warm start, so its update compiles once: the batches of short
+  rows are padded to the longest warm-start row's width and window."""
+  from configs import grpo
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import loop
+  tok = load_tokenizer(smollm2_gguf_path)
+  config = grpo.get_config("tiny")
+  config.sft.batch_size = 2
+  rows = warm_start.warm_rows(0, 8, exclude=set())
+  # answers of very different lengths: batches would otherwise come out in different shapes
+  answers = {warm_start.plain_question(r): "Paris. " * (1 + 12 * (i % 4)) for i, r in
+             enumerate(rows)}
+  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
+                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
+                              sft_shape=None)
+  shapes = {loop.sft_batch(run, step)[0]["inputs_bt"].shape for step in range(4)}
+  lengths = [len(tok.encode(loop._sft_text(run, r))) + 1 for r in rows]
+  assert len(set(lengths)) > 2 and len(shapes) == 1, (lengths, shapes)
+  (shape,) = shapes
+  assert shape[1] >= 3 + max(lengths) - 1

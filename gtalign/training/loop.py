@@ -124,6 +124,7 @@ class Run:
   workdir: str = ""
   warm_rows: list = dataclasses.field(default_factory=list)  # the SFT warm start's questions
   warm_answers: dict = dataclasses.field(default_factory=dict)  # their plain answers (distill)
+  sft_shape: tuple | None = None  # (width, window) of every SFT batch, set at the first one
 
   def sampler_params(self, params) -> tuple[Any, float]:
     """(the sampler's weights, seconds the hand-off took)."""
@@ -196,6 +197,15 @@ def _agreed_shape(prompts, completions) -> tuple[int, int]:
   return tuple(distributed.agree_max(rollout.sequence_shape(prompts, completions)))
 
 
+def _sft_text(run: Run, row) -> str:
+  return warm_start.reference_trace(row, run.config.sft.warm_start, run.warm_answers,
+                                    run.config.sft.tables)
+
+
+def _sft_ids(run: Run, text: str) -> list[int]:
+  return run.tokenizer.encode(text) + [run.tokenizer.eos_ids[0]]
+
+
 def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   """(global SFT batch of reference traces, number of tokens in it)."""
   size = run.config.sft.batch_size
@@ -204,13 +214,18 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
                        "(data.source='world') with data.num_warm > 0")
   rows, _ = _local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
                          for i in range(size)])
-  eos = run.tokenizer.eos_ids[0]
-  texts = [warm_start.reference_trace(r, run.config.sft.warm_start, run.warm_answers,
-                                      run.config.sft.tables) for r in rows]
-  completions = [run.tokenizer.encode(t) + [eos] for t in texts]
+  texts = [_sft_text(run, r) for r in rows]
+  completions = [_sft_ids(run, t) for t in texts]
   prompts = [run.prompt(r) for r in rows]
+  if run.sft_shape is None:
+    # one shape for every SFT step, the widest warm-start row's (every process sees all of
+    # them, so they agree): a shape per batch recompiled the update whenever a batch came out
+    # longer, ~30 s each time for the 135M model on 2 cores, ~5 s for the tiny one
+    every = run.warm_rows
+    run.sft_shape = rollout.sequence_shape([run.prompt(r) for r in every],
+                                           [_sft_ids(run, _sft_text(run, r)) for r in every])
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
-                                 shape=_agreed_shape(prompts, completions))
+                                 shape=run.sft_shape)
   weight = run.config.sft.response_weight
   if weight != 1.0:  # the response carries the key out: its tokens weigh more in the mean
     for i, text in enumerate(texts):
