@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
       # flat table, and the scan compares equal sums)
       tables="fixed",
+      # the table's JSON leads with the chosen cell: the decision is one key's tokens, not a
+      # peak placed cell by cell (warm_start.payoff_json)
+      chosen_first=False,
       response_weight=5.0,  # a <response> token's weight in the SFT loss's mean (1: plain): the
                             # few tokens that carry the key out, among ~270 templated ones
       answer_tokens=40,  # the base model's plain answer a trace states: its first sentence

@@ -102,7 +102,7 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.rl.parse_mode=loose", "rl.parse_mode"),
                                           ("--config.rl.advantage=grpoo", "advantage"),
                                           ("--config.checkpoint.every=0", "checkpoint.every"),
-                                          ("--config.sft.tables=firts", "sft.tables")])
+                                          ("--config.sft.tables=fixd", "sft.tables")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",
                          f"--workdir={tmp_path}", override)

@@ -105,7 +105,7 @@ def test_the_edited_table_picks_each_strategy_in_both_rows_and_keeps_the_other_c
 
 
 def test_an_edit_keeps_the_order_the_policy_wrote_its_table_in():
-  """A table written with its pick first (sft.tables=first) is edited in place: the same keys
+  """A table written with its pick first (sft.chosen_first) is edited in place: the same keys
   in the same order, the numbers priced, so the first key is no longer the pick and a policy
   that reads "first key" instead of the numbers fails the edit."""
   first = ('{"VQ_DA":{"LLM":4,"user":3},"DQ_AQ":{"LLM":1,"user":2},"DQ_CQ":{"LLM":1,"user":2},'

@@ -60,23 +60,24 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
   assert len(extra) > 60
 
 
-@pytest.mark.parametrize("mode, tables", [("random", "varied"), ("oracle", "varied"),
-                                          ("random", "fixed"), ("random", "first")])
-def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables):
+@pytest.mark.parametrize("mode, tables, first", [
+    ("random", "varied", False), ("oracle", "varied", False), ("random", "fixed", False),
+    ("random", "fixed", True), ("random", "varied", True)])
+def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first):
   rows, _ = _rows()
   answers = _answers(rows, mode)
   counts = collections.Counter()
   blocks = collections.defaultdict(set)
   for r in rows:
-    text = warm_start.reference_trace(r, mode, answers, tables)
+    text = warm_start.reference_trace(r, mode, answers, tables, first)
     parsed = parse_trace(text)
     assert parsed.valid and parsed.format_ok, text
     block = extract_block(text, "payoff")
     blocks[parsed.chosen_key].add(block)
     order = payoff_order(block)
-    # "first" leads with the pick; the others write PAYOFF_KEYS order
+    # chosen_first leads with the pick; otherwise PAYOFF_KEYS order
     assert order == ((parsed.chosen_key,) + tuple(k for k in PAYOFF_KEYS if k != parsed.chosen_key)
-                     if tables == "first" else PAYOFF_KEYS)
+                     if first else PAYOFF_KEYS)
     before_table = text[:text.index("<payoff>")]
     assert not re.search(r"\b(DA|CQ|AQ|answer|ask|guess|check|follow)", before_table), text
     key = parsed.chosen_key

@@ -199,9 +199,8 @@ def plain_question(row: Mapping[str, Any]) -> str:
                              else info["single_turn_prompt"])
 
 
-# varied: numbers drawn per cell; fixed: (4, 3) on the chosen cell, (1, 2) elsewhere, in
-# PAYOFF_KEYS order; first: fixed numbers with the chosen cell written first (see payoff_json)
-TABLES = ("varied", "fixed", "first")
+# varied: numbers drawn per cell; fixed: (4, 3) on the chosen cell, (1, 2) elsewhere
+TABLES = ("varied", "fixed")
 
 
 def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = None) -> str:
@@ -216,7 +215,7 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
   are unordered, so the block stays the strict format and the analysis still reads numbers.
   """
   keys = list(table)
-  if first is not None:
+  if first:
     keys.remove(first)
     keys.insert(0, first)
   return "{" + ",".join(f'"{k}":{{"LLM":{table[k][0]:g},"user":{table[k][1]:g}}}'
@@ -224,7 +223,7 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
 
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
-                 tables: str = "varied") -> str:
+                 tables: str = "varied", chosen_first: bool = False) -> str:
   """The four blocks for a row carrying out `strategy`, the row's type read correctly.
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
@@ -242,7 +241,7 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   if tables not in TABLES:
     raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
   table = trace_payoff(kind, strategy, seed=str(row.get("row_id")) if tables == "varied" else None)
-  payoff = payoff_json(table, first=f"{kind}_{strategy}" if tables == "first" else None)
+  payoff = payoff_json(table, first=f"{kind}_{strategy}" if chosen_first else None)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
   response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]
@@ -282,11 +281,12 @@ def needs_answer(row: Mapping[str, Any], mode: str) -> bool:
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
-                    answers: Mapping[str, str] | None = None, tables: str = "varied") -> str:
+                    answers: Mapping[str, str] | None = None, tables: str = "varied",
+                    chosen_first: bool = False) -> str:
   """The SFT target for a row under warm-start `mode`; `answers` maps `plain_question(row)` to
   the base model's answer (the gold answer where it has none)."""
   answer = (answers or {}).get(plain_question(row))
-  return format_trace(row, warm_start_strategy(row, mode), answer, tables)
+  return format_trace(row, warm_start_strategy(row, mode), answer, tables, chosen_first)
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

@@ -199,7 +199,7 @@ def _agreed_shape(prompts, completions) -> tuple[int, int]:
 
 def _sft_text(run: Run, row) -> str:
   return warm_start.reference_trace(row, run.config.sft.warm_start, run.warm_answers,
-                                    run.config.sft.tables)
+                                    run.config.sft.tables, run.config.sft.chosen_first)
 
 
 def _sft_ids(run: Run, text: str) -> list[int]:
