@@ -28,9 +28,6 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=8.0",
-    # the suite runs on 2 workers, a test file each (`-n 2 --dist loadfile`): compiles and
-    # subprocess start-ups are single-threaded, so a second worker uses the idle core
-    "pytest-xdist>=3.5",
     # The CPU build the local package index serves; an unpinned torch pulls a multi-GB CUDA build.
     "torch==2.13.0",
     "transformers>=5.0",
