@@ -26,7 +26,8 @@ WORKER = pathlib.Path(__file__).with_name("multiprocess_worker.py")
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 TIMEOUT = 600
 
-OVERRIDES = ["--config.sft.steps=2", "--config.eval.num_prompts=2",
+OVERRIDES = ["--config.sft.steps=2", "--config.sft.batch_size=8",  # a row per device, 8 ways
+             "--config.eval.num_prompts=2",
              "--config.eval.max_new_tokens=8", "--config.rl.max_new_tokens=16",
              "--config.rl.temperature=0", "--config.rl.kl_coef=0.1",
              "--config.rl.entropy_coef=0.01", "--config.checkpoint.every=1",
