@@ -4,7 +4,7 @@ Presets (`--config=configs/grpo.py:NAME`):
   (none)        SFT warm start, then GRPO of SmolLM2-135M-Instruct on the built-in world, sized
                 for a 2-core CPU (the README's first command).
   tiny          a random tiny model and a byte tokenizer: seconds, for tests.
-  brief         a 12-step warm start of the real default model and no RL (about a minute):
+  brief         a 24-step warm start of the real default model and no RL (about 3 minutes):
                 a policy that writes the game's tags itself, for tests of what a trained
                 policy uses (continuation across its own tokens, the server's game replies).
   gtalign_math  the GTAlign math-hard data (`--config.data.dir=.../gtalign`), Qwen2.5-3B-Instruct.
@@ -162,7 +162,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_train = 64
     c.data.num_warm = 64
     c.data.num_test = 8
-    c.sft.steps = 12
+    c.sft.steps = 24  # 12 left it looping in <thinking> once the reading restated the detail
     c.sft.batch_size = 4
     c.sft.warmup_steps = 2
     c.rl.steps = 0
@@ -170,7 +170,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.chunk = 2
     c.eval.bootstrap = 200
     c.eval.steering = False
-    c.checkpoint.every = 12
+    c.checkpoint.every = 24
     return c
   if arg == "gtalign_math":
     c.model.name = "qwen2.5-3b-instruct"

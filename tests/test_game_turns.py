@@ -1,5 +1,5 @@
 """A game turn on a policy that writes the game's tags itself: the real SmolLM2 weights after a
-brief warm start (`configs/grpo.py:brief`, 12 SFT steps). Like the trained policy, it writes
+brief warm start (`configs/grpo.py:brief`, 24 SFT steps). Like the trained policy, it writes
 `</payoff><analyze>` with a token that crosses the cut, which is what broke continuation; a
 random tiny model cannot show any of this.
 
@@ -148,3 +148,28 @@ def test_the_server_answers_with_a_response_whenever_one_generation_writes_one(p
       assert choice["text"] == text
     else:
       assert choice["pricing"]["payoff_priced"] != choice["pricing"]["payoff_written"]
+
+
+def test_steering_continues_every_edit_from_its_own_ids_and_reads_what_it_did(policy):
+  """The steering metric (evaluation.steering) on the real weights: three edits per trace, each
+  continued past `</payoff>` from the policy's own ids; every continuation writes a key and a
+  response, scored against the key the edited table selects in the row the policy read."""
+  from gtalign.evaluation import reading, steering
+  from gtalign.game import payoff
+  sampler, params, tokenizer, prompts, whole = policy
+  rows = ["DQ", "VQ", "DQ", "VQ", "VQ"]  # the QUESTIONS' types
+  steered = steering.steer(sampler, params, prompts, whole.texts, whole.tokens, rows)
+  assert len(steered) == 3 * len(prompts)
+  for s in steered:
+    text = whole.texts[s.prompt]
+    cut = text[:text.index(trace.PAYOFF_END) + len(trace.PAYOFF_END)]
+    read = reading.read_type(reading.thinking(cut)) or rows[s.prompt]
+    assert s.target[:2] == read
+    assert steering.row_pick(payoff.Bimatrix.from_dict(s.table), read) == s.target
+    assert s.chosen_key is not None and s.action is not None, s.text
+    assert s.text.endswith(trace.RESPONSE_END), s.text
+  assert {s.target[-2:] for s in steered} == set(payoff.ACTIONS)
+  score = steering.score(steered, len(prompts))
+  print(f"steering of the brief policy: {score:.2f}",
+        [(s.target, s.chosen_key, s.action) for s in steered])
+  assert 0.0 <= score <= 1.0
