@@ -220,7 +220,7 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   if run.sft_shape is None:
     # one shape for every SFT step, the widest warm-start row's (every process sees all of
     # them, so they agree): a shape per batch recompiled the update whenever a batch came out
-    # longer, ~30 s each time for the 135M model on 2 cores, ~5 s for the tiny one
+    # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one)
     every = run.warm_rows
     run.sft_shape = rollout.sequence_shape([run.prompt(r) for r in every],
                                            [_sft_ids(run, _sft_text(run, r)) for r in every])
