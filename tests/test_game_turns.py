@@ -33,6 +33,13 @@ GREEDY = SamplingConfig(max_new_tokens=256, temperature=0.0, stop=(trace.RESPONS
                         include_stop_str=True)
 
 
+def _table_parses(text: str) -> bool:
+  """Whether the trace's own table is a strict six-key table (the brief policy, 24 SFT steps,
+  sometimes leaves a key out), the only kind a pricing edit can reprice."""
+  block = trace.extract_block(text, "payoff") or ""
+  return trace.parse_payoff(block, mode="lenient")[0] is not None
+
+
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("brief")
@@ -92,7 +99,11 @@ def test_a_turn_without_an_edit_is_one_generation_and_an_edit_changes_only_the_t
     np.testing.assert_array_equal(t.tokens, whole.tokens[r])
     assert t.text == whole.texts[r] and t.failure is None
   token_bytes = tokenizer.token_bytes()
+  assert sum(map(_table_parses, whole.texts)) >= 3, whole.texts
   for r, t in enumerate(priced):
+    if not _table_parses(whole.texts[r]):  # nothing to price: the turn says why
+      assert "payoff" in t.info["error"], t.info
+      continue
     assert t.info["error"] is None and t.response is not None, t.text
     own, new = whole.texts[r].encode(), t.text.encode()
     changed = next(i for i, (a, b) in enumerate(zip(own, new)) if a != b)
@@ -146,7 +157,7 @@ def test_the_server_answers_with_a_response_whenever_one_generation_writes_one(p
     assert content == turn.response_text(choice["text"])
     if not priced:  # token for token the uninterrupted greedy trace
       assert choice["text"] == text
-    else:
+    elif _table_parses(text):  # a brief policy's table does not always parse
       assert choice["pricing"]["payoff_priced"] != choice["pricing"]["payoff_written"]
 
 
