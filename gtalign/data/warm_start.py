@@ -23,6 +23,7 @@ import random
 from typing import Any, Callable, Mapping
 
 from gtalign.data import world
+from gtalign.game import payoff
 
 STRATEGIES = ("DA", "CQ", "AQ")
 WARM_STARTS = ("random", "oracle")
@@ -214,12 +215,12 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
   whole decision on the key's tokens; every number after them follows from it. JSON objects
   are unordered, so the block stays the strict format and the analysis still reads numbers.
   """
-  keys = list(table)
+  keys = list(PAYOFF_KEYS)
   if first:
     keys.remove(first)
     keys.insert(0, first)
-  return "{" + ",".join(f'"{k}":{{"LLM":{table[k][0]:g},"user":{table[k][1]:g}}}'
-                        for k in keys) + "}"
+  cells = {k: {"LLM": llm, "user": user} for k, (llm, user) in table.items()}
+  return payoff.Bimatrix.from_dict(cells).to_json(keys)
 
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
