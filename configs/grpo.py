@@ -8,6 +8,11 @@ Presets (`--config=configs/grpo.py:NAME`):
                 a policy that writes the game's tags itself, for tests of what a trained
                 policy uses (continuation across its own tokens, the server's game replies).
   gtalign_math  the GTAlign math-hard data (`--config.data.dir=.../gtalign`), Qwen2.5-3B-Instruct.
+  tiny_lora     `tiny` with rank-8 adapters on every projection (tests).
+  lora          the default world run with rank-16 adapters on every projection of every block
+                instead of full weights of the top 8 blocks (learning rates in `_lora`).
+  gtalign_math_lora  `gtalign_math` as QLoRA on one GPU: a 4-bit (NF4) frozen Qwen2.5-3B base,
+                rank-64 adapters; its start-up memory plan fits a 24 GB card.
 """
 
 import ml_collections
@@ -21,6 +26,11 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="bfloat16",  # compute dtype (matmuls accumulate in float32)
       param_dtype="float32",  # trained weights and optimizer moments stay float32
       remat=False,
+      # low-rank adapters (gtalign.adapters): rank 0 = none, every weight trains as
+      # rl.trainable says; rank > 0 = only the adapters train, on the projections named in
+      # targets ("all", or a comma list of q, k, v, o, gate, up, down)
+      lora=ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets="all")),
+      base_quant="none",  # none | nf4 | int8: the frozen base's projections stored quantized
   ))
   c.data = ml_collections.ConfigDict(dict(
       source="world",  # "world" (built-in) or a GTAlign config: math-hard, wildguard, ...
@@ -127,9 +137,35 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def _lora(c: ml_collections.ConfigDict, rank: int, sft_lr: float, rl_lr: float,
+          base_quant: str = "none") -> ml_collections.ConfigDict:
+  """Adapters on every projection of every block; only they train (alpha = 2 rank)."""
+  c.model.lora = ml_collections.ConfigDict(dict(rank=rank, alpha=2.0 * rank, targets="all"))
+  c.model.base_quant = base_quant
+  c.rl.trainable = "all"  # every adapter (with adapters on, only adapters ever train)
+  c.sft.lr = sft_lr
+  c.rl.lr = rl_lr
+  return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   if not arg:
+    return c
+  if arg == "tiny_lora":
+    return _lora(get_config("tiny"), rank=8, sft_lr=1e-2, rl_lr=3e-4)
+  if arg == "lora":
+    # SFT rate from a scan on this run's warm start (README: "Adapters"); RL at 10x the
+    # full-weight rate, where policy-gradient LoRA matches full fine-tuning (Schulman et al.,
+    # "LoRA Without Regret", 2025)
+    return _lora(c, rank=16, sft_lr=5e-3, rl_lr=7e-4)
+  if arg == "gtalign_math_lora":
+    c = _lora(get_config("gtalign_math"), rank=64, sft_lr=1e-4, rl_lr=1e-5, base_quant="nf4")
+    c.model.param_dtype = "bfloat16"  # the frozen embeddings and norms; adapters are float32
+    # one 24 GB card: 32 rollouts of up to 4096 tokens a step (their KV cache is 4.5 GiB), and
+    # one of them per microbatch (its window's logits are 1.2 GiB)
+    c.rl.prompts_per_step = 4
+    c.rl.num_microbatches = 32
     return c
   if arg == "tiny":
     c.model.name = "tiny-random"
@@ -192,5 +228,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_new_tokens = 2048
     c.checkpoint.every = 10
     return c
-  raise ValueError(f"unknown preset {arg!r} for configs/grpo.py; expected '', 'tiny', 'brief' "
-                   "or 'gtalign_math'")
+  raise ValueError(f"unknown preset {arg!r} for configs/grpo.py; expected '', 'tiny', 'brief', "
+                   "'gtalign_math', 'tiny_lora', 'lora' or 'gtalign_math_lora'")

@@ -16,6 +16,9 @@ from gtalign.utils import cli
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
+_ADAPTER = flags.DEFINE_string(
+    "adapter", None, "A LoRA adapter directory in PEFT format (a run's export/adapter) to serve "
+    "on --model, merged into its weights at start-up.")
 _NAME = flags.DEFINE_string("served_name", None, "Model id in /v1/models (default: --model).")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
 _PORT = flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port).")
@@ -52,13 +55,17 @@ def main(argv):
   config, params, tokenizer = load_pretrained(_MODEL.value, dtype=_DTYPE.value)
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; a chat server needs one")
+  if _ADAPTER.value:
+    from gtalign.adapters import lora, peft_format
+    adapted, adapters = peft_format.load(_ADAPTER.value, config)
+    params = lora.merge(adapted, lora.join(params, adapters))
   engine = Engine(Sampler(config, tokenizer), params, max_rows=_MAX_ROWS.value,
                   max_queue=_MAX_QUEUE.value, chunk_steps=_CHUNK.value,
                   gather_ms=_GATHER.value)
   server = Server(engine, tokenizer, _NAME.value or _MODEL.value,
                   context=min(_CONTEXT.value, config.max_position_embeddings),
                   default_max_tokens=_DEFAULT_MAX_TOKENS.value,
-                  game_settings=settings_for_model(_MODEL.value))
+                  game_settings=settings_for_model(_ADAPTER.value or _MODEL.value))
   config_ = uvicorn.Config(server.app, host=_HOST.value, port=_PORT.value, log_level="warning")
   userver = uvicorn.Server(config_)
   # the port line is what scripts and tests wait for (with --port=0 it names the chosen port)

@@ -41,6 +41,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype of activations and matmuls
   remat: bool = False
+  # low-rank adapters on the named projections (gtalign.adapters.lora); rank 0 = none
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ()
+  base_quant: str = "none"  # the block projections stored as "nf4" or "int8" (adapters.quant)
 
   def __post_init__(self):
     if self.architecture not in ARCHITECTURES:
@@ -52,6 +57,10 @@ class ModelConfig:
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{name}={getattr(self, name)!r}; expected float32, bfloat16 or float16")
+    if self.base_quant not in ("none", "nf4", "int8"):
+      raise ValueError(f"base_quant={self.base_quant!r}; expected none, nf4 or int8")
+    if self.lora_rank < 0:
+      raise ValueError(f"lora_rank={self.lora_rank} must be >= 0")
 
   @property
   def jnp_dtype(self):

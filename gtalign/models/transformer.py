@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gtalign.adapters import quant
 from gtalign.models.config import ModelConfig, RopeScaling
 from gtalign.models.matmul import dense
 
@@ -101,7 +102,10 @@ class Linear(nn.Module):
   """An einsum against one named parameter, accumulating in float32.
 
   bfloat16 matmuls are only fast on CPUs (and exact enough everywhere) when they accumulate in
-  float32, which `nn.DenseGeneral` does not let us ask for.
+  float32, which `nn.DenseGeneral` does not let us ask for. A block projection may hold its
+  kernel quantized (`config.base_quant`: `kernel_codes` and `kernel_absmax`, dequantized here)
+  and a low-rank adapter (`lora_a` [in, r], `lora_b` [r, out], float32, B initialised to zero
+  so that a fresh adapter leaves every output as it was): y = x W + (alpha / r) (x A) B.
   """
 
   config: ModelConfig
@@ -113,15 +117,37 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    fan_in = self.shape[0] if self.axes[0] == "embed" else int(np.prod(self.shape[:-1]))
-    kernel = self.param(
-        "kernel",
-        nn.with_logical_partitioning(nn.initializers.normal(fan_in ** -0.5), tuple(self.axes)),
-        tuple(self.shape), cfg.jnp_param_dtype)
     # every equation contracts x's trailing dims with the kernel's leading ones: one 2-D matmul
     lead, n_in = x.shape[:2], x.ndim - 2
-    y = dense(x.reshape(-1, int(np.prod(x.shape[2:]))).astype(cfg.jnp_dtype),
-              kernel.reshape(int(np.prod(self.shape[:n_in])), -1).astype(cfg.jnp_dtype), False)
+    k_in, n_out = int(np.prod(self.shape[:n_in])), int(np.prod(self.shape[n_in:]))
+    # a flattened group of dims has no single logical axis: it stays unsharded
+    in_axis = self.axes[0] if n_in == 1 else None
+    out_axis = self.axes[-1] if len(self.shape) - n_in == 1 else None
+    x_mk = x.reshape(-1, k_in).astype(cfg.jnp_dtype)
+    if cfg.base_quant != "none" and self.name in quant.TARGETS:
+      codes_shape, absmax_shape, codes_dtype = quant.code_shapes(cfg.base_quant, k_in, n_out)
+      codes = self.param("kernel_codes", nn.with_logical_partitioning(
+          nn.initializers.zeros, (in_axis, None)), codes_shape, codes_dtype)
+      absmax = self.param("kernel_absmax", nn.with_logical_partitioning(
+          nn.initializers.ones, (in_axis, None)), absmax_shape, jnp.float32)
+      kernel_kn = quant.dequantize(codes, absmax, cfg.jnp_dtype)
+    else:
+      fan_in = self.shape[0] if self.axes[0] == "embed" else int(np.prod(self.shape[:-1]))
+      kernel = self.param(
+          "kernel",
+          nn.with_logical_partitioning(nn.initializers.normal(fan_in ** -0.5), tuple(self.axes)),
+          tuple(self.shape), cfg.jnp_param_dtype)
+      kernel_kn = kernel.reshape(k_in, n_out).astype(cfg.jnp_dtype)
+    y = dense(x_mk, kernel_kn, False)
+    if cfg.lora_rank and self.name in cfg.lora_targets:
+      r = cfg.lora_rank
+      a = self.param("lora_a", nn.with_logical_partitioning(lora_a_init, (in_axis, None)),
+                     (k_in, r), jnp.float32)
+      b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                            (None, out_axis)),
+                     (r, n_out), jnp.float32)
+      xa_mr = dense(x_mk, a.astype(cfg.jnp_dtype), False).astype(cfg.jnp_dtype)
+      y = y + (cfg.lora_alpha / r) * dense(xa_mr, b.astype(cfg.jnp_dtype), False)
     y = y.reshape(*lead, *self.shape[n_in:])
     if self.bias_axes is not None:
       bias_shape = self.shape[len(self.shape) - len(self.bias_axes):]
@@ -130,6 +156,10 @@ class Linear(nn.Module):
                         tuple(bias_shape), cfg.jnp_param_dtype)
       y = y + bias.astype(jnp.float32)
     return y.astype(cfg.jnp_dtype)
+
+
+# Hugging Face PEFT's default for A (kaiming-uniform with a = sqrt(5)): U(-1/sqrt(in), 1/sqrt(in))
+lora_a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
 def _attend(q_bkqd, k_bksd, v_bksd, mask_bqs, dtype):

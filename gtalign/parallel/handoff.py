@@ -10,6 +10,7 @@ trainer mesh, the reshard is a no-op and only the cast remains.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,14 +24,18 @@ class WeightHandoff:
   """`handoff(params) -> sampler params`; compiled once, reused every rollout."""
 
   def __init__(self, logical_specs: Any, shapes: Any, trainer_shardings: Any, local_mesh: Mesh,
-               dtype: jnp.dtype, rules: mesh_lib.ShardingRules = mesh_lib.ShardingRules()):
+               dtype: jnp.dtype, rules: mesh_lib.ShardingRules = mesh_lib.ShardingRules(),
+               transform: Callable[[Any], Any] | None = None):
+    """`transform(params)` (jitted with the cast) maps the trainer's tree to the sampler's, such
+    as merging adapters; the specs, shapes and shardings given are then those of its output."""
     self.local_mesh = local_mesh
     self.local_shardings = mesh_lib.param_shardings(local_mesh, logical_specs, rules, shapes)
     self._multi = jax.process_count() > 1
     self.global_shardings = (
         mesh_lib.param_shardings(mesh_lib.handoff_mesh(local_mesh), logical_specs, rules, shapes)
         if self._multi else self.local_shardings)
-    self._cast = jax.jit(lambda p: jax.tree.map(lambda a: a.astype(dtype), p),
+    transform = transform or (lambda p: p)
+    self._cast = jax.jit(lambda p: jax.tree.map(lambda a: a.astype(dtype), transform(p)),
                          out_shardings=trainer_shardings)
 
   def __call__(self, params: Any) -> Any:

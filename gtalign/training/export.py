@@ -25,9 +25,15 @@ def export_policy(directory: str, model_config, params, tokenizer, prompt_style:
 
   `system=None` means the style's default persona (`prompt.build_messages`), "" means none.
   """
-  settings = {"prompt_style": prompt_style, "system": system}
-  _check(settings, f"export_policy({directory!r})")
+  _check({"prompt_style": prompt_style, "system": system}, f"export_policy({directory!r})")
   save_pretrained(directory, model_config, params, tokenizer)
+  return write_game_settings(directory, prompt_style, system)
+
+
+def write_game_settings(directory: str, prompt_style: str, system: str | None) -> str:
+  """`gtalign_game.json` in `directory` (an export, or an adapter directory beside it)."""
+  settings = {"prompt_style": prompt_style, "system": system}
+  _check(settings, f"write_game_settings({directory!r})")
   path = pathlib.Path(directory) / GAME_SETTINGS_FILE
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gtalign.adapters import lora, memory, peft_format
 from gtalign.data import warm_start
 from gtalign.data import world as world_lib
 from gtalign.game import prompt as prompt_lib
@@ -49,9 +50,11 @@ RL_STEP_COST = 2.4
 EVAL_COST = 22.0
 
 
-def load_model(cfg):
+def load_model(cfg, seed: int = 0):
   """(model_config, host params, tokenizer); "tiny-random" is a random tiny Llama with SmolLM2's
-  tokenizer, so tests exercise the real prompt and chat template in seconds."""
+  tokenizer, so tests exercise the real prompt and chat template in seconds. With `cfg.lora`
+  (rank > 0) the params are the base (its projections quantized with `cfg.base_quant`) and
+  fresh adapters drawn from `seed`."""
   if cfg.name == "tiny-random":
     tokenizer = load_tokenizer(smollm2_gguf_path())
     model_config = get_preset("tiny-llama").replace(vocab_size=tokenizer.vocab_size,
@@ -65,6 +68,9 @@ def load_model(cfg):
   params = jax.tree.map(lambda a: np.asarray(a).astype(model_config.jnp_param_dtype), params)
   if tokenizer is None:
     raise InvalidInput(f"model.name={cfg.name!r} has no tokenizer files")
+  model_config = lora.configure(model_config, cfg.lora, cfg.base_quant)
+  if lora.enabled(model_config):
+    params = lora.attach(model_config, params, jax.random.PRNGKey(seed))
   return model_config, params, tokenizer
 
 
@@ -341,6 +347,53 @@ def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding,
   }
 
 
+def _trained_part(state, mask):
+  """The part of a train state a checkpoint holds: with adapters (`mask`), only the params the
+  mask trains; without, the whole state."""
+  if state is None or mask is None:
+    return state
+  return state.replace(params=lora.select(state.params, mask)[0])
+
+
+def _with_trained_part(state, restored, mask):
+  if mask is None:
+    return restored
+  return restored.replace(params=lora.join(lora.select(state.params, mask)[1], restored.params))
+
+
+def _handoff(config, model_config, params, shardings, mesh) -> WeightHandoff:
+  """Trainer params -> the sampler's: cast to the compute dtype, and with adapters merged into
+  a plain decoder's weights (once per RL step; bench/lora.py measures it against running the
+  adapters in the sampler's forward)."""
+  local_mesh = _sampler_mesh(config, mesh)
+  if not lora.enabled(model_config):
+    return WeightHandoff(logical_axes(model_config), params, shardings, local_mesh,
+                         model_config.jnp_dtype)
+  plain = lora.plain(model_config)
+  shapes = lora.abstract_params(plain)
+  return WeightHandoff(logical_axes(plain), shapes,
+                       param_shardings(mesh, logical_axes(plain), shapes=shapes), local_mesh,
+                       model_config.jnp_dtype,
+                       transform=functools.partial(lora.merge, model_config,
+                                                   dtype=model_config.jnp_dtype))
+
+
+def _export_adapter(export_dir, model_name, model_config, host_params, tokenizer) -> str:
+  """`export/adapter/`, a PEFT directory; its base is the model's HF directory or repository
+  id, or, for a base PEFT could not load (a .gguf file, a random model), `export/base/`."""
+  base = peft_format.base_reference(model_name)
+  if base is None:
+    base = os.path.join(export_dir, "base")
+    base_params = lora.merge(lora.adapters_off(model_config), lora.split(host_params)[0])
+    export.export_policy(base, lora.plain(model_config), base_params, tokenizer,
+                         prompt_style="full", system=None)
+  path = peft_format.save(os.path.join(export_dir, "adapter"), model_config,
+                          lora.split(host_params)[1], base)
+  distributed.log(f"gtalign: adapters written to {path} (PEFT format, base {base}; python -m "
+                  f"gtalign.serve --model=... --adapter={path})")
+  return path
+
+
 def _check_batch_sizes(config, mesh) -> None:
   """Prompts split evenly over processes, and update batches over the mesh's batch shards."""
   shards = math.prod(mesh.shape[a] for a in ShardingRules().mesh_axes("batch"))
@@ -397,6 +450,7 @@ def _check_options(config) -> None:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   if config.checkpoint.every < 1:
     raise InvalidInput(f"checkpoint.every={config.checkpoint.every}; expected >= 1")
+  lora.check(config.model.lora, config.model.base_quant)
   _objective_config(config, num_sources=1)
 
 
@@ -422,7 +476,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   _check_options(config)
   os.makedirs(workdir, exist_ok=True)
   phases.enter("load")
-  model_config, params, tokenizer = load_model(config.model)
+  model_config, params, tokenizer = load_model(config.model, config.seed)
+  adapters_on = lora.enabled(model_config)
+  base_fingerprint = lora.fingerprint(lora.split(params)[0]) if adapters_on else None
   train_rows, eval_rows, warm_rows = load_rows(config.data, config.seed)
   train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length,
                                       _rows_origin(config.data, "train"))
@@ -435,9 +491,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   shardings = param_shardings(mesh, logical_axes(model_config), shapes=params)
   data_sharding = batch_sharding(mesh)
   _check_batch_sizes(config, mesh)
-  handoff = WeightHandoff(logical_axes(model_config), params, shardings,
-                          _sampler_mesh(config, mesh), model_config.jnp_dtype)
-  sampler_config = model_config.replace(param_dtype=model_config.dtype)
+  handoff = _handoff(config, model_config, params, shardings, mesh)
+  # the sampler runs the plain decoder: adapters are merged into its weights at each hand-off
+  sampler_config = lora.plain(model_config).replace(param_dtype=model_config.dtype)
   run = Run(config=config, model_config=model_config, tokenizer=tokenizer,
             sampler=Sampler(sampler_config, tokenizer), judge=_judge(config.rl),
             train_rows=train_rows, eval_rows=eval_rows,
@@ -445,7 +501,10 @@ def train(config, workdir: str) -> dict[str, Any]:
             source_ids={s: i for i, s in enumerate(sources)},
             orders=phase_orders(train_rows, config.seed),
             handoff=handoff, data_sharding=data_sharding, workdir=workdir, warm_rows=warm_rows)
-  trainable = train_state.trainable_mask(params, config.rl.trainable)
+  trainable = (lora.trainable if adapters_on else train_state.trainable_mask)(
+      params, config.rl.trainable)
+  if adapters_on:
+    distributed.log(lora.describe(model_config, params))
   sft_steps, rl_steps = config.sft.steps, config.rl.steps
   total_steps = sft_steps + rl_steps
   # one optimizer per phase, of identical structure: RL starts from fresh moments and its own
@@ -457,6 +516,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   host_params = params if config.rl.algorithm == "ppo" else None  # the critic starts from them
   del params
   distributed.log(sharding_summary(state, mesh))
+  distributed.log(memory.plan(model_config, config).line())
 
   ocfg = _objective_config(config, len(sources))
   ppo = config.rl.algorithm == "ppo"
@@ -476,9 +536,12 @@ def train(config, workdir: str) -> dict[str, Any]:
   critic = (_make_critic(config, model_config, host_params, ocfg, mesh, data_sharding,
                          trainable) if ppo else None)
   del host_params
-  ref_logprobs = jax.jit(functools.partial(objective.sequence_logprobs, model_config,
-                                           temperature=config.rl.temperature),
-                         out_shardings=data_sharding)
+  # with adapters the KL reference is the same weights with the adapters off: no copy
+  ref_logprobs = jax.jit(functools.partial(
+      objective.sequence_logprobs,
+      lora.adapters_off(model_config) if adapters_on else model_config,
+      temperature=config.rl.temperature), out_shardings=data_sharding)
+  keep_reference = bool(config.rl.kl_coef) and not adapters_on
   # the KL reference is the policy as RL starts (after the warm start), kept in checkpoints;
   # a copy, since the update step donates the train state's buffers
   copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
@@ -489,15 +552,28 @@ def train(config, workdir: str) -> dict[str, Any]:
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
                       save_every=config.checkpoint.every)
   evals: dict[str, dict[str, np.ndarray]] = {}
-  found = ckpt.restore_latest_intact(lambda step: {
-      "policy": state, "critic": critic["state"] if critic else None,
-      "reference": state.params if config.rl.kl_coef and step > sft_steps else None})
+  # with adapters a checkpoint holds what trains (adapters, a critic's head), never the base
+  policy_mask = trainable if adapters_on else None
+  critic_mask = ({"decoder": trainable, "kernel": True, "bias": True}
+                 if critic and adapters_on else None)
+
+  def saved(policy, critic_state, reference):
+    return {"policy": _trained_part(policy, policy_mask),
+            "critic": _trained_part(critic_state, critic_mask),
+            "reference": reference}
+
+  found = ckpt.restore_latest_intact(lambda step: saved(
+      state, critic["state"] if critic else None,
+      state.params if keep_reference and step > sft_steps else None))
   start = found[0] if found else 0
   if found:
-    _, restored, meta = found
-    state, ref_params = restored["policy"], restored["reference"]
+    step_found, restored, meta = found
+    lora.check_fingerprint(meta.get("base_fingerprint"), base_fingerprint,
+                           os.path.join(ckpt.directory, str(step_found)), config.model.name)
+    state = _with_trained_part(state, restored["policy"], policy_mask)
+    ref_params = restored["reference"]
     if critic:
-      critic["state"] = restored["critic"]
+      critic["state"] = _with_trained_part(critic["state"], restored["critic"], critic_mask)
     evals = heldout.evals_from_json(meta["evals"])
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
@@ -532,11 +608,13 @@ def train(config, workdir: str) -> dict[str, Any]:
     else:
       if step == sft_steps and sft_steps:
         state = state.replace(opt_state=init_opt(state.params))  # the RL optimizer, fresh
-      if step == sft_steps and config.rl.kl_coef:
+      if step == sft_steps and keep_reference:
         ref_params = copy_params(state.params)
       batch, stats, records = rl_rollout(run, state.params, step - sft_steps)
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
+      elif adapters_on and config.rl.kl_coef:
+        batch["ref_logp_bc"] = ref_logprobs(state.params, batch)
       stats["phase"] = 1.0
       if critic:
         batch["old_values_bc"] = critic["values"](critic["state"].params, batch)
@@ -557,9 +635,11 @@ def train(config, workdir: str) -> dict[str, Any]:
       metrics.update(heldout.finite_means(mid, prefix="eval/"))
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": heldout.evals_to_json(evals)}
+    if base_fingerprint:
+      meta["base_fingerprint"] = base_fingerprint
     phases.enter("checkpoint", step)
-    ckpt.save(step + 1, {"policy": state, "critic": critic["state"] if critic else None,
-                         "reference": ref_params}, meta, force=step + 1 == total_steps)
+    ckpt.save(step + 1, saved(state, critic["state"] if critic else None, ref_params), meta,
+              force=step + 1 == total_steps)
   ckpt.wait()
   writer.close()
 
@@ -573,8 +653,14 @@ def train(config, workdir: str) -> dict[str, Any]:
   export_dir = os.path.join(workdir, "export")
   host_params = distributed.host_params(state.params)
   if distributed.is_main():
-    export.export_policy(export_dir, model_config, host_params, tokenizer,
-                         prompt_style=config.data.prompt_style, system=None)
+    export_config = lora.plain(model_config) if adapters_on else model_config
+    export.export_policy(export_dir, export_config,
+                         lora.merge(model_config, host_params) if adapters_on else host_params,
+                         tokenizer, prompt_style=config.data.prompt_style, system=None)
+    if adapters_on:
+      adapter_dir = _export_adapter(export_dir, config.model.name, model_config, host_params,
+                                    tokenizer)
+      export.write_game_settings(adapter_dir, config.data.prompt_style, None)
     distributed.log(f"gtalign: trained policy written to {export_dir} (python -m gtalign.sample "
                     f"--model={export_dir} --game --prompt=...)")
   return heldout.report(workdir, evals, config.eval.bootstrap,

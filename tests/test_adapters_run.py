@@ -1,0 +1,155 @@
+"""The `tiny_lora` preset end to end: a run trains only its adapters, checkpoints only them,
+resumes after SIGKILL exactly, exports a PEFT adapter that Hugging Face PEFT loads onto the base
+to give the merged export's logits, and `gtalign.serve --adapter` serves it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# short, with a KL term (its reference: the same weights with the adapters off)
+CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny_lora",
+       "--config.sft.steps=6", "--config.rl.steps=3", "--config.rl.kl_coef=0.05",
+       "--config.checkpoint.every=1", "--config.eval.at_start=False",
+       "--config.eval.base_plain=False", "--config.eval.phrasings=False",
+       "--config.eval.num_prompts=2", "--config.eval.chunk=2", "--config.eval.max_new_tokens=32",
+       "--config.rl.max_new_tokens=48"]
+
+
+def _cmd(workdir, *extra):
+  return CMD + [f"--workdir={workdir}", *extra]
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _adapter_tensors(workdir):
+  from safetensors.numpy import load_file
+  return load_file(os.path.join(workdir, "export", "adapter", "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("lora") / "run"
+  proc = subprocess.run(_cmd(workdir), cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_only_adapters_train_and_the_checkpoint_holds_no_base_weight(run):
+  from gtalign.training.checkpoint import Checkpointer
+  workdir, proc = run
+  assert "adapter parameters train" in proc.stdout + proc.stderr
+  assert "memory plan on one device" in proc.stdout + proc.stderr
+  last = _metrics(workdir)[-1]
+  assert last["step"] == 9 and np.isfinite(last["loss"]) and "kl" in " ".join(last)
+  step_dir = os.path.join(workdir, "checkpoints", "9")
+  with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+    stored = ckpt._manager.item_metadata(9)["state"]  # pylint: disable=protected-access
+  tree = getattr(stored, "tree", stored)
+  import jax
+  paths = ["/".join(str(getattr(k, "key", k)) for k in p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(tree["policy"]["params"])[0]]
+  assert paths and all(p.endswith(("lora_a", "lora_b")) for p in paths), paths[:5]
+  assert tree["reference"] is None  # no reference copy: the adapters switch off
+  # the whole step directory is smaller than the base's float32 weights by far
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(step_dir) for f in fs)
+  assert size < 1_000_000
+  saved_meta = json.load(open(os.path.join(step_dir, "meta", "metadata")))
+  assert len(saved_meta["base_fingerprint"]) == 16
+
+
+def test_sigkill_then_resume_ends_identical_to_the_uninterrupted_run(run, tmp_path):
+  workdir, _ = run
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  # kill once an RL step's checkpoint (step 7) is committed: the resume replays RL steps
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isfile(killed / "checkpoints" / "7" / "commit_success.txt"):
+      os.kill(proc.pid, signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+  resumed = subprocess.run(_cmd(killed), cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stdout + resumed.stderr
+  want, got = _metrics(workdir), _metrics(killed)
+  drop = ("time", "step_seconds", "time/handoff_s", "time/sample_s", "time/judge_s")
+  strip = lambda r: {k: v for k, v in r.items() if k not in drop}
+  assert [strip(r) for r in got[-2:]] == [strip(r) for r in want[-2:]]
+  a, b = _adapter_tensors(workdir), _adapter_tensors(killed)
+  assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_on_another_base_is_refused_in_one_line(run, tmp_path):
+  import shutil
+  workdir, _ = run
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir / "checkpoints", copy / "checkpoints")
+  # bfloat16 base weights: the same adapters' shapes, another base
+  proc = subprocess.run(_cmd(copy, "--config.model.param_dtype=bfloat16"), cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  err = proc.stderr.strip().splitlines()[-1]
+  assert "holds adapters trained on another base" in err and "model.name='tiny-random'" in err
+
+
+def test_peft_loads_the_exported_adapter_onto_the_base_with_the_merged_logits(run):
+  import torch
+  from peft import PeftModel
+  from transformers import AutoModelForCausalLM
+  workdir, _ = run
+  export = workdir / "export"
+  config = json.load(open(export / "adapter" / "adapter_config.json"))
+  assert config["base_model_name_or_path"] == str(export / "base")
+  assert config["r"] == 8 and len(config["target_modules"]) == 7
+  base = AutoModelForCausalLM.from_pretrained(export / "base", dtype=torch.float32)
+  adapted = PeftModel.from_pretrained(base, export / "adapter")
+  merged = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+  ids = torch.tensor([[1, 20, 300, 4000, 5, 77, 900, 12, 4321, 33]])
+  with torch.no_grad():
+    want, got = merged(ids).logits, adapted(ids).logits
+    plain = adapted.get_base_model()
+    with adapted.disable_adapter():
+      off = plain(ids).logits
+  assert float((want - got).abs().max()) < 1e-4
+  assert float((want - off).abs().max()) > 1e-2  # the adapters trained: they matter
+
+
+def test_serve_with_adapter_answers_as_the_merged_export(run, tmp_path):
+  import httpx
+  from serve_process import ServerProcess
+  workdir, _ = run
+  export = workdir / "export"
+  body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 4 plus 3?"}],
+          "max_tokens": 12, "temperature": 0}
+  replies = []
+  for name, model, flags in (("adapter", export / "base", [f"--adapter={export / 'adapter'}"]),
+                             ("merged", export, [])):
+    server = ServerProcess(model, tmp_path / f"{name}.log", *flags)
+    try:
+      reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120).json()
+      replies.append(reply["choices"][0]["message"]["content"])
+    finally:
+      server.close()
+  assert replies[0] == replies[1] and replies[0]
+
+
+def test_serve_refuses_a_directory_that_is_no_adapter_in_one_line(run, tmp_path):
+  workdir, _ = run
+  proc = subprocess.run([sys.executable, "-m", "gtalign.serve",
+                         f"--model={workdir / 'export' / 'base'}", f"--adapter={tmp_path}",
+                         "--port=0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert f"--adapter={tmp_path}: no adapter_config.json" in proc.stderr.strip().splitlines()[-1]
