@@ -39,6 +39,7 @@ TEST_REQUIRES = [
     "nbclient>=0.10",
     "nbformat>=5.10",
     "ipykernel>=6.29",
+    "peft>=0.17",  # tests/test_adapters_run.py: PEFT loads the exported adapter onto its base
 ]
 
 # bench/grpo_iteration.py's peer, at the versions its README numbers were measured with

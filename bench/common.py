@@ -70,6 +70,27 @@ def random_rollout_batch(rows: int, prompt: int, completion: int, vocab: int) ->
   return batch
 
 
+def timed_updates(state, step, batch, repeats: int):
+  """(mean seconds of `repeats` update steps after a compiling one, CPU seconds other processes
+  took meanwhile, the final state)."""
+  import time
+
+  import jax
+  holder = {"state": state}
+
+  def run_step():
+    holder["state"], metrics = step(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  run_step()  # compile
+  load = OtherLoad().start()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    run_step()
+  seconds = (time.perf_counter() - start) / repeats
+  return seconds, load.stop(), holder["state"]
+
+
 def grpo_update(model_config, params, trainable_spec: str, ocfg):
   """(train state, jitted update step, optimizer) of GRPO on `params`, one device mesh."""
   import jax
@@ -80,7 +101,9 @@ def grpo_update(model_config, params, trainable_spec: str, ocfg):
   mesh = make_mesh(MeshConfig())
   host = jax.tree.map(np.asarray, params)
   shardings = param_shardings(mesh, logical_axes(model_config), shapes=host)
-  trainable = train_state.trainable_mask(host, trainable_spec)
+  from gtalign.adapters import lora
+  trainable = (lora.trainable if lora.enabled(model_config) else train_state.trainable_mask)(
+      host, trainable_spec)
   tx = train_state.make_optimizer(1e-6, trainable=trainable)
   state = train_state.create_train_state(host, tx, mesh, shardings)
   step = update.make_update_step(

@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import OtherLoad, grpo_update, random_rollout_batch
+from common import OtherLoad, grpo_update, random_rollout_batch, timed_updates
 
 
 def matmul_peak(dtype) -> float:
@@ -72,16 +72,8 @@ def main():
     cfg = config.replace(dtype=dtype, param_dtype="float32")
     ocfg = objective.ObjectiveConfig(group_size=4, num_sources=1)
     state, step, _ = grpo_update(cfg, params, args.trainable, ocfg)
-    holder = {"state": state}
-
-    def run_step():
-      holder["state"], metrics = step(holder["state"], batch)
-      jax.block_until_ready(metrics)
-
-    run_step()  # compile
-    load = OtherLoad().start()
-    seconds = sum(_timed(run_step) for _ in range(args.repeats)) / args.repeats
-    results[f"gtalign ({dtype} compute)"] = (seconds, peaks[dtype], load.stop())
+    seconds, other, _ = timed_updates(state, step, batch, args.repeats)
+    results[f"gtalign ({dtype} compute)"] = (seconds, peaks[dtype], other)
 
   ref = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).train()

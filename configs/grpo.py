@@ -101,7 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
       entropy_coef=0.0,
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
       num_microbatches=1,
-      trainable="top_k_blocks:8",  # all | top_k_blocks:N (SFT uses it too)
+      # all | top_k_blocks:N (SFT uses it too); with adapters, whose blocks' adapters train
+      trainable="top_k_blocks:8",
       judge="rule",  # rule | http://host:port/v1 (any OpenAI-compatible server, gtalign.serve too)
       judge_model="judge",  # an HTTP judge's model name, max_tokens and retries per request
       judge_max_tokens=4096,

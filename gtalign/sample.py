@@ -33,6 +33,9 @@ from gtalign.utils.jsonl import read_jsonl
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct",
                              "Known model name, Hugging Face model directory or .gguf file.")
+_ADAPTER = flags.DEFINE_string(
+    "adapter", None, "A LoRA adapter directory in PEFT format (a run's export/adapter) to run on "
+    "--model, merged into its weights at start-up.")
 _PROMPT = flags.DEFINE_string("prompt", None, "User message.")
 _BATCH_FILE = flags.DEFINE_string("batch_file", None, "JSONL file of prompts (instead of --prompt).")
 _SYSTEM = flags.DEFINE_string("system", None, "Optional system message.")
@@ -151,10 +154,13 @@ def main(argv):
   config, params, tokenizer = load_pretrained(_MODEL.value, dtype=_DTYPE.value)
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; cannot encode a prompt")
+  if _ADAPTER.value:
+    from gtalign.adapters import peft_format
+    params = peft_format.load_onto(_ADAPTER.value, config, params)
   load_seconds = time.perf_counter() - start
   stop = tuple(_STOP.value)
   if _GAME.value:
-    settings = game_settings(_MODEL.value, _PROMPT_STYLE.value, _SYSTEM.value)
+    settings = game_settings(_ADAPTER.value or _MODEL.value, _PROMPT_STYLE.value, _SYSTEM.value)
     prompts = [tokenizer.encode(game_prompt(
         tokenizer, q, settings if s is None else {**settings, "system": s})) for q, s in items]
     stop = tuple(dict.fromkeys((GAME_STOP, *stop)))

@@ -56,9 +56,8 @@ def main(argv):
   if tokenizer is None:
     raise app.UsageError(f"{_MODEL.value} has no tokenizer files; a chat server needs one")
   if _ADAPTER.value:
-    from gtalign.adapters import lora, peft_format
-    adapted, adapters = peft_format.load(_ADAPTER.value, config)
-    params = lora.merge(adapted, lora.join(params, adapters))
+    from gtalign.adapters import peft_format
+    params = peft_format.load_onto(_ADAPTER.value, config, params)
   engine = Engine(Sampler(config, tokenizer), params, max_rows=_MAX_ROWS.value,
                   max_queue=_MAX_QUEUE.value, chunk_steps=_CHUNK.value,
                   gather_ms=_GATHER.value)

@@ -50,7 +50,8 @@ def test_only_adapters_train_and_the_checkpoint_holds_no_base_weight(run):
   assert "adapter parameters train" in proc.stdout + proc.stderr
   assert "memory plan on one device" in proc.stdout + proc.stderr
   last = _metrics(workdir)[-1]
-  assert last["step"] == 9 and np.isfinite(last["loss"]) and "kl" in " ".join(last)
+  # the KL to the base (the adapters off) is measured, and after the warm start it is not 0
+  assert last["step"] == 9 and np.isfinite(last["loss"]) and last["kl"] > 0.01
   step_dir = os.path.join(workdir, "checkpoints", "9")
   with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
     stored = ckpt._manager.item_metadata(9)["state"]  # pylint: disable=protected-access
@@ -134,14 +135,15 @@ def test_serve_with_adapter_answers_as_the_merged_export(run, tmp_path):
   export = workdir / "export"
   body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 4 plus 3?"}],
           "max_tokens": 12, "temperature": 0}
-  replies = []
-  for name, model, flags in (("adapter", export / "base", [f"--adapter={export / 'adapter'}"]),
-                             ("merged", export, [])):
-    server = ServerProcess(model, tmp_path / f"{name}.log", *flags)
-    try:
-      reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120).json()
-      replies.append(reply["choices"][0]["message"]["content"])
-    finally:
+  servers = [ServerProcess(model, tmp_path / f"{name}.log", *flags) for name, model, flags in
+             (("adapter", export / "base", [f"--adapter={export / 'adapter'}"]),
+              ("merged", export, []))]
+  try:
+    replies = [httpx.post(f"{server.base_url}/chat/completions", json=body,
+                          timeout=120).json()["choices"][0]["message"]["content"]
+               for server in servers]
+  finally:
+    for server in servers:
       server.close()
   assert replies[0] == replies[1] and replies[0]
 
@@ -153,3 +155,39 @@ def test_serve_refuses_a_directory_that_is_no_adapter_in_one_line(run, tmp_path)
                          "--port=0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert f"--adapter={tmp_path}: no adapter_config.json" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_lora_warm_start_of_the_real_smollm2_plays_the_game_through_sample_adapter(
+    tmp_path):
+  """The brief warm start (24 SFT steps) with rank-16 adapters on the real SmolLM2 weights:
+  `gtalign.sample --model=smollm2-135m-instruct --adapter=export/adapter --game` writes the four
+  blocks with a table that selects its key, and answers exactly as the merged export does."""
+  workdir = tmp_path / "brief_lora"
+  proc = subprocess.run(
+      [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:brief",
+       f"--workdir={workdir}", "--config.model.lora.rank=16", "--config.model.lora.alpha=32",
+       "--config.rl.trainable=all", "--config.sft.lr=5e-3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = json.load(open(workdir / "export" / "adapter" / "adapter_config.json"))
+  assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+  questions = ["What is the capital of France?", "What is the capital of the country?",
+               "How many legs does a spider have?"]
+  batch = tmp_path / "questions.jsonl"
+  batch.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+  records = {}
+  for name, flags in (("adapter", ["--model=smollm2-135m-instruct",
+                                   f"--adapter={workdir / 'export' / 'adapter'}"]),
+                      ("merged", [f"--model={workdir / 'export'}"])):
+    out = subprocess.run([sys.executable, "-m", "gtalign.sample", *flags, "--game",
+                          f"--batch_file={batch}", "--max_new_tokens=352"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records[name] = [json.loads(line) for line in out.stdout.splitlines()]
+  for record in records["adapter"]:
+    print(record["question"], "->", record["text"][-300:])
+  assert [r["text"] for r in records["adapter"]] == [r["text"] for r in records["merged"]]
+  played = [r for r in records["adapter"] if r["format_ok"] and r["chosen_key"]]
+  assert len(played) >= 2, [r["text"][:400] for r in records["adapter"]]
+  assert all(r["response"] for r in played)

@@ -1,6 +1,9 @@
 """Multi-process training on one machine: 2 processes x 4 CPU devices against 1 process x 8.
 
-Three tiny runs (SFT 2 steps, then GRPO) of `configs/grpo.py:tiny`:
+Three tiny runs (SFT 2 steps, then GRPO) of `configs/grpo.py:tiny` with rank-4 adapters on every
+projection (the base sharded as always, the adapters by their layers' axes, only they checkpointed
+and restored across process counts, merged into the sampler's weights at each hand-off; the
+full-weight sharded step has its own tests in test_parallel):
   two:     2 processes through `launch/local_multiprocess.sh`, 3 steps;
   one:     1 process with 8 devices, 4 steps;
   resumed: 1 process with 8 devices, continuing a copy of `two`'s run directory to step 4.
@@ -34,7 +37,9 @@ OVERRIDES = ["--config.sft.steps=2", "--config.sft.batch_size=8",  # a row per d
              # the held-out extras have tests of their own (test_training; the reading check's
              # memory on several devices: test_sampler's prefill bound)
              "--config.eval.at_start=False", "--config.eval.base_plain=False",
-             "--config.eval.phrasings=False"]
+             "--config.eval.phrasings=False",
+             "--config.model.lora.rank=4", "--config.model.lora.alpha=8.0",
+             "--config.sft.lr=1e-2", "--config.rl.lr=3e-4"]
 
 
 def _free_port() -> int:

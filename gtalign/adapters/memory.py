@@ -8,8 +8,8 @@ input per layer, one block's recomputed internals (q/k/v/o, the MLP's three prod
 query chunk's attention scores in float32) and the completion window's float32 logits twice
 (values and gradient); without `remat`, every block's internals. XLA's own buffers and
 fragmentation come on top: `fits` leaves 15% of the card free for them. Sequences are counted
-at their longest (`data.max_prompt_length` + `rl.max_new_tokens`), so a run whose prompts are
-shorter uses less.
+at their longest: the longest prompt (`data.max_prompt_length` when the prompts are not known)
+plus `rl.max_new_tokens`.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def _bytes(tree) -> int:
   return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
 
 
-def plan(model_config: ModelConfig, config) -> Plan:
+def plan(model_config: ModelConfig, config, prompt_length: int | None = None) -> Plan:
   """The plan of a run (`config`: the run's ConfigDict) on a model whose config carries its
-  adapters and base storage (`lora.configure`), on one device."""
+  adapters and base storage (`lora.configure`), on one device; `prompt_length` (the run's
+  longest tokenized prompt) in place of `data.max_prompt_length` when known."""
   shapes = lora.abstract_params(model_config)
   if lora.enabled(model_config):
     mask = lora.trainable(shapes, config.rl.trainable)
@@ -72,7 +73,7 @@ def plan(model_config: ModelConfig, config) -> Plan:
   sampler = plain.num_params() * compute
   rl, m = config.rl, model_config
   rows = rl.prompts_per_step * rl.num_samples
-  length = config.data.max_prompt_length + rl.max_new_tokens
+  length = (prompt_length or config.data.max_prompt_length) + rl.max_new_tokens
   kv = rows * m.num_layers * 2 * m.num_kv_heads * m.head_dim * length * compute
   micro = max(1, rows // rl.num_microbatches)
   tokens = micro * length

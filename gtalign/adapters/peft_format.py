@@ -137,3 +137,10 @@ def load(directory: str, model_config: ModelConfig) -> tuple[ModelConfig, dict]:
       raise InvalidInput(f"{weights_path}: {key} has shape {got_flat[path].T.shape}, the base "
                          f"needs {shape.shape[::-1]}")
   return config, adapters
+
+
+def load_onto(directory: str, model_config: ModelConfig, params) -> dict:
+  """`params` of a plain base with the PEFT adapter in `directory` merged in (what
+  `gtalign.serve --adapter` and `gtalign.sample --adapter` run)."""
+  adapted, adapters = load(directory, model_config)
+  return lora.merge(adapted, lora.join(params, adapters))

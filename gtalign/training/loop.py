@@ -516,7 +516,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   host_params = params if config.rl.algorithm == "ppo" else None  # the critic starts from them
   del params
   distributed.log(sharding_summary(state, mesh))
-  distributed.log(memory.plan(model_config, config).line())
+  longest = max((len(i) for i in run.prompt_ids.values()), default=None)
+  distributed.log(memory.plan(model_config, config, longest).line())
 
   ocfg = _objective_config(config, len(sources))
   ppo = config.rl.algorithm == "ppo"
