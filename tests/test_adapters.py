@@ -260,8 +260,8 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   from gtalign.parallel.mesh import MeshConfig, make_mesh, param_shardings
   from gtalign.models.transformer import logical_axes
   c = ml_collections.ConfigDict(dict(
-      rl=dict(trainable="all", prompts_per_step=2, num_samples=2, max_new_tokens=8,
-              num_microbatches=1),
+      rl=dict(algorithm="grpo", trainable="all", prompts_per_step=2, num_samples=2,
+              max_new_tokens=8, num_microbatches=1),
       data=dict(max_prompt_length=8)))
   config = get_preset("tiny-llama")
   adapted = config.replace(lora_rank=4, lora_alpha=8.0, lora_targets=ALL, base_quant="nf4")
@@ -277,10 +277,49 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   assert plan.optimizer == sum(x.nbytes for x in jax.tree.leaves(state.opt_state) if x.ndim)
 
 
-def test_a_checkpoint_of_another_base_is_refused_naming_both():
-  lora.check_fingerprint("abc", "abc", "/w/checkpoints/4", "m")
-  lora.check_fingerprint(None, "abc", "/w/checkpoints/4", "m")  # a run without adapters
+def test_a_checkpoint_of_another_base_or_setting_is_refused_naming_both():
+  config = get_preset("tiny-llama")
+  params = _host(init_params(config, jax.random.PRNGKey(0)))
+  adapted = config.replace(lora_rank=4, lora_alpha=8.0, lora_targets=("q_proj", "v_proj"))
+  meta = lora.resume_meta(adapted, params)
+  lora.check_resume(meta, meta, "/w/checkpoints/4", "m")
+  lora.check_resume({}, meta, "/w/checkpoints/4", "m")  # written without adapters: shapes decide
+  other_base = lora.resume_meta(adapted, jax.tree.map(lambda x: x * 1.01, params))
   with pytest.raises(InvalidInput, match=r"checkpoint /w/checkpoints/4 holds adapters trained "
-                                         r"on another base \(base fingerprint abc, "
-                                         r"model.name='m' gives def\)"):
-    lora.check_fingerprint("abc", "def", "/w/checkpoints/4", "m")
+                                         r"on another base \(base fingerprint [0-9a-f]{16}, "
+                                         r"model.name='m' gives [0-9a-f]{16}\)"):
+    lora.check_resume(other_base, meta, "/w/checkpoints/4", "m")
+  # alpha changes no shape: only the record catches it
+  other_alpha = lora.resume_meta(adapted.replace(lora_alpha=16.0), params)
+  with pytest.raises(InvalidInput, match=r"holds adapters of rank 4, alpha 16 on q_proj,v_proj; "
+                                         r"this config asks for rank 4, alpha 8 on "
+                                         r"q_proj,v_proj \(model.lora\)"):
+    lora.check_resume(other_alpha, meta, "/w/checkpoints/4", "m")
+
+
+def test_peft_files_in_bfloat16_load_and_a_damaged_one_is_named(tmp_path):
+  from safetensors.numpy import save_file as save_numpy
+  import safetensors.flax
+  config = get_preset("tiny-llama")
+  adapted = config.replace(lora_rank=2, lora_alpha=4.0, lora_targets=("q_proj",))
+  adapters = lora.split(_with_random_b(lora.attach(
+      adapted, _host(init_params(config, jax.random.PRNGKey(0))), jax.random.PRNGKey(1))))[1]
+  peft_format.save(tmp_path, adapted, adapters, "base")
+  weights = tmp_path / peft_format.WEIGHTS_FILE
+  tensors = safetensors.flax.load_file(str(weights))
+  safetensors.flax.save_file({k: v.astype(jnp.bfloat16) for k, v in tensors.items()},
+                             str(weights))
+  _, loaded = peft_format.load(tmp_path, config)
+  for (_, got), want in zip(lora._flatten(loaded), jax.tree.leaves(adapters)):
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
+  weights.write_bytes(weights.read_bytes()[:40])
+  with pytest.raises(InvalidInput, match="adapter_model.safetensors: not a readable safetensors"):
+    peft_format.load(tmp_path, config)
+  save_numpy({"lm_head.weight": np.zeros((2, 2), np.float32)}, str(weights))
+  with pytest.raises(InvalidInput, match="tensor 'lm_head.weight' is not a LoRA weight"):
+    peft_format.load(tmp_path, config)
+  cfg = json.loads((tmp_path / peft_format.CONFIG_FILE).read_text())
+  cfg["alpha_pattern"] = {"q_proj": 8}
+  (tmp_path / peft_format.CONFIG_FILE).write_text(json.dumps(cfg))
+  with pytest.raises(InvalidInput, match="'alpha_pattern' is set"):
+    peft_format.load(tmp_path, config)

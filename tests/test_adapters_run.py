@@ -66,6 +66,8 @@ def test_only_adapters_train_and_the_checkpoint_holds_no_base_weight(run):
   assert size < 1_000_000
   saved_meta = json.load(open(os.path.join(step_dir, "meta", "metadata")))
   assert len(saved_meta["base_fingerprint"]) == 16
+  assert saved_meta["adapters"] == {"rank": 8, "alpha": 16.0, "targets": [
+      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
 
 def test_sigkill_then_resume_ends_identical_to_the_uninterrupted_run(run, tmp_path):
@@ -171,7 +173,8 @@ def test_a_lora_warm_start_of_the_real_smollm2_plays_the_game_through_sample_ada
       cwd=ROOT, capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = json.load(open(workdir / "export" / "adapter" / "adapter_config.json"))
-  assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+  # the default model is a Q4_1 GGUF: the base PEFT loads is the one trained on, saved beside
+  assert config["base_model_name_or_path"] == str(workdir / "export" / "base")
   questions = ["What is the capital of France?", "What is the capital of the country?",
                "How many legs does a spider have?"]
   batch = tmp_path / "questions.jsonl"

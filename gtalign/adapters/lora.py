@@ -213,9 +213,30 @@ def describe(model_config: ModelConfig, params) -> str:
           f"frozen{quant_note}")
 
 
-def check_fingerprint(stored: str | None, current: str, where: str, model_name: str) -> None:
-  if stored is not None and stored != current:
-    raise InvalidInput(f"checkpoint {where} holds adapters trained on another base (base "
-                       f"fingerprint {stored}, model.name={model_name!r} gives {current}); "
-                       "load the base it was trained on, or use another --workdir")
+def resume_meta(model_config: ModelConfig, base_params) -> dict:
+  """What a checkpoint records of the adapters' setting, checked on resume (`check_resume`):
+  the base's fingerprint and the adapters' rank, alpha and targets (alpha changes no shape, so
+  the restore itself would not notice it)."""
+  return {"base_fingerprint": fingerprint(base_params),
+          "adapters": {"rank": model_config.lora_rank, "alpha": model_config.lora_alpha,
+                       "targets": list(model_config.lora_targets)}}
 
+
+def check_resume(stored: dict, current: dict, where: str, model_name: str) -> None:
+  """One-line InvalidInput when a checkpoint's adapters were trained on another base or with
+  another setting than this run's (a checkpoint without the record, from a run without
+  adapters, is left to the shape check)."""
+  base = stored.get("base_fingerprint")
+  if base is not None and base != current["base_fingerprint"]:
+    raise InvalidInput(f"checkpoint {where} holds adapters trained on another base (base "
+                       f"fingerprint {base}, model.name={model_name!r} gives "
+                       f"{current['base_fingerprint']}); load the base it was trained on, or "
+                       "use another --workdir")
+  setting = stored.get("adapters")
+  if setting is not None and setting != current["adapters"]:
+    raise InvalidInput(f"checkpoint {where} holds adapters of rank {setting['rank']}, alpha "
+                       f"{setting['alpha']:g} on {','.join(setting['targets'])}; this config "
+                       f"asks for rank {current['adapters']['rank']}, alpha "
+                       f"{current['adapters']['alpha']:g} on "
+                       f"{','.join(current['adapters']['targets'])} (model.lora); use another "
+                       "--workdir")

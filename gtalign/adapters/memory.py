@@ -35,6 +35,7 @@ class Plan:
   sampler_weights: int  # the sampler's copy in the compute dtype (merged adapters)
   kv_cache: int  # one rollout's cache: every row, every layer, prompt + completion
   activations: int  # one update microbatch (estimate)
+  critic: int = 0  # PPO: the value model, a copy of the policy's tree with its own training
 
   @property
   def total(self) -> int:
@@ -49,7 +50,8 @@ class Plan:
     return (f"gtalign: memory plan on one device (GiB): base {gib(self.base)} + trained "
             f"{gib(self.trained)} + gradients {gib(self.gradients)} + AdamW "
             f"{gib(self.optimizer)} + sampler weights {gib(self.sampler_weights)} + KV cache "
-            f"{gib(self.kv_cache)} + activations ~{gib(self.activations)} = "
+            f"{gib(self.kv_cache)} + activations ~{gib(self.activations)}"
+            + (f" + critic {gib(self.critic)}" if self.critic else "") + " = "
             f"{gib(self.total)}: {verdict} a {card_gib:g} GiB card with {HEADROOM:.0%} to spare")
 
 
@@ -89,6 +91,7 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
   saved = depth * tokens * m.embed_dim * compute
   activations = (saved + block + scores if m.remat else depth * (block + scores))
   activations += 2 * micro * rl.max_new_tokens * m.vocab_size * 4
+  state = _bytes(frozen) + _bytes(trained) + 12 * n_trained
   return Plan(base=_bytes(frozen), trained=_bytes(trained), gradients=4 * n_trained,
               optimizer=8 * n_trained, sampler_weights=sampler, kv_cache=kv,
-              activations=int(activations))
+              activations=int(activations), critic=state if rl.algorithm == "ppo" else 0)

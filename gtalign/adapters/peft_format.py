@@ -23,12 +23,6 @@ from gtalign.utils.errors import InvalidInput
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-# known model names and the Hugging Face repository whose weights they are
-HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
-           "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
-           "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
-           "qwen2.5-3b-instruct": "Qwen/Qwen2.5-3B-Instruct",
-           "llama-3.2-1b-instruct": "meta-llama/Llama-3.2-1B-Instruct"}
 _GROUP = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn",
           "o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 _KEY = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+_proj)"
@@ -71,19 +65,19 @@ def save(directory: str, model_config: ModelConfig, adapters, base_model: str) -
 
 
 def base_reference(model_name: str) -> str | None:
-  """What an exported adapter names as its base: an HF directory's absolute path, a known
-  name's repository id, or None (a .gguf file or a random model: the export saves the base)."""
+  """What an exported adapter names as its base: an HF directory's absolute path, or None,
+  and the export saves the base beside it. A GGUF file (the default model's is Q4_1: its
+  weights are not the full-precision ones of the Hugging Face repository of the same name) or
+  a random model has no directory PEFT could load."""
   path = pathlib.Path(model_name).expanduser()
-  if path.is_dir():
-    return str(path.resolve())
-  return HUB_IDS.get(model_name)
+  return str(path.resolve()) if path.is_dir() else None
 
 
 def load(directory: str, model_config: ModelConfig) -> tuple[ModelConfig, dict]:
   """(the model config with the adapter's rank, alpha and targets, the adapter tree) from a
   PEFT directory; a field or tensor that does not fit the base is a one-line error naming the
   file and key."""
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from safetensors.flax import load_file  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(directory)
   cfg_path, weights_path = root / CONFIG_FILE, root / WEIGHTS_FILE
   for path in (cfg_path, weights_path):
@@ -99,14 +93,22 @@ def load(directory: str, model_config: ModelConfig) -> tuple[ModelConfig, dict]:
   if cfg.get("peft_type", "LORA") != "LORA":
     raise InvalidInput(f"{cfg_path}: 'peft_type' is {cfg.get('peft_type')!r}; only LORA "
                        "adapters load")
-  for key, bad in (("use_rslora", True), ("use_dora", True), ("fan_in_fan_out", True)):
-    if cfg.get(key) == bad:
+  for key in ("use_rslora", "use_dora", "fan_in_fan_out"):
+    if cfg.get(key):
       raise InvalidInput(f"{cfg_path}: '{key}': true is not supported")
+  for key in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform"):
+    if cfg.get(key):
+      raise InvalidInput(f"{cfg_path}: '{key}' is set; only one rank and alpha for every "
+                         "adapted projection of every layer is supported")
   try:
     rank, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
   except (KeyError, TypeError, ValueError) as e:
     raise InvalidInput(f"{cfg_path}: 'r' and 'lora_alpha' must be numbers ({e!r})") from e
-  tensors = load_file(str(weights_path))
+  try:  # the flax reader keeps bfloat16 and float16 adapters (numpy's has no bfloat16)
+    tensors = load_file(str(weights_path))
+  except Exception as e:  # pylint: disable=broad-except  (safetensors raises several types)
+    raise InvalidInput(f"{weights_path}: not a readable safetensors file "
+                       f"({type(e).__name__}: {e})") from e
   leaves, targets = [], set()
   for key, value in tensors.items():
     match = _KEY.fullmatch(key)

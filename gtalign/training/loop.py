@@ -478,7 +478,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   phases.enter("load")
   model_config, params, tokenizer = load_model(config.model, config.seed)
   adapters_on = lora.enabled(model_config)
-  base_fingerprint = lora.fingerprint(lora.split(params)[0]) if adapters_on else None
+  adapter_meta = (lora.resume_meta(model_config, lora.split(params)[0]) if adapters_on
+                  else {})
   train_rows, eval_rows, warm_rows = load_rows(config.data, config.seed)
   train_rows, ids = _tokenize_prompts(train_rows, tokenizer, config.data.max_prompt_length,
                                       _rows_origin(config.data, "train"))
@@ -569,8 +570,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   start = found[0] if found else 0
   if found:
     step_found, restored, meta = found
-    lora.check_fingerprint(meta.get("base_fingerprint"), base_fingerprint,
-                           os.path.join(ckpt.directory, str(step_found)), config.model.name)
+    if adapters_on:
+      lora.check_resume(meta, adapter_meta, os.path.join(ckpt.directory, str(step_found)),
+                        config.model.name)
     state = _with_trained_part(state, restored["policy"], policy_mask)
     ref_params = restored["reference"]
     if critic:
@@ -635,9 +637,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       mid = timed_eval(f"step_{step + 1}")
       metrics.update(heldout.finite_means(mid, prefix="eval/"))
     writer.write(step + 1, metrics)
-    meta = {"step": step + 1, "evals": heldout.evals_to_json(evals)}
-    if base_fingerprint:
-      meta["base_fingerprint"] = base_fingerprint
+    meta = {"step": step + 1, "evals": heldout.evals_to_json(evals), **adapter_meta}
     phases.enter("checkpoint", step)
     ckpt.save(step + 1, saved(state, critic["state"] if critic else None, ref_params), meta,
               force=step + 1 == total_steps)
