@@ -16,6 +16,7 @@ next-token distribution lets float noise from the different shardings flip a dra
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -107,7 +108,10 @@ def test_two_processes_report_their_layout(runs):
   log = runs["logs"]["two"]
   assert "flags: process 0 of 2, coordinator 127.0.0.1:" in log
   assert ("mesh {'data': 1, 'fsdp': 8, 'tensor': 1} over 8 devices in 2 process(es)" in log)
-  assert "12.5% per device" in log  # params + optimizer sharded 8 ways
+  # params + optimizer sharded 8 ways; the adapters' B of q, k, v, gate and up (whose output
+  # dims have no axis sharded over fsdp) are replicated: a little over 1/8
+  share = float(re.search(r"(\d+\.\d)% per device", log).group(1))
+  assert 12.5 <= share < 13.0, share
   assert (runs["base"] / "two" / "logs" / "process_1.log").exists()
 
 
