@@ -194,3 +194,27 @@ def test_a_lora_warm_start_of_the_real_smollm2_plays_the_game_through_sample_ada
   played = [r for r in records["adapter"] if r["format_ok"] and r["chosen_key"]]
   assert len(played) >= 2, [r["text"][:400] for r in records["adapter"]]
   assert all(r["response"] for r in played)
+
+
+def test_ppo_with_adapters_trains_the_critics_adapters_and_head_only(tmp_path):
+  """PPO's value model starts from the policy's tree: with adapters it trains its own adapters
+  and value head, and its checkpoint holds those, never the base."""
+  import jax
+  from gtalign.training.checkpoint import Checkpointer
+  proc = subprocess.run(
+      [sys.executable, "-m", "gtalign.main", "--config=configs/ppo.py:tiny",
+       f"--workdir={tmp_path}", "--config.model.lora.rank=4", "--config.sft.steps=2",
+       "--config.rl.steps=2", "--config.eval.at_start=False", "--config.eval.base_plain=False",
+       "--config.eval.phrasings=False", "--config.eval.num_prompts=2", "--config.eval.chunk=2",
+       "--config.eval.max_new_tokens=16", "--config.rl.max_new_tokens=32"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = _metrics(tmp_path)[-1]
+  assert last["step"] == 4 and np.isfinite(last["critic/loss"])
+  with Checkpointer(os.path.join(tmp_path, "checkpoints")) as ckpt:
+    stored = ckpt._manager.item_metadata(4)["state"]  # pylint: disable=protected-access
+  tree = getattr(stored, "tree", stored)
+  paths = ["/".join(str(getattr(k, "key", k)) for k in p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(tree["critic"]["params"])[0]]
+  assert sorted(p for p in paths if not p.endswith(("lora_a", "lora_b"))) == ["bias", "kernel"]
+  assert len(paths) > 2
