@@ -120,6 +120,21 @@ def select(params, mask) -> tuple[dict, dict]:
           _nest((p, v) for p, v in items if not flags[p]))
 
 
+def trained_part(state, mask):
+  """The part of a train state a checkpoint holds: with adapters (`mask`, the trainable
+  mask), only the params the mask trains; without (`mask=None`), the whole state."""
+  if state is None or mask is None:
+    return state
+  return state.replace(params=select(state.params, mask)[0])
+
+
+def with_trained_part(state, restored, mask):
+  """`state` with a restored `trained_part` put back (the frozen base is `state`'s own)."""
+  if mask is None:
+    return restored
+  return restored.replace(params=join(select(state.params, mask)[1], restored.params))
+
+
 def join(base, adapters) -> dict:
   return _nest(list(_flatten(dict(base))) + list(_flatten(dict(adapters))))
 

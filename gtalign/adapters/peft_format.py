@@ -20,6 +20,7 @@ import numpy as np
 from gtalign.adapters import lora
 from gtalign.models.config import ModelConfig
 from gtalign.utils.errors import InvalidInput
+from gtalign.utils.jsonl import read_json_object
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -84,12 +85,7 @@ def load(directory: str, model_config: ModelConfig) -> tuple[ModelConfig, dict]:
     if not path.is_file():
       raise InvalidInput(f"--adapter={directory}: no {path.name} (expected a PEFT LoRA "
                          "directory, such as a run's export/adapter)")
-  try:
-    cfg = json.loads(cfg_path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise InvalidInput(f"{cfg_path}: not valid JSON ({e})") from e
-  if not isinstance(cfg, dict):
-    raise InvalidInput(f"{cfg_path}: expected a JSON object")
+  cfg = read_json_object(cfg_path)
   if cfg.get("peft_type", "LORA") != "LORA":
     raise InvalidInput(f"{cfg_path}: 'peft_type' is {cfg.get('peft_type')!r}; only LORA "
                        "adapters load")

@@ -14,6 +14,7 @@ import pathlib
 from gtalign.game.prompt import STYLES
 from gtalign.models.checkpoints import save_pretrained
 from gtalign.utils.errors import InvalidInput
+from gtalign.utils.jsonl import read_json_object
 
 GAME_SETTINGS_FILE = "gtalign_game.json"
 DEFAULT_SETTINGS = {"prompt_style": "full", "system": None}
@@ -41,6 +42,23 @@ def write_game_settings(directory: str, prompt_style: str, system: str | None) -
   return str(directory)
 
 
+def export_adapter(export_dir: str, model_name: str, model_config, params, tokenizer,
+                   prompt_style: str) -> str:
+  """`export_dir/adapter/`, a PEFT directory of `params`' adapters, with the game settings;
+  its base is the model's HF directory or, for a base PEFT could not load (a .gguf file, a
+  random model), `export_dir/base/`, written here. Returns the adapter directory."""
+  from gtalign.adapters import lora, peft_format  # pylint: disable=g-import-not-at-top
+  base_params, adapters = lora.split(params)
+  base = peft_format.base_reference(model_name)
+  if base is None:
+    base = os.path.join(export_dir, "base")
+    export_policy(base, lora.plain(model_config),
+                  lora.merge(lora.adapters_off(model_config), base_params), tokenizer,
+                  prompt_style="full", system=None)
+  path = peft_format.save(os.path.join(export_dir, "adapter"), model_config, adapters, base)
+  return write_game_settings(path, prompt_style, None)
+
+
 def settings_for_model(model: str) -> dict:
   """The game settings a model was trained with: its directory's file, else the defaults (a
   known model name or a .gguf file was never exported by a run)."""
@@ -52,13 +70,7 @@ def read_game_settings(directory: str) -> dict:
   path = pathlib.Path(directory) / GAME_SETTINGS_FILE
   if not path.is_file():
     return dict(DEFAULT_SETTINGS)
-  try:
-    settings = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise InvalidInput(f"{path}: not valid JSON ({e})") from e
-  if not isinstance(settings, dict):
-    raise InvalidInput(f"{path}: expected a JSON object, got {json.dumps(settings)[:80]}")
-  settings = {**DEFAULT_SETTINGS, **settings}
+  settings = {**DEFAULT_SETTINGS, **read_json_object(path)}
   _check(settings, str(path))
   return settings
 

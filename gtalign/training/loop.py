@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gtalign.adapters import lora, memory, peft_format
+from gtalign.adapters import lora, memory
 from gtalign.data import warm_start
 from gtalign.data import world as world_lib
 from gtalign.game import prompt as prompt_lib
@@ -347,20 +347,6 @@ def _make_critic(config, model_config, policy_params, ocfg, mesh, data_sharding,
   }
 
 
-def _trained_part(state, mask):
-  """The part of a train state a checkpoint holds: with adapters (`mask`), only the params the
-  mask trains; without, the whole state."""
-  if state is None or mask is None:
-    return state
-  return state.replace(params=lora.select(state.params, mask)[0])
-
-
-def _with_trained_part(state, restored, mask):
-  if mask is None:
-    return restored
-  return restored.replace(params=lora.join(lora.select(state.params, mask)[1], restored.params))
-
-
 def _handoff(config, model_config, params, shardings, mesh) -> WeightHandoff:
   """Trainer params -> the sampler's: cast to the compute dtype, and with adapters merged into
   a plain decoder's weights (once per RL step; bench/lora.py measures it against running the
@@ -376,22 +362,6 @@ def _handoff(config, model_config, params, shardings, mesh) -> WeightHandoff:
                        model_config.jnp_dtype,
                        transform=functools.partial(lora.merge, model_config,
                                                    dtype=model_config.jnp_dtype))
-
-
-def _export_adapter(export_dir, model_name, model_config, host_params, tokenizer) -> str:
-  """`export/adapter/`, a PEFT directory; its base is the model's HF directory or repository
-  id, or, for a base PEFT could not load (a .gguf file, a random model), `export/base/`."""
-  base = peft_format.base_reference(model_name)
-  if base is None:
-    base = os.path.join(export_dir, "base")
-    base_params = lora.merge(lora.adapters_off(model_config), lora.split(host_params)[0])
-    export.export_policy(base, lora.plain(model_config), base_params, tokenizer,
-                         prompt_style="full", system=None)
-  path = peft_format.save(os.path.join(export_dir, "adapter"), model_config,
-                          lora.split(host_params)[1], base)
-  distributed.log(f"gtalign: adapters written to {path} (PEFT format, base {base}; python -m "
-                  f"gtalign.serve --model=... --adapter={path})")
-  return path
 
 
 def _check_batch_sizes(config, mesh) -> None:
@@ -560,8 +530,8 @@ def train(config, workdir: str) -> dict[str, Any]:
                  if critic and adapters_on else None)
 
   def saved(policy, critic_state, reference):
-    return {"policy": _trained_part(policy, policy_mask),
-            "critic": _trained_part(critic_state, critic_mask),
+    return {"policy": lora.trained_part(policy, policy_mask),
+            "critic": lora.trained_part(critic_state, critic_mask),
             "reference": reference}
 
   found = ckpt.restore_latest_intact(lambda step: saved(
@@ -573,10 +543,10 @@ def train(config, workdir: str) -> dict[str, Any]:
     if adapters_on:
       lora.check_resume(meta, adapter_meta, os.path.join(ckpt.directory, str(step_found)),
                         config.model.name)
-    state = _with_trained_part(state, restored["policy"], policy_mask)
+    state = lora.with_trained_part(state, restored["policy"], policy_mask)
     ref_params = restored["reference"]
     if critic:
-      critic["state"] = _with_trained_part(critic["state"], restored["critic"], critic_mask)
+      critic["state"] = lora.with_trained_part(critic["state"], restored["critic"], critic_mask)
     evals = heldout.evals_from_json(meta["evals"])
     distributed.log(f"gtalign: resumed from step {start} in {workdir}")
   elif config.eval.at_start or sft_steps == 0:  # without a warm start, start is the baseline
@@ -659,9 +629,10 @@ def train(config, workdir: str) -> dict[str, Any]:
                          lora.merge(model_config, host_params) if adapters_on else host_params,
                          tokenizer, prompt_style=config.data.prompt_style, system=None)
     if adapters_on:
-      adapter_dir = _export_adapter(export_dir, config.model.name, model_config, host_params,
-                                    tokenizer)
-      export.write_game_settings(adapter_dir, config.data.prompt_style, None)
+      path = export.export_adapter(export_dir, config.model.name, model_config, host_params,
+                                   tokenizer, prompt_style=config.data.prompt_style)
+      distributed.log(f"gtalign: adapters written to {path} (PEFT format; python -m "
+                      f"gtalign.serve --model=... --adapter={path})")
     distributed.log(f"gtalign: trained policy written to {export_dir} (python -m gtalign.sample "
                     f"--model={export_dir} --game --prompt=...)")
   return heldout.report(workdir, evals, config.eval.bootstrap,

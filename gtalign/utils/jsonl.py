@@ -1,4 +1,4 @@
-"""JSON Lines input whose errors say which file and line is wrong."""
+"""JSON and JSON Lines input whose errors say which file (and line) is wrong."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
         yield n, json.loads(line)
       except json.JSONDecodeError as e:
         raise InvalidInput(f"{path}:{n}: not valid JSON ({e})") from e
+
+
+def read_json_object(path) -> dict:
+  """The JSON object in file `path` (a settings or config file); anything else is one line
+  naming the file."""
+  try:
+    value = json.loads(open(path, "rb").read().decode("utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise InvalidInput(f"{path}: not valid JSON ({e})") from e
+  if not isinstance(value, dict):
+    raise InvalidInput(f"{path}: expected a JSON object, got {json.dumps(value)[:80]}")
+  return value
