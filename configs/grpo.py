@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
+      # the RL phase's own seed (its sampling and prompt order), on top of `seed`, which also
+      # draws the world and the warm start: RL arms of one warm start differ only in this
+      seed=0,
       steps=8,
       prompts_per_step=4,
       num_samples=4,  # G: completions per prompt

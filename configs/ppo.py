@@ -15,8 +15,8 @@ Presets (`--config=configs/ppo.py:NAME`):
 from configs import grpo
 
 
-def get_config(arg: str | None = None):
-  c = grpo.get_config("tiny" if arg == "tiny" else None)
+def _ppo(c):
+  """The paper's algorithm (method reference, section 9) on any grpo.py preset."""
   c.rl.algorithm = "ppo"
   c.rl.advantage = "gae"
   c.rl.adv_std_floor = 0.0  # GRPO's group-std floor; GAE whitens its advantages instead
@@ -29,31 +29,29 @@ def get_config(arg: str | None = None):
   c.rl.kl_coef = 0.0
   c.rl.entropy_coef = 0.0
   c.rl.loss_agg = "token-mean"
+  return c
+
+
+def get_config(arg: str | None = None):
   if arg == "tiny":
+    c = _ppo(grpo.get_config("tiny"))
     c.rl.prompts_per_step = 4
     c.rl.critic_lr = 1e-4
     return c
   if arg == "world":
+    c = _ppo(grpo.get_config())
     c.rl.prompts_per_step = 16
     c.rl.critic_lr = 1e-5
     return c
   if arg:
     raise ValueError(f"unknown preset {arg!r} for configs/ppo.py; expected '', 'world' or 'tiny'")
-  c.model.name = "qwen2.5-3b-instruct"
-  c.model.remat = True
-  c.data.source = "math-hard"
-  c.data.prompt_style = "full"
+  # grpo.py's gtalign_math run (Qwen2.5-3B, math-hard, lr 1e-6, every weight) at the paper's
+  # sizes: 512 prompts a step, 8192-token prompts and completions
+  c = _ppo(grpo.get_config("gtalign_math"))
   c.data.max_prompt_length = 8192
-  c.sft.steps = 0
-  c.rl.steps = 180
   c.rl.prompts_per_step = 512
   c.rl.max_new_tokens = 8192
-  c.rl.lr = 1e-6
   c.rl.critic_lr = 2e-6
-  c.rl.trainable = "all"
   c.rl.num_microbatches = 64
-  c.eval.every = 5
-  c.eval.num_prompts = 353
   c.eval.max_new_tokens = 8192
-  c.checkpoint.every = 10
   return c

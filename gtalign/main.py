@@ -62,10 +62,13 @@ def main(argv):
     cli.fail(str(e))
   if cluster.source != "single":
     distributed.log(f"gtalign: {cluster.describe()}")
-  from gtalign.training.loop import train
   from gtalign.utils.errors import InputError
+  if "compare" in _CONFIG.value:  # configs/compare.py: the welfare-objective comparison
+    from gtalign.comparison.runner import compare as run
+  else:
+    from gtalign.training.loop import train as run
   try:
-    train(_CONFIG.value, _WORKDIR.value)
+    run(_CONFIG.value, _WORKDIR.value)
   except InputError as e:  # the user's config or files: one line, a usage error's status
     if jax.process_count() == 1:
       if cli.debug_requested(sys.argv):

@@ -221,7 +221,7 @@ def test_no_held_out_phrasing_or_fact_is_trained_on(seed):
 
 
 def test_rl_alternates_types():
-  from gtalign.training.loop import phase_orders
+  from gtalign.training.run import phase_orders
   rows = _world(0)["train"]
   orders = phase_orders(rows, 0)
   assert sorted(orders["rl"]) == list(range(len(rows)))

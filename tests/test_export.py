@@ -23,7 +23,7 @@ GAME_KEYS = {"question", "text", "blocks", "payoff", "chosen_key", "key_action",
 
 @pytest.fixture(scope="module")
 def tiny(smollm2_gguf_path):
-  """A random tiny Llama with SmolLM2's tokenizer, as loop.load_model builds "tiny-random"."""
+  """A random tiny Llama with SmolLM2's tokenizer, as training.run.load_model builds "tiny-random"."""
   tokenizer = load_tokenizer(smollm2_gguf_path)
   config = get_preset("tiny-llama").replace(vocab_size=tokenizer.vocab_size,
                                             max_position_embeddings=4096)

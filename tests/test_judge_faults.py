@@ -35,7 +35,7 @@ def _judge_prompts_of():
   from configs import grpo
   from gtalign.game.trace import parse_trace
   from gtalign.rewards import rubrics, tasks
-  from gtalign.training.loop import load_rows
+  from gtalign.training.run import load_rows
   cfg = grpo.get_config("tiny")
   rows = {r["row_id"]: r for r in load_rows(cfg.data, cfg.seed)[0]}
 

@@ -289,3 +289,30 @@ def test_without_a_warm_start_the_report_has_no_after_sft_row_and_no_nan(tmp_pat
     record = json.loads(line)  # json.loads reads NaN too; every value must be finite
     assert all(v == v and abs(v) != float("inf") for v in record.values()
                if isinstance(v, float)), record
+
+
+def test_evaluate_a_checkpoint_and_its_export_gives_the_same_numbers(uninterrupted, tmp_path):
+  """`gtalign.evaluate` on the run's workdir (its newest checkpoint, rebuilt from the
+  workdir's config.json) and on the exported directory: same completions, same table."""
+  workdir, _, _ = uninterrupted
+  out = {}
+  for name, model, extra in (("ckpt", str(workdir), []),
+                             ("export", str(workdir / "export"), ["--preset=tiny"])):
+    proc = subprocess.run([sys.executable, "-m", "gtalign.evaluate", f"--model={model}",
+                           "--data=world:0", "--steering_prompts=2", "--bootstrap=100",
+                           f"--output={tmp_path / name}", *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / name / "evaluate.json") as f:
+      out[name] = json.load(f)
+    assert "| 0.1-Pareto coverage |" in proc.stdout and "| prompts | 8 of 8 |" in proc.stdout
+  assert "checkpoint step 44" in out["ckpt"]["model"]
+  ckpt, export = out["ckpt"]["sources"]["world"], out["export"]["sources"]["world"]
+  assert ckpt["rows"] == export["rows"] and ckpt["summary"] == export["summary"]
+  # the trained row of the run's own report: the same prompts, greedy, the same weights
+  with open(workdir / "eval.json") as f:
+    trained = json.load(f)["evals"]["trained"]
+  assert ckpt["rows"]["welfare"] == trained["welfare"]
+  assert ckpt["rows"]["steering"][:2] == trained["steering"][:2]
+  samples = [json.loads(l) for l in open(tmp_path / "ckpt" / "world" / "samples_world.jsonl")]
+  assert len(samples) == 8

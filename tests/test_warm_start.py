@@ -236,7 +236,7 @@ def test_the_response_starts_where_its_tokens_begin_on_the_real_tokenizer(smollm
 def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_gguf_path):
   from configs import grpo
   from gtalign.models.tokenizer import load_tokenizer
-  from gtalign.training import loop
+  from gtalign.training import batches
   tok = load_tokenizer(smollm2_gguf_path)
   config = grpo.get_config("tiny")
   rows = warm_start.warm_rows(0, 8, exclude=set())
@@ -247,7 +247,7 @@ def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_g
   masks = {}
   for weight in (1.0, 5.0):
     config.sft.response_weight = weight
-    masks[weight] = loop.sft_batch(run, 0)[0]["loss_mask_bc"]
+    masks[weight] = batches.sft_batch(run, 0)[0]["loss_mask_bc"]
   plain, weighted = masks[1.0], masks[5.0]
   assert set(np.unique(plain)) == {0.0, 1.0} and set(np.unique(weighted)) == {0.0, 1.0, 5.0}
   assert ((weighted > 0) == (plain > 0)).all()
@@ -262,7 +262,7 @@ def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
   rows are padded to the longest warm-start row's width and window."""
   from configs import grpo
   from gtalign.models.tokenizer import load_tokenizer
-  from gtalign.training import loop
+  from gtalign.training import batches
   tok = load_tokenizer(smollm2_gguf_path)
   config = grpo.get_config("tiny")
   config.sft.batch_size = 2
@@ -273,8 +273,8 @@ def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
   run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
                               prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
                               sft_shape=None)
-  shapes = {loop.sft_batch(run, step)[0]["inputs_bt"].shape for step in range(4)}
-  lengths = [len(tok.encode(loop._sft_text(run, r))) + 1 for r in rows]
+  shapes = {batches.sft_batch(run, step)[0]["inputs_bt"].shape for step in range(4)}
+  lengths = [len(tok.encode(batches.sft_text(run, r))) + 1 for r in rows]
   assert len(set(lengths)) > 2 and len(shapes) == 1, (lengths, shapes)
   (shape,) = shapes
   assert shape[1] >= 3 + max(lengths) - 1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gtalign.rewards import world as world_rewards
+from gtalign.rewards import world_table
 
 
 def _sigmoid(x):
@@ -15,7 +16,7 @@ def _sigmoid(x):
 
 @pytest.fixture(scope="module")
 def cells():
-  return {(c["type"], c["strategy"], c["case"]): c for c in world_rewards.cell_table()}
+  return {(c["type"], c["strategy"], c["case"]): c for c in world_table.cell_table()}
 
 
 # (type, strategy, case) -> answer term A (rewards/world.py's cells); C = 1 on every trace here

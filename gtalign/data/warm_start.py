@@ -23,7 +23,7 @@ import random
 from typing import Any, Callable, Mapping
 
 from gtalign.data import world
-from gtalign.game import payoff
+from gtalign.game import payoff, trace
 
 STRATEGIES = ("DA", "CQ", "AQ")
 WARM_STARTS = ("random", "oracle")
@@ -254,10 +254,10 @@ def response_token_start(encode: Callable[[str], list[int]], text: str) -> int |
   """Index in `encode(text)` of the first token inside a trace's `<response>` block: where the
   move the key names is carried out. None when the text up to it does not tokenize alone the
   way it does in the whole trace (a token crossing the tag)."""
-  at = text.find("<response>")
+  at = text.find(trace.RESPONSE_START)
   if at < 0:
     return None
-  head, whole = encode(text[:at + len("<response>")]), encode(text)
+  head, whole = encode(text[:at + len(trace.RESPONSE_START)]), encode(text)
   return len(head) if whole[:len(head)] == head else None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gtalign.game.payoff import Bimatrix, action, as_bimatrix
-from gtalign.game.trace import PAYOFF_KEYS, parse_payoff
+from gtalign.game.trace import PAYOFF_END, PAYOFF_KEYS, PAYOFF_START, parse_payoff
 
 EXTRA_UNITS = {"DA": 0.0, "AQ": 1.0, "CQ": 2.0}  # extra tokens/turns beyond a direct answer
 
@@ -135,11 +135,11 @@ def edit_payoff_block(text: str, policy: str | Callable[[Bimatrix], Bimatrix],
   Raises ValueError when there is no <payoff> or it does not validate: steering must not silently
   pass an unpriced matrix on.
   """
-  start = text.find("<payoff>")
+  start = text.find(PAYOFF_START)
   if start < 0:
     raise ValueError("no <payoff> block to edit")
-  start += len("<payoff>")
-  end = text.find("</payoff>", start)
+  start += len(PAYOFF_START)
+  end = text.find(PAYOFF_END, start)
   end = len(text) if end < 0 else end
   payoff, reason = parse_payoff(text[start:end], mode="lenient")
   if payoff is None:

@@ -80,10 +80,10 @@ def edit_table(text: str, edit: Edit | None) -> tuple[str, dict[str, Any]]:
 def response_text(text: str) -> str | None:
   """What the trace's `<response>` says (to `</response>` or, cut short, to the end), or None
   when the trace never opened one."""
-  start = text.find("<response>")
+  start = text.find(trace.RESPONSE_START)
   if start < 0:
     return None
-  start += len("<response>")
+  start += len(trace.RESPONSE_START)
   end = text.find(trace.RESPONSE_END, start)
   return text[start:end if end >= 0 else len(text)].strip()
 

@@ -170,6 +170,30 @@ class Checkpointer:
     self.close()
 
 
+def read_latest(directory: str | os.PathLike) -> tuple[int, Any, dict]:
+  """(step, state as stored, meta) of the newest committed step in `directory`, read-only: no
+  directory is created, renamed or cleaned, so a live run's checkpoints can be read beside it.
+  The state comes back as nested dicts of host arrays, in the shapes and dtypes it was saved."""
+  directory = os.path.abspath(os.fspath(directory))
+  steps = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+                 if d.isdigit() and os.path.isfile(os.path.join(directory, d, COMMIT_FILE)))
+  if not steps:
+    raise InvalidInput(f"{directory} has no committed checkpoint")
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                      cleanup_tmp_directories=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
+  stored = manager.item_metadata(steps[-1])["state"]
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                         sharding=_default_sharding()),
+                          getattr(stored, "tree", stored))
+  out = manager.restore(steps[-1], args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  manager.close()
+  return steps[-1], jax.tree.map(np.asarray, out["state"]), dict(out["meta"])
+
+
 def _set_aside_uncommitted_steps(directory: str) -> None:
   """Renames digit-named step dirs without a commit file to `<name>.incomplete-<ts>`, except
   those older than the newest committed step: orbax deletes old steps (`max_to_keep`) in place,

@@ -59,6 +59,27 @@ def export_adapter(export_dir: str, model_name: str, model_config, params, token
   return write_game_settings(path, prompt_style, None)
 
 
+def export_run(export_dir: str, config, model_config, host_params, tokenizer) -> None:
+  """A finished run's policy (adapters merged) and, with adapters, their PEFT directory; written
+  by the main process, with a line saying how to sample or serve it."""
+  from gtalign.adapters import lora  # pylint: disable=g-import-not-at-top
+  from gtalign.parallel import distributed  # pylint: disable=g-import-not-at-top
+  if not distributed.is_main():
+    return
+  adapters_on = lora.enabled(model_config)
+  style = config.data.prompt_style
+  export_policy(export_dir, lora.plain(model_config) if adapters_on else model_config,
+                lora.merge(model_config, host_params) if adapters_on else host_params,
+                tokenizer, prompt_style=style, system=None)
+  if adapters_on:
+    path = export_adapter(export_dir, config.model.name, model_config, host_params, tokenizer,
+                          prompt_style=style)
+    distributed.log(f"gtalign: adapters written to {path} (PEFT format; python -m "
+                    f"gtalign.serve --model=... --adapter={path})")
+  distributed.log(f"gtalign: trained policy written to {export_dir} (python -m gtalign.sample "
+                  f"--model={export_dir} --game --prompt=...)")
+
+
 def settings_for_model(model: str) -> dict:
   """The game settings a model was trained with: its directory's file, else the defaults (a
   known model name or a .gguf file was never exported by a run)."""

@@ -25,7 +25,6 @@ from gtalign.training import evaluation, phases, plots, rollout
 from gtalign.training.metrics import read_metrics
 from gtalign.utils.errors import InvalidInput
 
-STOP = trace.RESPONSE_END
 SUMMARY_METRICS = ("format_ok", "user", "llm", "welfare")
 
 
@@ -49,7 +48,7 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
     piece = local[at:at + chunk]
     out = run.sampler.generate(
         sampler_params, [run.prompt(r) for r in piece],
-        SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(STOP,),
+        SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(trace.RESPONSE_END,),
                        include_stop_str=True),
         prompt_indices=np.arange(part.start + at, part.start + at + len(piece)))
     texts += out.texts
@@ -66,7 +65,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   # a prompt the judge failed on has no score: NaN, left out of every mean and interval
   arrays = dict(rollout.unjudged_as_nan(scored.arrays(), scored.judge_failed),
                 judge_failed=scored.judge_failed.astype(np.float32),
-                **rollout.behaviour_arrays(local, scored, run.tokenizer))
+                **rollout.behaviour_arrays(local, scored, run.tokenizer),
+                **rollout.paper_arrays(local, scored, texts, tokens))
   if cfg.eval.steering:
     arrays.update(steer(run, sampler_params, local, texts, tokens, scored, part.start, name))
   arrays = distributed.gather_rows(arrays, len(rows))

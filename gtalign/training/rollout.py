@@ -103,6 +103,34 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
   return arrays
 
 
+def paper_arrays(rows: Sequence[dict[str, Any]], scored: Scored, texts: Sequence[str],
+                 tokens: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+  """Per row: the answer score, and the completion's, response's and reasoning's lengths in
+  characters, with the completion's in tokens: the paper's efficiency metrics (answers per 1k
+  tokens or characters).
+
+  The answer score is the task's `answer_reward` as the original logs it (an invalid trace 0,
+  a judge failure NaN); on the world, whose answer term is shaped (a wrong answer earns part of a
+  right one), it is whether the move was done right instead: a definite question answered
+  correctly, a vague one asked about its missing detail.
+  """
+  answer = []
+  for row, r in zip(rows, scored.results):
+    if r.judge_failed:
+      answer.append(np.nan)
+    elif row.get("data_source") == "world":
+      answer.append(max(r.components.get("correct", 0.0), r.components.get("asks_missing", 0.0)))
+    else:
+      answer.append(r.components.get("answer_reward", 0.0))
+  return {"answer": np.asarray(answer, np.float64),
+          "completion_tokens": np.asarray([len(t) for t in tokens], np.float64),
+          "completion_chars": np.asarray([len(t) for t in texts], np.float64),
+          "response_chars": np.asarray([len(p.response or "") for p in scored.parsed],
+                                       np.float64),
+          "reasoning_chars": np.asarray([len(p.reasoning or "") for p in scored.parsed],
+                                        np.float64)}
+
+
 BEHAVIOUR_KEYS = ("dq", "da_on_dq", "cq_on_vq", "aq_rate", "dq_correct", "action_matches_key",
                   "key_is_selected", "read_dq", "read_vq")
 

@@ -1,0 +1,214 @@
+"""One warm start, then an RL arm per (welfare objective, RL seed), then the comparison.
+
+    python -m gtalign.main --config=configs/compare.py [--workdir=workdir/compare]
+
+Layout of the workdir: `warm_start/` (the shared SFT run, `rl.steps=0`), `arms/<arm>_seed<s>/`
+(each a training run whose checkpoints start from a copy of the warm start's last one, so it
+resumes past the SFT phase), and `compare.md`, `compare.json`, `compare_scatter.png`,
+`compare_curves.png`. An arm is finished when its `arm_done.json` exists: a run killed between
+arms redoes none of them, one killed inside an arm resumes it from the arm's own checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+
+from gtalign.comparison import plots, summary as summary_lib
+from gtalign.game import welfare
+from gtalign.parallel import distributed
+from gtalign.training import heldout, loop
+from gtalign.training.checkpoint import COMMIT_FILE
+from gtalign.training.metrics import read_metrics
+from gtalign.utils.errors import InvalidInput
+
+DONE_FILE = "arm_done.json"
+# Seconds per SFT step of the default model on a 2-core CPU (the README's run), for the ETA
+# printed before anything is timed; an RL arm costs loop.RL_STEP_COST SFT steps per RL step.
+PRIOR_SFT_STEP_SECONDS = 4.6
+# an arm's start (model load, compiles) and its held-out evaluation without steering, in SFT steps
+ARM_OVERHEAD_COST = 20.0
+
+
+def arms_and_seeds(config) -> tuple[list[str], list[int]]:
+  arms = [a.strip() for a in config.compare.arms.split(",") if a.strip()]
+  for arm in arms:
+    if arm not in welfare.AGGREGATIONS:
+      raise InvalidInput(f"compare.arms: unknown objective {arm!r}; expected some of "
+                         f"{', '.join(welfare.AGGREGATIONS)}")
+  if len(set(arms)) != len(arms) or not arms:
+    raise InvalidInput(f"compare.arms={config.compare.arms!r}: name each objective once")
+  try:
+    seeds = [int(s) for s in str(config.compare.seeds).split(",") if s.strip()]
+  except ValueError:
+    raise InvalidInput(f"compare.seeds={config.compare.seeds!r}; expected a comma list of "
+                       "integers such as '0,1,2'") from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise InvalidInput(f"compare.seeds={config.compare.seeds!r}: name each seed once")
+  return arms, seeds
+
+
+def arm_name(arm: str, seed: int) -> str:
+  return f"{arm}_seed{seed}"
+
+
+def _done(directory: str) -> dict | None:
+  path = os.path.join(directory, DONE_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _mark_done(directory: str, seconds: float) -> None:
+  path = os.path.join(directory, DONE_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump({"seconds": seconds}, f)
+  os.replace(path + ".tmp", path)
+
+
+def seed_from_warm_start(warm_dir: str, arm_dir: str, step: int) -> None:
+  """The warm start's step-`step` checkpoint copied into the arm's checkpoints (copied aside,
+  then renamed: a kill leaves no half step), unless the arm has checkpoints of its own."""
+  source = os.path.join(warm_dir, "checkpoints", str(step))
+  if not os.path.isfile(os.path.join(source, COMMIT_FILE)):
+    raise InvalidInput(f"{source} is not a committed checkpoint: remove {warm_dir} to redo the "
+                       "warm start")
+  target_root = os.path.join(arm_dir, "checkpoints")
+  if os.path.isdir(target_root) and any(d.isdigit() for d in os.listdir(target_root)):
+    return
+  os.makedirs(target_root, exist_ok=True)
+  tmp = os.path.join(target_root, f"warm-start-copy-{time.time_ns()}")
+  shutil.copytree(source, tmp)
+  os.replace(tmp, os.path.join(target_root, str(step)))
+
+
+def _arm_config(config, arm: str, seed: int):
+  c = config.copy_and_resolve_references()
+  c.rl.welfare = arm
+  c.rl.seed = seed
+  return c
+
+
+def _warm_config(config):
+  c = config.copy_and_resolve_references()
+  c.rl.steps = 0
+  return c
+
+
+class Progress:
+  """Time left: a finished arm's median seconds for the arms still to run; before one finished,
+  the warm start's SFT step time (or the prior) times the arm's cost in SFT steps."""
+
+  def __init__(self, config, arms_left: int, warm_left: bool):
+    self.config = config
+    self.arms_left = arms_left
+    self.warm_left = warm_left
+    self.arm_seconds: list[float] = []
+    self.sft_step_seconds: float | None = None
+
+  def arm_estimate(self) -> float:
+    if self.arm_seconds:
+      return statistics.median(self.arm_seconds)
+    per_step = self.sft_step_seconds or PRIOR_SFT_STEP_SECONDS
+    return per_step * (self.config.rl.steps * loop.RL_STEP_COST + ARM_OVERHEAD_COST)
+
+  def remaining(self) -> float:
+    per_step = self.sft_step_seconds or PRIOR_SFT_STEP_SECONDS
+    warm = per_step * (self.config.sft.steps + 2 * loop.EVAL_COST) if self.warm_left else 0.0
+    return warm + self.arms_left * self.arm_estimate()
+
+  def line(self, what: str) -> str:
+    basis = ("measured arms" if self.arm_seconds else "the warm start's SFT steps"
+             if self.sft_step_seconds else "prior timings of the default model on a 2-core CPU")
+    return (f"gtalign compare: {what}; {self.arms_left} arm(s) left, ETA "
+            f"{_clock(self.remaining())} (from {basis})")
+
+
+def _clock(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _sft_step_seconds(workdir: str) -> float | None:
+  steps = [r["step_seconds"] for r in read_metrics(workdir)
+           if r.get("phase") == 0.0 and "step_seconds" in r]
+  return statistics.median(steps[1:] or steps) if steps else None
+
+
+def compare(config, workdir: str) -> dict:
+  """Runs (or resumes) the comparison; returns the summary written to compare.json."""
+  arms, seeds = arms_and_seeds(config)
+  if config.sft.steps < 1:
+    raise InvalidInput("the comparison shares one warm start: sft.steps must be >= 1")
+  if config.rl.steps < 1:
+    raise InvalidInput("the comparison trains RL arms: rl.steps must be >= 1")
+  os.makedirs(workdir, exist_ok=True)
+  warm_dir = os.path.join(workdir, "warm_start")
+  runs = [(arm, seed) for seed in seeds for arm in arms]  # every arm at one seed, then the next
+  dirs = {r: os.path.join(workdir, "arms", arm_name(*r)) for r in runs}
+  progress = Progress(config, sum(_done(d) is None for d in dirs.values()),
+                      _done(warm_dir) is None)
+  distributed.log(progress.line(f"{len(arms)} objectives x {len(seeds)} seed(s) from one warm "
+                                f"start ({config.sft.steps} SFT steps), {config.rl.steps} RL "
+                                "steps each"))
+  if _done(warm_dir) is None:
+    begin = time.perf_counter()
+    loop.train(_warm_config(config), warm_dir)
+    _mark_done(warm_dir, time.perf_counter() - begin)
+    progress.warm_left = False
+  progress.sft_step_seconds = _sft_step_seconds(warm_dir)
+  for run in runs:
+    done = _done(dirs[run])
+    if done is not None:
+      progress.arm_seconds.append(done["seconds"])
+      continue
+    distributed.log(progress.line(f"arm {arm_name(*run)} starts"))
+    begin = time.perf_counter()
+    seed_from_warm_start(warm_dir, dirs[run], config.sft.steps)
+    loop.train(_arm_config(config, *run), dirs[run])
+    seconds = time.perf_counter() - begin
+    _mark_done(dirs[run], seconds)
+    progress.arm_seconds.append(seconds)
+    progress.arms_left -= 1
+    distributed.log(progress.line(f"arm {arm_name(*run)} finished in {_clock(seconds)}"))
+  return report(workdir, config, arms, seeds, dirs)
+
+
+def _evals(directory: str) -> dict:
+  with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
+    return heldout.evals_from_json(json.load(f)["evals"])
+
+
+def report(workdir: str, config, arms: list[str], seeds: list[int], dirs: dict) -> dict:
+  """compare.md, compare.json and the two plots from the finished arms' eval.json files."""
+  results = {arm: {seed: _evals(dirs[(arm, seed)])["trained"] for seed in seeds} for arm in arms}
+  out = summary_lib.summarise(results, eps=config.compare.eps, n_boot=config.eval.bootstrap)
+  warm = _evals(os.path.join(workdir, "warm_start"))["after_sft"]
+  warm_point = (float(heldout.finite_mean(warm["user"])), float(heldout.finite_mean(warm["llm"])))
+  series = {}
+  for arm in arms:
+    series[arm] = {k: [] for k in ("welfare", "da_on_dq", "cq_on_vq")}
+    for seed in seeds:
+      for r in read_metrics(dirs[(arm, seed)]):
+        if r.get("phase") == 1.0:
+          for k in series[arm]:
+            if f"rollout/{k}" in r:
+              series[arm][k].append((r["step"] - config.sft.steps, r[f"rollout/{k}"]))
+  if not distributed.is_main():
+    return out
+  scatter = plots.scatter(out, os.path.join(workdir, "compare_scatter.png"), warm_point)
+  curves = plots.curves(series, os.path.join(workdir, "compare_curves.png"))
+  text = (summary_lib.markdown(out)
+          + f"\n\nWarm start (after SFT, shared): U {warm_point[0]:.3f}, L {warm_point[1]:.3f}, "
+          f"mutual welfare {heldout.finite_mean(warm['welfare']):.3f}\nplots: {scatter}, {curves}")
+  print(text, flush=True)
+  with open(os.path.join(workdir, "compare.md"), "w", encoding="utf-8") as f:
+    f.write(text + "\n")
+  with open(os.path.join(workdir, "compare.json"), "w", encoding="utf-8") as f:
+    json.dump({**out, "warm_start": {"user": warm_point[0], "llm": warm_point[1]},
+               "arms_order": arms}, f, indent=1)
+  return out

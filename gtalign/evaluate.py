@@ -1,0 +1,176 @@
+"""Score any policy with the paper's metrics, per data source.
+
+    python -m gtalign.evaluate --model=DIR_OR_WORKDIR_OR_NAME --data=world[:SEED]|DIR \
+        [--sources=math-hard,ambig_qa] [--judge=rule|http://host:port/v1] [--num_prompts=N]
+
+`--model` is a run's workdir (its newest checkpoint, with the config it was started with), an
+exported Hugging Face directory (a run's `export/`), a .gguf file or a known model name (a base
+model). `--data=world` is the built-in world's held-out split (a workdir's own seed unless
+`world:SEED` says otherwise); a GTAlign data directory gives its test sets (`--sources`, default
+the four training sources' test splits). Greedy completions, judged as training judges them;
+per source: answer accuracy, U, L, welfare, lengths in tokens and characters, answers per 1k
+tokens, epsilon-Pareto coverage, hypervolume (true and the original script's), regret, Nash social
+welfare, and DA on DQ, CQ on VQ, key = table's pick and steering where they apply, each with a
+95% bootstrap interval over prompts. Prompts over --max_prompt_length tokens are dropped with a
+count. Writes `evaluate.md`, `evaluate.json` and each source's samples under --output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import flags, logging
+
+from gtalign.utils import cli
+from gtalign.utils.errors import InvalidInput
+
+_MODEL = flags.DEFINE_string("model", None, "A run's workdir, an exported HF directory, a .gguf "
+                             "file or a known model name.", required=True)
+_DATA = flags.DEFINE_string("data", "world", "world, world:SEED, or a GTAlign data directory.")
+_SOURCES = flags.DEFINE_list("sources", [], "GTAlign sources to evaluate (default: math-hard, "
+                             "medium, wildguard, ambig_qa); the OOD sets abg-coqa, advbench and "
+                             "minerva by name.")
+_JUDGE = flags.DEFINE_string("judge", "rule", "'rule' or an OpenAI-compatible base URL "
+                             "(gtalign.serve serves one).")
+_JUDGE_MODEL = flags.DEFINE_string("judge_model", "judge", "Model name sent to an HTTP judge.")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 0, "Prompts per source (0: all).")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 0, "Tokens per completion (0: the "
+                                       "config's eval.max_new_tokens, 352 by default).")
+_PRESET = flags.DEFINE_string("preset", "", "configs/grpo.py preset whose settings (the world's "
+                              "sizes, the eval's lengths, dtype) a non-workdir model is "
+                              "evaluated with; a workdir's own config is always used.")
+_MAX_PROMPT_LENGTH = flags.DEFINE_integer("max_prompt_length", 1024,
+                                          "Longer prompts are dropped (and counted).")
+_STEERING = flags.DEFINE_integer("steering_prompts", 12, "Prompts per source whose table is "
+                                 "edited to select each strategy and continued (0: none).")
+_EPS = flags.DEFINE_float("eps", 0.1, "epsilon of the Pareto coverage (a share of each axis's "
+                          "range).")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the prompts.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory (default: evaluate/<model>).")
+_DTYPE = flags.DEFINE_string("dtype", "", "Compute dtype (default: a workdir's own, else "
+                             "bfloat16).")
+_CHUNK = flags.DEFINE_integer("chunk", 18, "Prompts per generate call (a progress line each).")
+
+
+def policy_config(model: str, data: str, judge: str, judge_model: str, dtype: str = "",
+                  preset: str = ""):
+  """(config, workdir or None): a workdir's own config, else `preset`'s for `model`."""
+  from configs import grpo
+  from gtalign.training import export
+  from gtalign.training import run as run_lib
+  if os.path.isdir(os.path.join(model, "checkpoints")):
+    config, workdir = run_lib.read_config(model), model
+  else:
+    try:
+      config, workdir = grpo.get_config(preset or None), None
+    except ValueError as e:
+      raise InvalidInput(f"--preset={preset}: {e}") from None
+    config.model.name = model
+    config.model.lora.rank = 0
+    config.data.prompt_style = export.settings_for_model(model)["prompt_style"]
+  if data.startswith("world"):
+    seed = data.partition(":")[2]
+    if seed and not seed.isdigit():
+      raise InvalidInput(f"--data={data}: expected world or world:SEED with an integer SEED")
+    if seed:
+      config.seed = int(seed)
+  if dtype:
+    config.model.dtype = dtype
+  config.data.source = "world"  # the GTAlign sources' rows are read per source below
+  config.rl.judge = judge
+  config.rl.judge_model = judge_model
+  config.sft.steps = config.rl.steps = 0
+  config.mesh.update(dict(data=1, fsdp=-1, tensor=1, dcn_data=1, dcn_fsdp=1, dcn_tensor=1))
+  config.sampler_mesh = ""
+  return config, workdir
+
+
+def source_rows(data: str, sources: list[str], run) -> dict[str, list]:
+  """source -> its rows to evaluate: the world's held-out split, or each GTAlign test set."""
+  if data.startswith("world"):
+    if sources and sources != ["world"]:
+      raise InvalidInput(f"--sources={','.join(sources)} needs --data=<GTAlign data dir>")
+    return {"world": run.eval_rows}
+  from gtalign.data import gtalign as gtalign_data
+  if not os.path.isdir(data):
+    raise InvalidInput(f"--data={data}: no such directory (expected world, world:SEED or a "
+                       "GTAlign data directory)")
+  out = {}
+  for source in sources or list(gtalign_data.SOURCES):
+    if source not in gtalign_data.CONFIGS:
+      raise InvalidInput(f"--sources: unknown source {source!r}; expected one of "
+                         f"{', '.join(gtalign_data.CONFIGS)}")
+    out[source] = gtalign_data.read_rows(data, source, "test")
+  return out
+
+
+def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
+             judge_model: str = "judge", num_prompts: int = 0, max_new_tokens: int = 0,
+             max_prompt_length: int = 1024, steering_prompts: int = 12, eps: float = 0.1,
+             n_boot: int = 1000, output: str | None = None, chunk: int = 18,
+             dtype: str = "", preset: str = "") -> dict:
+  """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written
+  to `output/evaluate.json`."""
+  from gtalign.evaluation import policy_report
+  from gtalign.training import heldout
+  from gtalign.training import run as run_lib
+  config, workdir = policy_config(model, data, judge, judge_model, dtype, preset)
+  config.data.max_prompt_length = max_prompt_length
+  max_new_tokens = max_new_tokens or config.eval.max_new_tokens
+  config.eval.update(dict(max_new_tokens=max_new_tokens, chunk=chunk, bootstrap=n_boot,
+                          steering=steering_prompts > 0, steering_prompts=steering_prompts,
+                          phrasings=data.startswith("world"), base_plain=False))
+  output = output or os.path.join("evaluate", os.path.basename(os.path.normpath(model)))
+  run, params, _, _ = run_lib.build(config, output)
+  where = model
+  if workdir:
+    params, step = run_lib.policy_from_workdir(workdir, config, run.model_config, params)
+    where = f"{workdir} (checkpoint step {step})"
+  rows_by_source = source_rows(data, list(sources), run)
+  summaries, counts, results = {}, {}, {}
+  for source, rows in rows_by_source.items():
+    kept, ids = run_lib.tokenize_prompts(rows, run.tokenizer, max_prompt_length,
+                                         f"--data={data} source {source}")
+    limit = num_prompts or len(kept)
+    run.eval_rows, run.workdir = kept, os.path.join(output, source)
+    run.prompt_ids.update(ids)
+    run.config.eval.num_prompts = limit
+    os.makedirs(run.workdir, exist_ok=True)
+    begin = time.perf_counter()
+    arrays = heldout.evaluate(run, params, source)
+    summaries[source] = policy_report.summarise(arrays, n_boot=n_boot, eps=eps)
+    counts[source] = (f"{min(limit, len(kept))} of {len(rows)}"
+                      + (f" ({len(rows) - len(kept)} over {max_prompt_length} tokens dropped)"
+                         if len(kept) < len(rows) else ""))
+    results[source] = {"summary": {k: list(v) for k, v in summaries[source].items()},
+                       "prompts": counts[source], "seconds": time.perf_counter() - begin,
+                       "rows": heldout.evals_to_json({"x": arrays})["x"]}
+  text = (f"gtalign.evaluate: {where} on --data={data}, judge {judge}, greedy, "
+          f"{max_new_tokens} new tokens; 95% bootstrap intervals over prompts\n\n"
+          + policy_report.table(summaries, eps=eps, counts=counts))
+  print(text, flush=True)
+  out = {"model": where, "data": data, "judge": judge, "eps": eps, "sources": results}
+  with open(os.path.join(output, "evaluate.md"), "w", encoding="utf-8") as f:
+    f.write(text + "\n")
+  with open(os.path.join(output, "evaluate.json"), "w", encoding="utf-8") as f:
+    json.dump(out, f)
+  print(f"gtalign.evaluate: wrote {os.path.join(output, 'evaluate.md')} and evaluate.json",
+        file=sys.stderr)
+  return out
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs
+  evaluate(_MODEL.value, _DATA.value, _SOURCES.value, _JUDGE.value, _JUDGE_MODEL.value,
+           _NUM_PROMPTS.value, _MAX_NEW_TOKENS.value, _MAX_PROMPT_LENGTH.value, _STEERING.value,
+           _EPS.value, _BOOTSTRAP.value, _OUTPUT.value, _CHUNK.value, _DTYPE.value,
+           _PRESET.value)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,143 @@
+"""Host side of a training step: the SFT batch of reference traces and the RL rollout.
+
+Both run outside jit (tokenizing, sampling, judging) and hand the jitted update a global batch of
+arrays; both are pure functions of (run, step), so a resumed run replays the same batches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from gtalign.data import warm_start
+from gtalign.game import trace as trace_lib
+from gtalign.parallel import distributed
+from gtalign.rewards import tasks
+from gtalign.sampling.sampler import SamplingConfig
+from gtalign.training import heldout, phases, rollout
+from gtalign.training import run as run_lib
+from gtalign.training.run import Run
+from gtalign.utils.errors import InvalidInput
+
+
+def _local_rows(rows: list) -> tuple[list, slice]:
+  """This process's block of a step's rows, and where it sits among them."""
+  part = distributed.process_rows(len(rows))
+  return rows[part], part
+
+
+def _agreed_shape(prompts, completions) -> tuple[int, int]:
+  """Padded (width, window) every process uses, so their rows stack into one global batch."""
+  return tuple(distributed.agree_max(rollout.sequence_shape(prompts, completions)))
+
+
+def sft_text(run: Run, row) -> str:
+  return warm_start.reference_trace(row, run.config.sft.warm_start, run.warm_answers,
+                                    run.config.sft.tables, run.config.sft.chosen_first)
+
+
+def _sft_ids(run: Run, text: str) -> list[int]:
+  return run.tokenizer.encode(text) + [run.tokenizer.eos_ids[0]]
+
+
+def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
+  """(global SFT batch of reference traces, number of tokens in it)."""
+  size = run.config.sft.batch_size
+  if not run.warm_rows:
+    raise InvalidInput("sft.steps > 0 needs warm-start rows: the built-in world "
+                       "(data.source='world') with data.num_warm > 0")
+  rows, _ = _local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
+                         for i in range(size)])
+  texts = [sft_text(run, r) for r in rows]
+  completions = [_sft_ids(run, t) for t in texts]
+  prompts = [run.prompt(r) for r in rows]
+  if run.sft_shape is None:
+    # one shape for every SFT step, the widest warm-start row's (every process sees all of
+    # them, so they agree): a shape per batch recompiled the update whenever a batch came out
+    # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one)
+    every = run.warm_rows
+    run.sft_shape = rollout.sequence_shape([run.prompt(r) for r in every],
+                                           [_sft_ids(run, sft_text(run, r)) for r in every])
+  local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
+                                 shape=run.sft_shape)
+  weight = run.config.sft.response_weight
+  if weight != 1.0:  # the response carries the key out: its tokens weigh more in the mean
+    for i, text in enumerate(texts):
+      start = warm_start.response_token_start(run.tokenizer.encode, text)
+      if start is not None:
+        local["loss_mask_bc"][i, start:len(completions[i])] *= weight
+  tokens = distributed.gather_rows({"t": local["attention_mask_bt"].sum(1)},
+                                   run.config.sft.batch_size)["t"].sum()
+  return run.global_batch(local), float(tokens)
+
+
+ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
+                       *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
+                       "judge_failed", "tokens")
+
+
+def rl_rollout(run: Run, params, step: int):
+  """Sample G completions per prompt of this process, score them, build the update batch.
+
+  Returns (global batch, stats reduced over all processes, this process's rollout records).
+  """
+  cfg = run.config.rl
+  rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step, "rl"))
+  phases.enter("sample", run.config.sft.steps + step)
+  sampler_params, handoff_seconds = run.sampler_params(params)
+  start = time.perf_counter()
+  out = run.sampler.generate(
+      sampler_params, [run.prompt(r) for r in rows],
+      SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                     top_p=cfg.top_p, num_samples=cfg.num_samples, stop=(trace_lib.RESPONSE_END,),
+                     include_stop_str=True, seed=run_lib.rl_seed(run.config) * 1_000_003 + step),
+      prompt_indices=np.arange(part.start, part.stop))
+  sample_seconds = time.perf_counter() - start
+  row_of = [rows[i - part.start] for i in out.prompt_index]  # global prompt index -> row
+  phases.enter("judge", run.config.sft.steps + step)
+  start = time.perf_counter()
+  scored = rollout.score_rows(row_of, out.texts, run.judge, variant=cfg.variant,
+                              parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
+                              world_consistency=cfg.world_consistency,
+                              world_misread=cfg.world_misread,
+                              world_unpriced=cfg.world_unpriced)
+  judge_seconds = time.perf_counter() - start
+  arrays = scored.arrays()
+  prompts = [run.prompt(r) for r in row_of]
+  local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id,
+                                 shape=_agreed_shape(prompts, out.tokens))
+  local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
+  local.update(user_b=arrays["user"], llm_b=arrays["llm"],
+               reward_valid_b=(~scored.judge_failed).astype(np.float32),
+               source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))
+  per_row = dict(rollout.unjudged_as_nan(arrays, scored.judge_failed),
+                 **rollout.behaviour_arrays(row_of, scored, run.tokenizer),
+                 completion_tokens=out.lengths.astype(np.float32),
+                 # the judge's failure rate in either mode ("zero" scores them 0 on purpose)
+                 judge_failed=np.asarray([r.components.get("judge_failures", 0) > 0
+                                          for r in scored.results], np.float32),
+                 tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
+  per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
+  # the step waits for its slowest process
+  handoff_s, sample_s, judge_s = distributed.agree_max([handoff_seconds, sample_seconds,
+                                                        judge_seconds])
+  stats = heldout.finite_means({k: per_row[k] for k in ROLLOUT_ROW_METRICS if k != "tokens"},
+                               prefix="rollout/")
+  stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
+                "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
+  records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
+              "question_type": r["extra_info"].get("question_type"),
+              "completion": t, "judge_failed": res.judge_failed,
+              # a sample the judge failed on has no score (it is masked from the loss)
+              **{k: None if res.judge_failed else v
+                 for k, v in (("user", res.user), ("llm", res.llm), ("welfare", res.score))},
+              "valid": p.valid, "reason": p.reason,
+              # a masked sample's judged components hold the failure's stand-in 0
+              "components": {k: v for k, v in res.components.items()
+                             if isinstance(v, (int, float, bool))
+                             and (not res.judge_failed or k in tasks.UNJUDGED_COMPONENTS)}}
+             for r, t, res, p in zip(row_of, out.texts, scored.results, scored.parsed)]
+  return run.global_batch(local), stats, records
+
