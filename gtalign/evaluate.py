@@ -36,6 +36,8 @@ _SOURCES = flags.DEFINE_list("sources", [], "GTAlign sources to evaluate (defaul
 _JUDGE = flags.DEFINE_string("judge", "rule", "'rule' or an OpenAI-compatible base URL "
                              "(gtalign.serve serves one).")
 _JUDGE_MODEL = flags.DEFINE_string("judge_model", "judge", "Model name sent to an HTTP judge.")
+_JUDGE_MAX_TOKENS = flags.DEFINE_integer("judge_max_tokens", 1024, "max_tokens of an HTTP judge's "
+                                         "replies.")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 0, "Prompts per source (0: all).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 0, "Tokens per completion (0: the "
                                        "config's eval.max_new_tokens, 352 by default).")
@@ -56,7 +58,7 @@ _CHUNK = flags.DEFINE_integer("chunk", 18, "Prompts per generate call (a progres
 
 
 def policy_config(model: str, data: str, judge: str, judge_model: str, dtype: str = "",
-                  preset: str = ""):
+                  preset: str = "", judge_max_tokens: int = 1024):
   """(config, workdir or None): a workdir's own config, else `preset`'s for `model`."""
   from configs import grpo
   from gtalign.training import export
@@ -82,42 +84,51 @@ def policy_config(model: str, data: str, judge: str, judge_model: str, dtype: st
   config.data.source = "world"  # the GTAlign sources' rows are read per source below
   config.rl.judge = judge
   config.rl.judge_model = judge_model
+  config.rl.judge_max_tokens = judge_max_tokens
   config.sft.steps = config.rl.steps = 0
   config.mesh.update(dict(data=1, fsdp=-1, tensor=1, dcn_data=1, dcn_fsdp=1, dcn_tensor=1))
   config.sampler_mesh = ""
   return config, workdir
 
 
-def source_rows(data: str, sources: list[str], run) -> dict[str, list]:
-  """source -> its rows to evaluate: the world's held-out split, or each GTAlign test set."""
+def check_sources(data: str, sources: list[str]) -> list[str]:
+  """The sources `--data` and `--sources` name, checked before any model loads."""
   if data.startswith("world"):
     if sources and sources != ["world"]:
       raise InvalidInput(f"--sources={','.join(sources)} needs --data=<GTAlign data dir>")
-    return {"world": run.eval_rows}
+    return ["world"]
   from gtalign.data import gtalign as gtalign_data
   if not os.path.isdir(data):
     raise InvalidInput(f"--data={data}: no such directory (expected world, world:SEED or a "
                        "GTAlign data directory)")
-  out = {}
-  for source in sources or list(gtalign_data.SOURCES):
+  for source in sources:
     if source not in gtalign_data.CONFIGS:
-      raise InvalidInput(f"--sources: unknown source {source!r}; expected one of "
+      raise InvalidInput(f"--sources: unknown source {source!r}; expected some of "
                          f"{', '.join(gtalign_data.CONFIGS)}")
-    out[source] = gtalign_data.read_rows(data, source, "test")
-  return out
+  return list(sources) or list(gtalign_data.SOURCES)
+
+
+def source_rows(data: str, source: str, run) -> list:
+  """A source's rows to evaluate: the world's held-out split, or a GTAlign test set."""
+  if source == "world":
+    return run.eval_rows
+  from gtalign.data import gtalign as gtalign_data
+  return gtalign_data.read_rows(data, source, "test")
 
 
 def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
              judge_model: str = "judge", num_prompts: int = 0, max_new_tokens: int = 0,
              max_prompt_length: int = 1024, steering_prompts: int = 12, eps: float = 0.1,
              n_boot: int = 1000, output: str | None = None, chunk: int = 18,
-             dtype: str = "", preset: str = "") -> dict:
+             dtype: str = "", preset: str = "", judge_max_tokens: int = 1024) -> dict:
   """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written
   to `output/evaluate.json`."""
   from gtalign.evaluation import policy_report
   from gtalign.training import heldout
   from gtalign.training import run as run_lib
-  config, workdir = policy_config(model, data, judge, judge_model, dtype, preset)
+  sources = check_sources(data, list(sources))
+  config, workdir = policy_config(model, data, judge, judge_model, dtype, preset,
+                                   judge_max_tokens)
   config.data.max_prompt_length = max_prompt_length
   max_new_tokens = max_new_tokens or config.eval.max_new_tokens
   config.eval.update(dict(max_new_tokens=max_new_tokens, chunk=chunk, bootstrap=n_boot,
@@ -129,9 +140,9 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
   if workdir:
     params, step = run_lib.policy_from_workdir(workdir, config, run.model_config, params)
     where = f"{workdir} (checkpoint step {step})"
-  rows_by_source = source_rows(data, list(sources), run)
   summaries, counts, results = {}, {}, {}
-  for source, rows in rows_by_source.items():
+  for source in sources:
+    rows = source_rows(data, source, run)
     kept, ids = run_lib.tokenize_prompts(rows, run.tokenizer, max_prompt_length,
                                          f"--data={data} source {source}")
     limit = num_prompts or len(kept)
@@ -169,7 +180,7 @@ def main(argv):
   evaluate(_MODEL.value, _DATA.value, _SOURCES.value, _JUDGE.value, _JUDGE_MODEL.value,
            _NUM_PROMPTS.value, _MAX_NEW_TOKENS.value, _MAX_PROMPT_LENGTH.value, _STEERING.value,
            _EPS.value, _BOOTSTRAP.value, _OUTPUT.value, _CHUNK.value, _DTYPE.value,
-           _PRESET.value)
+           _PRESET.value, _JUDGE_MAX_TOKENS.value)
 
 
 if __name__ == "__main__":
