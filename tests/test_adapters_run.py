@@ -218,3 +218,21 @@ def test_ppo_with_adapters_trains_the_critics_adapters_and_head_only(tmp_path):
            jax.tree_util.tree_flatten_with_path(tree["critic"]["params"])[0]]
   assert sorted(p for p in paths if not p.endswith(("lora_a", "lora_b"))) == ["bias", "kernel"]
   assert len(paths) > 2
+
+
+def test_evaluate_the_adapter_run_as_its_merged_export(run, tmp_path):
+  """`gtalign.evaluate` on the workdir (the base plus the checkpoint's adapters, merged at the
+  hand-off) and on the merged export: the same completions and numbers."""
+  from gtalign import evaluate
+  workdir, _ = run
+  out = {name: evaluate.evaluate(model, "world:0", num_prompts=2, max_new_tokens=32,
+                                 steering_prompts=0, n_boot=50, output=str(tmp_path / name),
+                                 preset="tiny_lora")
+         for name, model in (("ckpt", str(workdir)), ("export", str(workdir / "export")))}
+  assert "checkpoint step 9" in out["ckpt"]["model"]
+  ckpt, export = out["ckpt"]["sources"]["world"], out["export"]["sources"]["world"]
+  assert ckpt["rows"] == export["rows"] and ckpt["summary"] == export["summary"]
+  samples = [json.loads(l)["completion"] for l in open(tmp_path / "ckpt" / "world" /
+                                                      "samples_world.jsonl")]
+  assert samples == [json.loads(l)["completion"] for l in open(tmp_path / "export" / "world" /
+                                                              "samples_world.jsonl")]
