@@ -44,7 +44,7 @@ _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 0, "Tokens per completi
 _PRESET = flags.DEFINE_string("preset", "", "configs/grpo.py preset whose settings (the world's "
                               "sizes, the eval's lengths, dtype) a non-workdir model is "
                               "evaluated with; a workdir's own config is always used.")
-_MAX_PROMPT_LENGTH = flags.DEFINE_integer("max_prompt_length", 1024,
+_MAX_PROMPT_LENGTH = flags.DEFINE_integer("max_prompt_length", 2048,
                                           "Longer prompts are dropped (and counted).")
 _STEERING = flags.DEFINE_integer("steering_prompts", 12, "Prompts per source whose table is "
                                  "edited to select each strategy and continued (0: none).")
@@ -118,7 +118,7 @@ def source_rows(data: str, source: str, run) -> list:
 
 def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
              judge_model: str = "judge", num_prompts: int = 0, max_new_tokens: int = 0,
-             max_prompt_length: int = 1024, steering_prompts: int = 12, eps: float = 0.1,
+             max_prompt_length: int = 2048, steering_prompts: int = 12, eps: float = 0.1,
              n_boot: int = 1000, output: str | None = None, chunk: int = 18,
              dtype: str = "", preset: str = "", judge_max_tokens: int = 1024) -> dict:
   """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written

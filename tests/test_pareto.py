@@ -62,7 +62,8 @@ def test_a_constant_axis_and_nan_points():
 
 
 def test_policy_report_ratio_and_intervals():
-  arrays = {"answer": np.array([1.0, 0.0, 1.0, 1.0]),
+  arrays = {"format_ok": np.ones(4), "answer": np.array([1.0, 0.0, 1.0, 1.0]),
+            "new_read_dq": np.ones(10),  # the reading check's own questions: not resampled
             "completion_tokens": np.array([100.0, 300.0, 200.0, 200.0]),
             "completion_chars": np.array([400.0, 1200.0, 800.0, 800.0]),
             "user": np.array([0.5, 0.2, 0.6, 0.6]), "llm": np.array([0.5, 0.3, 0.4, 0.4]),

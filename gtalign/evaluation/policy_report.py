@@ -30,6 +30,8 @@ MEANS = {
     "reasoning_chars": ("reasoning chars", "reasoning_chars"),
     "da_on_dq": ("DA on DQ", "da_on_dq"),
     "cq_on_vq": ("CQ on VQ", "cq_on_vq"),
+    "read_dq": ("reads DQ", "read_dq"),
+    "read_vq": ("reads VQ", "read_vq"),
     "key_is_selected": ("key = table's pick", "key_is_selected"),
     "steering": ("steering", "steering"),
 }
@@ -94,6 +96,10 @@ def summarise(arrays: Arrays, n_boot: int = 1000, eps: float = pareto.DEFAULT_EP
               seed: int = 0) -> dict[str, tuple[float, float, float]]:
   """metric -> (value, lo, hi) for every metric the arrays have the rows for."""
   arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+  # one entry per evaluated prompt; arrays over other items (the reading check's own
+  # questions, `new_read_*`) are not resampled with the prompts
+  n = len(arrays["format_ok"])
+  arrays = {k: v for k, v in arrays.items() if v.shape == (n,)}
   out = {}
   for name, (_, key) in MEANS.items():
     if key in arrays and np.isfinite(arrays[key]).any():
