@@ -54,6 +54,9 @@ _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory (default: evaluate/<model>).")
 _DTYPE = flags.DEFINE_string("dtype", "", "Compute dtype (default: a workdir's own, else "
                              "bfloat16).")
+_RESTYLE = flags.DEFINE_bool("restyle", False, "Ask each GTAlign test question in the policy's "
+                              "own prompt style (its export's or config's) instead of the row's "
+                              "own prompt (the paper's full instruction).")
 _CHUNK = flags.DEFINE_integer("chunk", 18, "Prompts per generate call (a progress line each).")
 
 
@@ -108,19 +111,33 @@ def check_sources(data: str, sources: list[str]) -> list[str]:
   return list(sources) or list(gtalign_data.SOURCES)
 
 
-def source_rows(data: str, source: str, run) -> list:
-  """A source's rows to evaluate: the world's held-out split, or a GTAlign test set."""
+def source_rows(data: str, source: str, run, restyle: bool = False) -> list:
+  """A source's rows to evaluate: the world's held-out split, or a GTAlign test set (with
+  `restyle`, each single-turn question re-asked in the run's prompt style)."""
   if source == "world":
     return run.eval_rows
   from gtalign.data import gtalign as gtalign_data
-  return gtalign_data.read_rows(data, source, "test")
+  from gtalign.game import prompt as prompt_lib
+  rows = gtalign_data.read_rows(data, source, "test")
+  if not restyle:
+    return rows
+  out = []
+  for row in rows:
+    question = (row.get("extra_info") or {}).get("single_turn_prompt")
+    if not isinstance(question, str) or not question.strip():
+      raise InvalidInput(f"--restyle: row {row['row_id']} of {source} has no "
+                         "extra_info.single_turn_prompt to re-ask")
+    out.append(dict(row, prompt=prompt_lib.build_messages(
+        question, style=run.config.data.prompt_style)))
+  return out
 
 
 def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
              judge_model: str = "judge", num_prompts: int = 0, max_new_tokens: int = 0,
              max_prompt_length: int = 2048, steering_prompts: int = 12, eps: float = 0.1,
              n_boot: int = 1000, output: str | None = None, chunk: int = 18,
-             dtype: str = "", preset: str = "", judge_max_tokens: int = 1024) -> dict:
+             dtype: str = "", preset: str = "", judge_max_tokens: int = 1024,
+             restyle: bool = False) -> dict:
   """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written
   to `output/evaluate.json`."""
   from gtalign.evaluation import policy_report
@@ -142,7 +159,7 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
     where = f"{workdir} (checkpoint step {step})"
   summaries, counts, results = {}, {}, {}
   for source in sources:
-    rows = source_rows(data, source, run)
+    rows = source_rows(data, source, run, restyle)
     kept, ids = run_lib.tokenize_prompts(rows, run.tokenizer, max_prompt_length,
                                          f"--data={data} source {source}")
     limit = num_prompts or len(kept)
@@ -159,7 +176,9 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
     results[source] = {"summary": {k: list(v) for k, v in summaries[source].items()},
                        "prompts": counts[source], "seconds": time.perf_counter() - begin,
                        "rows": heldout.evals_to_json({"x": arrays})["x"]}
-  text = (f"gtalign.evaluate: {where} on --data={data}, judge {judge}, greedy, "
+  style = (f"questions in the policy's {config.data.prompt_style!r} style" if restyle
+           and not data.startswith("world") else "")
+  text = (f"gtalign.evaluate: {where} on --data={data} {style}, judge {judge}, greedy, "
           f"{max_new_tokens} new tokens; 95% bootstrap intervals over prompts\n\n"
           + policy_report.table(summaries, eps=eps, counts=counts))
   print(text, flush=True)
@@ -180,7 +199,7 @@ def main(argv):
   evaluate(_MODEL.value, _DATA.value, _SOURCES.value, _JUDGE.value, _JUDGE_MODEL.value,
            _NUM_PROMPTS.value, _MAX_NEW_TOKENS.value, _MAX_PROMPT_LENGTH.value, _STEERING.value,
            _EPS.value, _BOOTSTRAP.value, _OUTPUT.value, _CHUNK.value, _DTYPE.value,
-           _PRESET.value, _JUDGE_MAX_TOKENS.value)
+           _PRESET.value, _JUDGE_MAX_TOKENS.value, _RESTYLE.value)
 
 
 if __name__ == "__main__":
