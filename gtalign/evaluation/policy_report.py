@@ -19,6 +19,7 @@ Arrays = Mapping[str, np.ndarray]
 # metric -> (label, per-row key); a mean over prompts
 MEANS = {
     "format_ok": ("format-valid", "format_ok"),
+    "judge_failed": ("judge failed (left out of the means)", "judge_failed"),
     "answer": ("answer accuracy", "answer"),
     "dq_correct": ("DQ answer accuracy", "dq_correct"),
     "user": ("U", "user"),
