@@ -223,7 +223,7 @@ def test_ppo_with_adapters_trains_the_critics_adapters_and_head_only(tmp_path):
 def test_evaluate_the_adapter_run_as_its_merged_export(run, tmp_path):
   """`gtalign.evaluate` on the workdir (the base plus the checkpoint's adapters, merged at the
   hand-off) and on the merged export: the same completions and numbers."""
-  from gtalign import evaluate
+  from gtalign.evaluation import policy_eval as evaluate
   workdir, _ = run
   out = {name: evaluate.evaluate(model, "world:0", num_prompts=2, max_new_tokens=32,
                                  steering_prompts=0, n_boot=50, output=str(tmp_path / name),

@@ -58,14 +58,14 @@ def test_every_prompt_too_long_names_the_key_the_length_and_the_file(tmp_path,
     ("world", [], "huge", "--preset=huge: unknown preset 'huge'"),
 ])
 def test_evaluate_bad_data_sources_and_presets(data, sources, preset, expected):
-  from gtalign import evaluate
+  from gtalign.evaluation import policy_eval as evaluate
   with pytest.raises(InvalidInput, match=re.escape(expected)):
     evaluate.check_sources(data, sources)
     evaluate.policy_config("tiny-random", data, "rule", "judge", preset=preset)
 
 
 def test_evaluate_a_directory_that_is_not_a_run_or_a_model(tmp_path, gtalign_data_dir):
-  from gtalign import evaluate
+  from gtalign.evaluation import policy_eval as evaluate
   with pytest.raises(InvalidInput, match="unknown source 'chess'"):
     evaluate.check_sources(str(gtalign_data_dir), ["math-hard", "chess"])
   (tmp_path / "checkpoints").mkdir()  # looks like a workdir, but has no config.json

@@ -6,7 +6,7 @@ import types
 import ml_collections
 import pytest
 
-from gtalign import evaluate
+from gtalign.evaluation import policy_eval as evaluate
 from gtalign.game import prompt as prompt_lib
 from gtalign.utils.errors import InvalidInput
 
