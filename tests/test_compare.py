@@ -91,7 +91,8 @@ def test_tiny_comparison_resumes_after_a_kill_between_arms(tmp_path):
   resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   # the finished arm and the warm start are not run again; the second arm is
-  assert "1 arm(s) left" in resumed.stdout.splitlines()[0], resumed.stdout[:500]
+  first_line = resumed.stdout.splitlines()[0]
+  assert "1 arm(s) left" in first_line and "(from measured arms)" in first_line, first_line
   assert "arm cobb_douglas_seed0 starts" not in resumed.stdout
   assert "arm linear_seed0 finished" in resumed.stdout
   assert first_done.read_text() == finished

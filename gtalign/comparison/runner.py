@@ -152,6 +152,10 @@ def compare(config, workdir: str) -> dict:
   dirs = {r: os.path.join(workdir, "arms", arm_name(*r)) for r in runs}
   progress = Progress(config, sum(_done(d) is None for d in dirs.values()),
                       _done(warm_dir) is None)
+  # a resumed comparison's ETA starts from what it already measured
+  progress.arm_seconds = [done["seconds"] for d in dirs.values() if (done := _done(d))]
+  if not progress.warm_left:
+    progress.sft_step_seconds = _sft_step_seconds(warm_dir)
   distributed.log(progress.line(f"{len(arms)} objectives x {len(seeds)} seed(s) from one warm "
                                 f"start ({config.sft.steps} SFT steps), {config.rl.steps} RL "
                                 "steps each"))
@@ -162,9 +166,7 @@ def compare(config, workdir: str) -> dict:
     progress.warm_left = False
   progress.sft_step_seconds = _sft_step_seconds(warm_dir)
   for run in runs:
-    done = _done(dirs[run])
-    if done is not None:
-      progress.arm_seconds.append(done["seconds"])
+    if _done(dirs[run]) is not None:
       continue
     distributed.log(progress.line(f"arm {arm_name(*run)} starts"))
     begin = time.perf_counter()
