@@ -126,7 +126,9 @@ def summarise(results: Mapping[str, Mapping[int, Arrays]], eps: float = pareto.D
       else:
         pooled_m = pooled[a][m] = _seed_mean(runs)
         stat = evaluation_ci.bootstrap_ci(pooled_m, n_boot=n_boot)
-      out["arms"][a][m] = {"mean": float(np.mean(per_seed)) if m == "regret_max" else stat[0],
+      # worst regret: the worst prompt's seed-mean regret (its interval's statistic); the
+      # per-seed worst prompts are the spread
+      out["arms"][a][m] = {"mean": stat[0],
                            "lo": stat[1], "hi": stat[2], "seed_min": float(np.min(per_seed)),
                            "seed_max": float(np.max(per_seed)), "per_seed": per_seed}
   if REFERENCE in arms:
