@@ -184,3 +184,20 @@ def test_steering_continues_every_edit_from_its_own_ids_and_reads_what_it_did(po
   print(f"steering of the brief policy: {score:.2f}",
         [(s.target, s.chosen_key, s.action) for s in steered])
   assert 0.0 <= score <= 1.0
+
+
+def test_evaluate_the_real_weights_policy_from_its_workdir_and_its_export(export, tmp_path):
+  """gtalign.evaluate on the warm-started real SmolLM2 (the brief run): its workdir's checkpoint
+  and its export give the same completions and numbers, and the policy's own tables are read
+  (valid traces, key = table's pick and steering measured, not left empty)."""
+  from gtalign.evaluation import policy_eval
+  out = {name: policy_eval.evaluate(str(model), "world:0", num_prompts=4, steering_prompts=2,
+                                    n_boot=50, output=str(tmp_path / name), preset="brief",
+                                    dtype="float32")
+         for name, model in (("ckpt", export.parent), ("export", export))}
+  assert "checkpoint step 24" in out["ckpt"]["model"]
+  ckpt, exp = out["ckpt"]["sources"]["world"], out["export"]["sources"]["world"]
+  assert ckpt["rows"] == exp["rows"] and ckpt["summary"] == exp["summary"]
+  assert ckpt["summary"]["format_ok"][0] > 0  # the real policy writes the four blocks
+  assert all(x is not None for x in ckpt["rows"]["steering"][:2])
+  assert len(ckpt["rows"]["welfare"]) == 4
