@@ -62,11 +62,22 @@ def base_config() -> ml_collections.ConfigDict:
       chosen_first=False,
       response_weight=5.0,  # a <response> token's weight in the SFT loss's mean (1: plain): the
                             # few tokens that carry the key out, among ~270 templated ones
+      # a fraction of the vague warm-start rows taught as two-turn dialogues (ask for the
+      # detail, the user gives it, answer): multi-turn episodes need a policy that reads a
+      # reply (data/warm_start.dialogue_turns); 0 = single-turn traces only
+      dialogues=0.0,
       answer_tokens=40,  # the base model's plain answer a trace states: its first sentence
                          # within this many tokens (gtalign.training.distill)
   ))
   c.rl = ml_collections.ConfigDict(dict(
       algorithm="grpo",
+      # assistant turns per episode (gtalign.dialogue): 1 = single-turn traces; K > 1 = the
+      # simulated user answers each clarifying question, up to K turns, and U, L count the
+      # whole dialogue (grpo only)
+      max_turns=1,
+      simulator="rule",  # rule (the world's rule-based user) | http://host:port/v1 (an LLM user)
+      simulator_model="user",  # an HTTP simulator's model name and reply budget
+      simulator_max_tokens=64,
       # the RL phase's own seed (its sampling and prompt order), on top of `seed`, which also
       # draws the world and the warm start: RL arms of one warm start differ only in this
       seed=0,
@@ -132,6 +143,9 @@ def base_config() -> ml_collections.ConfigDict:
       steering_prompts=12,  # the first N held-out prompts are steered (0: all of them)
       base_plain=True,  # world: the base model asked each held-out question plainly (no game)
       phrasings=True,  # reading accuracy on questions written for the check (evaluation.reading)
+      # > 0: also play each held-out question as a greedy dialogue of up to this many turns
+      # with rl.simulator (gtalign.dialogue.evaluation), whatever rl.max_turns is
+      dialogue_turns=0,
   ))
   # mesh axis sizes within a slice (ICI), and across slices or hosts (DCN); -1 = the rest
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,

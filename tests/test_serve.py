@@ -362,3 +362,28 @@ def test_a_training_run_judged_by_the_server_masks_its_unusable_verdicts(server,
   print(f"{judged} judge requests over {len(rl)} RL steps, failure rates "
         f"{[round(r['rollout/judge_failed'], 2) for r in rl]}")
   assert failed > 0 and all(0 <= r["rollout/judge_failed"] <= 1 for r in rl)
+
+
+def test_the_http_user_simulator_talks_to_the_server(server):
+  """gtalign.dialogue's LLM user over HTTP: the hidden intent in its instructions, the dialogue
+  with the roles swapped, and the server's reply as the user's next message."""
+  from gtalign.dialogue import simulator as sim_lib
+  row = {"row_id": "ambig_qa/0", "extra_info": {"single_turn_prompt": "Who won the cup?"},
+         "reward_model": {"ground_truth": "multipleQAs###There are multiple meanings of the "
+                          "question.Meaning 0: Who won the cup in 1990?; Answer 0: Germany\n"
+                          "Meaning 1: Who won the cup in 1994?; Answer 1: Brazil"}}
+  ask = sim_lib.Ask(row, ({"role": "user", "content": "Who won the cup?"},
+                          {"role": "assistant", "content": "Which year do you mean?"}))
+  user = sim_lib.HttpUser(server.base_url, model="tiny", max_tokens=8)
+  messages = user.messages(ask)
+  assert messages[0]["role"] == "system"
+  assert "Who won the cup in 1990? (the answer you expect: Germany)" in messages[0]["content"]
+  assert messages[1:] == [{"role": "assistant", "content": "Who won the cup?"},
+                          {"role": "user", "content": "Which year do you mean?"}]
+  (reply,) = user.replies([ask])
+  assert user.failures == 0 and isinstance(reply.text, str)
+  direct = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+      "model": "tiny", "messages": messages, "max_tokens": 8, "temperature": 0.0}).json()
+  assert reply.text == direct["choices"][0]["message"]["content"].strip()
+  dead = sim_lib.HttpUser("http://127.0.0.1:9/v1", max_retries=0, timeout_s=5)
+  assert dead.replies([ask]) == [sim_lib.Reply(None)] and dead.failures == 1

@@ -185,7 +185,8 @@ def test_the_check_questions_are_paired_and_never_trained_on():
 
 
 def _resumed_run(tmp_path, rows):
-  cfg = types.SimpleNamespace(sft=types.SimpleNamespace(warm_start="random", answer_tokens=40))
+  cfg = types.SimpleNamespace(sft=types.SimpleNamespace(warm_start="random", answer_tokens=40,
+                                                      dialogues=0.0))
   return types.SimpleNamespace(workdir=str(tmp_path), warm_rows=rows, config=cfg)
 
 

@@ -33,14 +33,28 @@ PRIOR_SFT_STEP_SECONDS = 4.6
 ARM_OVERHEAD_COST = 20.0
 
 
+def turns_of(arm: str) -> int | None:
+  """K of an arm named `turns<K>` (episodes of up to K turns, gtalign.dialogue), else None."""
+  k = arm[len("turns"):] if arm.startswith("turns") else ""
+  return int(k) if k.isdigit() and int(k) >= 1 else None
+
+
 def arms_and_seeds(config) -> tuple[list[str], list[int]]:
+  """The arms (all welfare objectives, or all `turns<K>`) and the RL seeds, checked."""
   arms = [a.strip() for a in config.compare.arms.split(",") if a.strip()]
   for arm in arms:
-    if arm not in welfare.AGGREGATIONS:
-      raise InvalidInput(f"compare.arms: unknown objective {arm!r}; expected some of "
-                         f"{', '.join(welfare.AGGREGATIONS)}")
+    if arm not in welfare.AGGREGATIONS and turns_of(arm) is None:
+      raise InvalidInput(f"compare.arms: unknown arm {arm!r}; expected objectives (some of "
+                         f"{', '.join(welfare.AGGREGATIONS)}) or turns<K> (episodes of up to "
+                         "K turns, e.g. turns1,turns3)")
   if len(set(arms)) != len(arms) or not arms:
-    raise InvalidInput(f"compare.arms={config.compare.arms!r}: name each objective once")
+    raise InvalidInput(f"compare.arms={config.compare.arms!r}: name each arm once")
+  if len({turns_of(a) is None for a in arms}) > 1:
+    raise InvalidInput(f"compare.arms={config.compare.arms!r}: compare objectives or turn "
+                       "limits, not both")
+  if turns_of(arms[0]) is not None and config.eval.dialogue_turns < 1:
+    raise InvalidInput("compare.arms of turns<K> are scored as dialogues: set "
+                       "eval.dialogue_turns >= 1")
   try:
     seeds = [int(s) for s in str(config.compare.seeds).split(",") if s.strip()]
   except ValueError:
@@ -88,7 +102,10 @@ def seed_from_warm_start(warm_dir: str, arm_dir: str, step: int) -> None:
 
 def _arm_config(config, arm: str, seed: int):
   c = config.copy_and_resolve_references()
-  c.rl.welfare = arm
+  if turns_of(arm) is None:
+    c.rl.welfare = arm
+  else:
+    c.rl.max_turns = turns_of(arm)
   c.rl.seed = seed
   return c
 
@@ -156,7 +173,7 @@ def compare(config, workdir: str) -> dict:
   progress.arm_seconds = [done["seconds"] for d in dirs.values() if (done := _done(d))]
   if not progress.warm_left:
     progress.sft_step_seconds = _sft_step_seconds(warm_dir)
-  distributed.log(progress.line(f"{len(arms)} objectives x {len(seeds)} seed(s) from one warm "
+  distributed.log(progress.line(f"{len(arms)} arms x {len(seeds)} seed(s) from one warm "
                                 f"start ({config.sft.steps} SFT steps), {config.rl.steps} RL "
                                 "steps each"))
   if _done(warm_dir) is None:
@@ -177,19 +194,24 @@ def compare(config, workdir: str) -> dict:
     progress.arm_seconds.append(seconds)
     progress.arms_left -= 1
     distributed.log(progress.line(f"arm {arm_name(*run)} finished in {_clock(seconds)}"))
+  if turns_of(arms[0]) is not None:
+    from gtalign.dialogue import compare as dialogue_compare  # pylint: disable=import-outside-toplevel
+    return dialogue_compare.report(workdir, config, arms, seeds, dirs)
   return report(workdir, config, arms, seeds, dirs)
 
 
-def _evals(directory: str) -> dict:
+def read_evals(directory: str) -> dict:
+  """A finished run's held-out evaluations (its eval.json)."""
   with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
     return heldout.evals_from_json(json.load(f)["evals"])
 
 
 def report(workdir: str, config, arms: list[str], seeds: list[int], dirs: dict) -> dict:
   """compare.md, compare.json and the two plots from the finished arms' eval.json files."""
-  results = {arm: {seed: _evals(dirs[(arm, seed)])["trained"] for seed in seeds} for arm in arms}
+  results = {arm: {seed: read_evals(dirs[(arm, seed)])["trained"] for seed in seeds}
+             for arm in arms}
   out = summary_lib.summarise(results, eps=config.compare.eps, n_boot=config.eval.bootstrap)
-  warm = _evals(os.path.join(workdir, "warm_start"))["after_sft"]
+  warm = read_evals(os.path.join(workdir, "warm_start"))["after_sft"]
   warm_point = (float(heldout.finite_mean(warm["user"])), float(heldout.finite_mean(warm["llm"])))
   series = {}
   for arm in arms:

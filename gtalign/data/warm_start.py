@@ -276,9 +276,40 @@ def warm_start_strategy(row: Mapping[str, Any], mode: str) -> str:
   raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
 
 
-def needs_answer(row: Mapping[str, Any], mode: str) -> bool:
+def needs_answer(row: Mapping[str, Any], mode: str, dialogues: float = 0.0) -> bool:
   """Whether the row's trace states an answer (DA or AQ), so needs the base model's."""
-  return warm_start_strategy(row, mode) != "CQ"
+  return warm_start_strategy(row, mode) != "CQ" or is_dialogue(row, dialogues)
+
+
+def is_dialogue(row: Mapping[str, Any], fraction: float) -> bool:
+  """Whether a vague warm-start row is taught as a two-turn dialogue (`sft.dialogues`, a
+  fraction of the vague rows, drawn from the row id)."""
+  return (fraction > 0 and row["extra_info"]["question_type"] == "VQ"
+          and random.Random(f"dialogue/{row['row_id']}").random() < fraction)
+
+
+def detail_reply(row: Mapping[str, Any]) -> str:
+  """The world user's reply to a question about the missing detail (what
+  `dialogue.simulator.WorldUser` says): the detail, then the full question."""
+  info = row["extra_info"]
+  return f"I mean {info['detail']}. {info['single_turn_prompt']}"
+
+
+def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str] | None,
+                   tables: str, chosen_first: bool) -> list[tuple[str, str | None]]:
+  """A vague row as a dialogue: (trace, the user's reply) per turn. Turn 1's table selects CQ
+  and asks for the detail; the user gives it; turn 2 reads the now definite question and its
+  table selects DA or AQ (the row's drawn strategy, DA where that was CQ): what a clarifying
+  question's answer is for."""
+  info = row["extra_info"]
+  second = {**row, "row_id": f"{row['row_id']}/turn2",
+            "extra_info": {**info, "question_type": "DQ", "named": info["detail"],
+                           "question": detail_reply(row)}}
+  strategy = warm_start_strategy(second, mode)
+  answer = (answers or {}).get(plain_question(row))
+  return [(format_trace(row, "CQ", None, tables, chosen_first), detail_reply(row)),
+          (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
+                        chosen_first), None)]
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
@@ -318,6 +349,7 @@ def _row(name: str, kind: str, question: str, full: str, slots: dict, answer: st
                      "answer": answer, "category": name,
                      "missing_slot": cat.missing_slot if kind == "VQ" else None,
                      "named": named if kind == "DQ" else None,
+                     "detail": named,  # what the user has in mind (a vague row leaves it out)
                      "slot_words": list(cat.slot_words)},
       "row_id": f"{world.DATA_SOURCE}/warm/{index}",
   }

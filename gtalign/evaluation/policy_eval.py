@@ -23,7 +23,9 @@ def policy_config(model: str, data: str, judge: str, judge_model: str, dtype: st
   from gtalign.training import export
   from gtalign.training import run as run_lib
   if os.path.isdir(os.path.join(model, "checkpoints")):
-    config, workdir = run_lib.read_config(model), model
+    # keys added since the run started take the defaults (its own values win)
+    config, workdir = grpo.get_config(), model
+    config.update(run_lib.read_config(model))
   else:
     try:
       config, workdir = grpo.get_config(preset or None), None

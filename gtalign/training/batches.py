@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from gtalign.data import warm_start
+from gtalign.dialogue import episodes
 from gtalign.game import trace as trace_lib
 from gtalign.parallel import distributed
 from gtalign.rewards import tasks
@@ -22,7 +23,7 @@ from gtalign.training.run import Run
 from gtalign.utils.errors import InvalidInput
 
 
-def _local_rows(rows: list) -> tuple[list, slice]:
+def local_rows(rows: list) -> tuple[list, slice]:
   """This process's block of a step's rows, and where it sits among them."""
   part = distributed.process_rows(len(rows))
   return rows[part], part
@@ -38,8 +39,33 @@ def sft_text(run: Run, row) -> str:
                                     run.config.sft.tables, run.config.sft.chosen_first)
 
 
-def _sft_ids(run: Run, text: str) -> list[int]:
-  return run.tokenizer.encode(text) + [run.tokenizer.eos_ids[0]]
+def sft_completion(run: Run, row) -> tuple[list[int], np.ndarray]:
+  """(completion ids, per-id loss weight) of a warm-start row: its trace and EOS, or for a
+  dialogue row (`sft.dialogues`) each turn's trace and EOS with the user's reply between them
+  at weight 0, as a multi-turn episode lays it out (`dialogue.episodes.user_turn_ids`). A
+  `<response>`'s ids weigh `sft.response_weight`."""
+  cfg = run.config.sft
+  eos = run.tokenizer.eos_ids[0]
+  if warm_start.is_dialogue(row, cfg.dialogues):
+    turns = warm_start.dialogue_turns(row, cfg.warm_start, run.warm_answers, cfg.tables,
+                                      cfg.chosen_first)
+  else:
+    turns = [(sft_text(run, row), None)]
+  ids: list[int] = []
+  weights: list[np.ndarray] = []
+  for text, reply in turns:
+    own = run.tokenizer.encode(text) + [eos]
+    weight = np.ones(len(own), np.float32)
+    start = warm_start.response_token_start(run.tokenizer.encode, text)
+    if start is not None:
+      weight[start:] = cfg.response_weight  # its EOS too
+    ids += own
+    weights.append(weight)
+    if reply is not None:
+      user = episodes.user_turn_ids(run.tokenizer, reply, True, run.config.data.prompt_style)
+      ids += list(user)
+      weights.append(np.zeros(len(user), np.float32))
+  return ids, np.concatenate(weights)
 
 
 def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
@@ -48,10 +74,9 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   if not run.warm_rows:
     raise InvalidInput("sft.steps > 0 needs warm-start rows: the built-in world "
                        "(data.source='world') with data.num_warm > 0")
-  rows, _ = _local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
+  rows, _ = local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
                          for i in range(size)])
-  texts = [sft_text(run, r) for r in rows]
-  completions = [_sft_ids(run, t) for t in texts]
+  completions, weights = zip(*(sft_completion(run, r) for r in rows))
   prompts = [run.prompt(r) for r in rows]
   if run.sft_shape is None:
     # one shape for every SFT step, the widest warm-start row's (every process sees all of
@@ -59,15 +84,11 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
     # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one)
     every = run.warm_rows
     run.sft_shape = rollout.sequence_shape([run.prompt(r) for r in every],
-                                           [_sft_ids(run, sft_text(run, r)) for r in every])
+                                           [sft_completion(run, r)[0] for r in every])
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=run.sft_shape)
-  weight = run.config.sft.response_weight
-  if weight != 1.0:  # the response carries the key out: its tokens weigh more in the mean
-    for i, text in enumerate(texts):
-      start = warm_start.response_token_start(run.tokenizer.encode, text)
-      if start is not None:
-        local["loss_mask_bc"][i, start:len(completions[i])] *= weight
+  # the response carries the key out: its tokens weigh more in the mean; user turns nothing
+  local["loss_mask_bc"] *= rollout.completion_array(weights, local["loss_mask_bc"].shape[1])
   tokens = distributed.gather_rows({"t": local["attention_mask_bt"].sum(1)},
                                    run.config.sft.batch_size)["t"].sum()
   return run.global_batch(local), float(tokens)
@@ -84,7 +105,7 @@ def rl_rollout(run: Run, params, step: int):
   Returns (global batch, stats reduced over all processes, this process's rollout records).
   """
   cfg = run.config.rl
-  rows, part = _local_rows(run.batch_rows(step, cfg.prompts_per_step, "rl"))
+  rows, part = local_rows(run.batch_rows(step, cfg.prompts_per_step, "rl"))
   phases.enter("sample", run.config.sft.steps + step)
   sampler_params, handoff_seconds = run.sampler_params(params)
   start = time.perf_counter()

@@ -21,10 +21,10 @@ from gtalign.utils.errors import InvalidInput
 FILENAME = "warm_start_answers.json"
 
 
-def questions(rows, mode: str) -> list[str]:
+def questions(rows, mode: str, dialogues: float = 0.0) -> list[str]:
   """The distinct plain questions whose answers the rows' traces state."""
   return list(dict.fromkeys(warm_start.plain_question(r) for r in rows
-                            if warm_start.needs_answer(r, mode)))
+                            if warm_start.needs_answer(r, mode, dialogues)))
 
 
 def answers(run, params, start_step: int) -> dict[str, str]:
@@ -35,7 +35,7 @@ def answers(run, params, start_step: int) -> dict[str, str]:
   replies), so all hold the same traces.
   """
   path = os.path.join(run.workdir, FILENAME)
-  wanted = questions(run.warm_rows, run.config.sft.warm_start)
+  wanted = questions(run.warm_rows, run.config.sft.warm_start, run.config.sft.dialogues)
   if start_step > 0:
     try:
       with open(path, encoding="utf-8") as f:

@@ -17,10 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from gtalign.dialogue import evaluation as dialogues
 from gtalign.evaluation import plain, reading, steering
-from gtalign.game import trace
 from gtalign.parallel import distributed
-from gtalign.sampling.sampler import SamplingConfig
 from gtalign.training import evaluation, phases, plots, rollout
 from gtalign.training.metrics import read_metrics
 from gtalign.utils.errors import InvalidInput
@@ -43,16 +42,16 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
   chunk = max(1, cfg.eval.chunk)
   texts: list[str] = []
   tokens: list = []
+  outputs = []  # per chunk: the first turns of the held-out dialogues
   begin = time.perf_counter()
   for at in range(0, len(local), chunk):
     piece = local[at:at + chunk]
     out = run.sampler.generate(
-        sampler_params, [run.prompt(r) for r in piece],
-        SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, stop=(trace.RESPONSE_END,),
-                       include_stop_str=True),
+        sampler_params, [run.prompt(r) for r in piece], dialogues.sampling(cfg),
         prompt_indices=np.arange(part.start + at, part.start + at + len(piece)))
     texts += out.texts
     tokens += out.tokens
+    outputs.append(out)
     done, elapsed = at + len(piece), time.perf_counter() - begin
     distributed.log(f"gtalign: eval {name!r}: {done}/{len(local)} prompts, "
                     f"{done / elapsed:.2f} prompts/s, "
@@ -69,6 +68,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                 **rollout.paper_arrays(local, scored, texts, tokens))
   if cfg.eval.steering:
     arrays.update(steer(run, sampler_params, local, texts, tokens, scored, part.start, name))
+  if cfg.eval.dialogue_turns:
+    arrays.update(dialogues.evaluate(run, sampler_params, local, part.start, name, outputs))
   arrays = distributed.gather_rows(arrays, len(rows))
   if cfg.eval.phrasings:
     arrays.update(read_phrasings(run, sampler_params, name))
@@ -237,6 +238,9 @@ def report(workdir: str, evals: dict[str, dict[str, np.ndarray]], n_boot: int,
   if not distributed.is_main():  # every process holds the same evals; one writes them
     return result
   lines = [table, "", per_type, ""]
+  dialogue_table = dialogues.table(evals, n_boot)
+  if dialogue_table:
+    lines += ["held-out dialogues (gtalign.dialogue):", dialogue_table, ""]
   for metric, (mean, lo, hi) in diffs.items():
     lines.append(f"{metric}(trained) - {metric}({base}): {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                  "(95% paired bootstrap over prompts)")

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from gtalign.adapters import lora, memory
+from gtalign.dialogue import rollout as dialogue
 from gtalign.parallel import distributed
 from gtalign.rl import critic as critic_lib
 from gtalign.rl import objective, train_state, update
@@ -77,6 +78,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   distributed.log(memory.plan(model_config, config, longest).line())
 
   ocfg = run_lib.objective_config(config, len(run.source_ids))
+  # whole dialogues with a simulated user (gtalign.dialogue), or single-turn traces
+  rollout_step = dialogue.rl_rollout if config.rl.max_turns > 1 else batches.rl_rollout
   ppo = config.rl.algorithm == "ppo"
   prepare = objective.gae_advantages if ppo else objective.welfare_advantages
   sft_update = update.make_update_step(
@@ -164,7 +167,7 @@ def train(config, workdir: str) -> dict[str, Any]:
         state = state.replace(opt_state=init_opt(state.params))  # the RL optimizer, fresh
       if step == sft_steps and keep_reference:
         ref_params = copy_params(state.params)
-      batch, stats, records = batches.rl_rollout(run, state.params, step - sft_steps)
+      batch, stats, records = rollout_step(run, state.params, step - sft_steps)
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
       elif adapters_on and config.rl.kl_coef:

@@ -125,6 +125,7 @@ class Run:
   warm_rows: list = dataclasses.field(default_factory=list)  # the SFT warm start's questions
   warm_answers: dict = dataclasses.field(default_factory=dict)  # their plain answers (distill)
   sft_shape: tuple | None = None  # (width, window) of every SFT batch, set at the first one
+  simulator: Any = None  # the simulated user of multi-turn episodes (gtalign.dialogue)
 
   def sampler_params(self, params) -> tuple[Any, float]:
     """(the sampler's weights, seconds the hand-off took)."""
@@ -269,6 +270,17 @@ def check_options(config) -> None:
     raise InvalidInput(f"rl.advantage={advantage!r} does not go with rl.algorithm="
                        f"{algorithm!r} (a critic's 'gae' goes with 'ppo'; grpo, drgrpo and "
                        "rloo with 'grpo')")
+  if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
+    raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
+                       f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "
+                       "dialogue_turns >= 0")
+  if config.rl.max_turns > 1 and algorithm != "grpo":
+    raise InvalidInput(f"rl.max_turns={config.rl.max_turns} trains episodes with "
+                       f"rl.algorithm='grpo', not {algorithm!r}")
+  if (config.rl.max_turns > 1 or config.eval.dialogue_turns) and not (
+      config.rl.simulator == "rule" or config.rl.simulator.startswith(("http://", "https://"))):
+    raise InvalidInput(f"rl.simulator={config.rl.simulator!r}; expected 'rule' or an http(s):// "
+                       "base URL of an OpenAI-compatible server")
   if config.checkpoint.every < 1:
     raise InvalidInput(f"checkpoint.every={config.checkpoint.every}; expected >= 1")
   lora.check(config.model.lora, config.model.base_quant)
@@ -322,6 +334,9 @@ def build(config, workdir: str) -> tuple[Run, Any, Any, Any]:
             orders=phase_orders(train_rows, rl_seed(config)),
             handoff=make_handoff(config, model_config, params, shardings, mesh),
             data_sharding=batch_sharding(mesh), workdir=workdir, warm_rows=warm_rows)
+  if config.rl.max_turns > 1 or config.eval.dialogue_turns:
+    from gtalign.dialogue import rollout as dialogue  # pylint: disable=import-outside-toplevel
+    run.simulator = dialogue.simulator(config)
   return run, params, mesh, shardings
 
 
