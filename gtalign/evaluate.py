@@ -55,6 +55,14 @@ _RESTYLE = flags.DEFINE_bool("restyle", False, "Ask each GTAlign test question i
                               "own prompt style (its export's or config's) instead of the row's "
                               "own prompt (the paper's full instruction).")
 _CHUNK = flags.DEFINE_integer("chunk", 18, "Prompts per generate call (a progress line each).")
+_DIALOGUE_TURNS = flags.DEFINE_integer("dialogue_turns", 0, "> 0: also play each question as a "
+                                       "greedy dialogue of up to this many turns with "
+                                       "--simulator answering clarifying questions.")
+_SIMULATOR = flags.DEFINE_string("simulator", "rule", "The simulated user of --dialogue_turns: "
+                                 "'rule' (the world's) or an OpenAI-compatible base URL (an LLM "
+                                 "user, for GTAlign sources).")
+_SIMULATOR_MODEL = flags.DEFINE_string("simulator_model", "user", "Model name sent to an HTTP "
+                                       "simulator.")
 
 
 def main(argv):
@@ -66,7 +74,8 @@ def main(argv):
       _MODEL.value, _DATA.value, _SOURCES.value, _JUDGE.value, _JUDGE_MODEL.value,
       _NUM_PROMPTS.value, _MAX_NEW_TOKENS.value, _MAX_PROMPT_LENGTH.value, _STEERING.value,
       _EPS.value, _BOOTSTRAP.value, _OUTPUT.value, _CHUNK.value, _DTYPE.value, _PRESET.value,
-      _JUDGE_MAX_TOKENS.value, _RESTYLE.value)
+      _JUDGE_MAX_TOKENS.value, _RESTYLE.value, _DIALOGUE_TURNS.value, _SIMULATOR.value,
+      _SIMULATOR_MODEL.value)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,30 @@ def test_tiny_comparison_resumes_after_a_kill_between_arms(tmp_path):
     rows = [json.loads(l) for l in open(workdir / "arms" / f"{arm}_seed0" / "rollouts.jsonl")]
     first[arm] = [r["completion"] for r in rows if r["step"] == 9]
   assert first["cobb_douglas"] == first["linear"] and first["linear"]
+
+
+def test_tiny_dialogue_comparison_trains_both_turn_limits_from_one_warm_start(tmp_path):
+  """configs/dialogue.py:tiny: single-turn (turns1) and multi-turn (turns3) arms from one warm
+  start, each scored as held-out dialogues; the report pairs them by prompt."""
+  workdir = tmp_path / "dialogue"
+  proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/dialogue.py:tiny",
+                         f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / "compare.json") as f:
+    out = json.load(f)
+  assert out["reference"] == "turns1" and out["arms_order"] == ["turns1", "turns3"]
+  multi = out["arms"]["turns3"]
+  for key in ("dialogue_correct_vq", "dialogue_asks_on_dq", "dialogue_welfare"):
+    assert len(multi[key]["diff"]) == 3 and multi[key]["verdict"]
+    assert set(multi[key]["seeds"]) == {"0"}
+  for arm, turns in (("turns1", 1), ("turns3", 3)):
+    config = json.loads((workdir / "arms" / f"{arm}_seed0" / "config.json").read_text())
+    assert config["rl"]["max_turns"] == turns and config["eval"]["dialogue_turns"] == 3
+    lines = (workdir / "arms" / f"{arm}_seed0" / "dialogues_trained.jsonl").read_text()
+    assert len(lines.splitlines()) == 8
+  text = (workdir / "compare.md").read_text()
+  assert "turns3 - turns1" in text and "Dialogues of turns3 (seed 0), verbatim:" in text
+  # the multi-turn arm's rollouts are whole episodes, logged turn by turn
+  rows = [json.loads(l) for l in open(workdir / "arms" / "turns3_seed0" / "rollouts.jsonl")]
+  assert rows and all(r["turns"] and "completion" in r["turns"][0] for r in rows)

@@ -95,27 +95,35 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
              max_prompt_length: int = 2048, steering_prompts: int = 12, eps: float = 0.1,
              n_boot: int = 1000, output: str | None = None, chunk: int = 18,
              dtype: str = "", preset: str = "", judge_max_tokens: int = 1024,
-             restyle: bool = False) -> dict:
+             restyle: bool = False, dialogue_turns: int = 0, simulator: str = "rule",
+             simulator_model: str = "user") -> dict:
   """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written
   to `output/evaluate.json`."""
+  from gtalign.dialogue import evaluation as dialogues
   from gtalign.evaluation import policy_report
   from gtalign.training import heldout
   from gtalign.training import run as run_lib
   sources = check_sources(data, list(sources))
+  if dialogue_turns and simulator == "rule" and not data.startswith("world"):
+    raise InvalidInput("--dialogue_turns on GTAlign sources needs an LLM user: "
+                       "--simulator=<OpenAI-compatible base URL> (the rule user knows only "
+                       "the world)")
   config, workdir = policy_config(model, data, judge, judge_model, dtype, preset,
                                    judge_max_tokens)
   config.data.max_prompt_length = max_prompt_length
   max_new_tokens = max_new_tokens or config.eval.max_new_tokens
   config.eval.update(dict(max_new_tokens=max_new_tokens, chunk=chunk, bootstrap=n_boot,
                           steering=steering_prompts > 0, steering_prompts=steering_prompts,
-                          phrasings=data.startswith("world"), base_plain=False))
+                          phrasings=data.startswith("world"), base_plain=False,
+                          dialogue_turns=dialogue_turns))
+  config.rl.simulator, config.rl.simulator_model = simulator, simulator_model
   output = output or os.path.join("evaluate", os.path.basename(os.path.normpath(model)))
   run, params, _, _ = run_lib.build(config, output)
   where = model
   if workdir:
     params, step = run_lib.policy_from_workdir(workdir, config, run.model_config, params)
     where = f"{workdir} (checkpoint step {step})"
-  summaries, counts, results = {}, {}, {}
+  summaries, counts, results, every = {}, {}, {}, {}
   for source in sources:
     rows = source_rows(data, source, run, restyle)
     kept, ids = run_lib.tokenize_prompts(rows, run.tokenizer, max_prompt_length,
@@ -127,6 +135,7 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
     os.makedirs(run.workdir, exist_ok=True)
     begin = time.perf_counter()
     arrays = heldout.evaluate(run, params, source)
+    every[source] = arrays
     summaries[source] = policy_report.summarise(arrays, n_boot=n_boot, eps=eps)
     counts[source] = (f"{min(limit, len(kept))} of {len(rows)}"
                       + (f" ({len(rows) - len(kept)} over {max_prompt_length} tokens dropped)"
@@ -139,6 +148,9 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
   text = (f"gtalign.evaluate: {where} on --data={data} {style}, judge {judge}, greedy, "
           f"{max_new_tokens} new tokens; 95% bootstrap intervals over prompts\n\n"
           + policy_report.table(summaries, eps=eps, counts=counts))
+  if dialogue_turns:
+    text += (f"\n\nAs dialogues of up to {dialogue_turns} turns with the {simulator} user "
+             "(gtalign.dialogue; mean [95% CI]):\n\n" + dialogues.table(every, n_boot))
   print(text, flush=True)
   out = {"model": where, "data": data, "judge": judge, "eps": eps, "sources": results}
   with open(os.path.join(output, "evaluate.md"), "w", encoding="utf-8") as f:
