@@ -29,7 +29,6 @@ from gtalign.utils.errors import InvalidInput
 # what a world reply was: the detail given, "I don't know" to a question about something else,
 # the question repeated to a definite question asked back
 DETAIL, UNKNOWN, REPEAT = "detail", "unknown", "repeat"
-REPLY_KINDS = (DETAIL, UNKNOWN, REPEAT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Ask:
 @dataclasses.dataclass(frozen=True)
 class Reply:
   text: str | None  # None: the simulator failed
-  kind: str = ""  # world: one of REPLY_KINDS; "" elsewhere
+  kind: str = ""  # world: DETAIL, UNKNOWN or REPEAT; "" elsewhere
 
 
 class UserSimulator(Protocol):
@@ -172,8 +171,6 @@ class HttpUser:
     self.failures += 1
     return Reply(None)
 
-
-SIMULATORS = ("rule",)
 
 
 def make_simulator(spec: str, **kw) -> UserSimulator:
