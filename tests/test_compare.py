@@ -64,7 +64,11 @@ def test_verdict_thresholds():
 
 def test_unknown_arm_and_bad_seeds_are_one_line_errors(tmp_path):
   for override, expected in (("--config.compare.arms=cobb_douglas,utilitarian",
-                              "compare.arms: unknown objective 'utilitarian'"),
+                              "compare.arms: unknown arm 'utilitarian'"),
+                             ("--config.compare.arms=cobb_douglas,turns3",
+                              "compare objectives or turn limits, not both"),
+                             ("--config.compare.arms=turns1,turns2",
+                              "set eval.dialogue_turns >= 1"),
                              ("--config.compare.seeds=0,x", "compare.seeds='0,x'")):
     proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/compare.py:tiny",
                            override, f"--workdir={tmp_path}/w"], cwd=ROOT, capture_output=True,

@@ -75,7 +75,11 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
   sampler = plain.num_params() * compute
   rl, m = config.rl, model_config
   rows = rl.prompts_per_step * rl.num_samples
-  length = (prompt_length or config.data.max_prompt_length) + rl.max_new_tokens
+  prompt = prompt_length or config.data.max_prompt_length
+  # a dialogue's every later turn adds about a prompt (the user's reply inside the game's
+  # instruction) and a completion; all of it after the first prompt is the completion window
+  length = rl.max_turns * (prompt + rl.max_new_tokens)
+  window = length - prompt
   kv = rows * m.num_layers * 2 * m.num_kv_heads * m.head_dim * length * compute
   micro = max(1, rows // rl.num_microbatches)
   tokens = micro * length
@@ -90,7 +94,7 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
     depth = m.num_layers  # trained embeddings: every block
   saved = depth * tokens * m.embed_dim * compute
   activations = (saved + block + scores if m.remat else depth * (block + scores))
-  activations += 2 * micro * rl.max_new_tokens * m.vocab_size * 4
+  activations += 2 * micro * window * m.vocab_size * 4
   state = _bytes(frozen) + _bytes(trained) + 12 * n_trained
   return Plan(base=_bytes(frozen), trained=_bytes(trained), gradients=4 * n_trained,
               optimizer=8 * n_trained, sampler_weights=sampler, kv_cache=kv,

@@ -117,29 +117,46 @@ def _warm_config(config):
 
 
 class Progress:
-  """Time left: a finished arm's median seconds for the arms still to run; before one finished,
-  the warm start's SFT step time (or the prior) times the arm's cost in SFT steps."""
+  """Time left. An arm still to run is estimated from the finished arms of the same name (the
+  median), else from any finished arm scaled by the two arms' step costs, else from the warm
+  start's SFT steps (or the prior) times the arm's cost in SFT steps (`loop.step_costs`)."""
 
-  def __init__(self, config, arms_left: int, warm_left: bool):
+  def __init__(self, config, arms_left: list[str], warm_left: bool):
     self.config = config
-    self.arms_left = arms_left
+    self.left = list(arms_left)  # the arm name of each run still to do
     self.warm_left = warm_left
-    self.arm_seconds: list[float] = []
-    self.sft_step_seconds: float | None = None
+    self.arm_seconds: dict[str, list[float]] = {}
+    self.sft_step_seconds: float | None = None  # one default SFT step's (corrected for width)
 
-  def arm_estimate(self) -> float:
-    if self.arm_seconds:
-      return statistics.median(self.arm_seconds)
-    per_step = self.sft_step_seconds or PRIOR_SFT_STEP_SECONDS
-    return per_step * (self.config.rl.steps * loop.RL_STEP_COST + ARM_OVERHEAD_COST)
+  @property
+  def arms_left(self) -> int:
+    return len(self.left)
+
+  def cost(self, arm: str) -> float:
+    """An arm's cost in default SFT steps: its RL steps and its start and evaluation."""
+    return (self.config.rl.steps * loop.step_costs(_arm_config(self.config, arm, 0))[1]
+            + ARM_OVERHEAD_COST * (1 + (self.config.eval.dialogue_turns > 0)))
+
+  def arm_estimate(self, arm: str) -> float:
+    if self.arm_seconds.get(arm):
+      return statistics.median(self.arm_seconds[arm])
+    for other, seconds in self.arm_seconds.items():
+      if seconds:
+        return statistics.median(seconds) * self.cost(arm) / self.cost(other)
+    return (self.sft_step_seconds or PRIOR_SFT_STEP_SECONDS) * self.cost(arm)
+
+  def record(self, arm: str, seconds: float) -> None:
+    self.arm_seconds.setdefault(arm, []).append(seconds)
 
   def remaining(self) -> float:
     per_step = self.sft_step_seconds or PRIOR_SFT_STEP_SECONDS
-    warm = per_step * (self.config.sft.steps + 2 * loop.EVAL_COST) if self.warm_left else 0.0
-    return warm + self.arms_left * self.arm_estimate()
+    sft_cost = loop.step_costs(self.config)[0]
+    warm = (per_step * (sft_cost * self.config.sft.steps + 2 * loop.EVAL_COST)
+            if self.warm_left else 0.0)
+    return warm + sum(self.arm_estimate(arm) for arm in self.left)
 
   def line(self, what: str) -> str:
-    basis = ("measured arms" if self.arm_seconds else "the warm start's SFT steps"
+    basis = ("measured arms" if any(self.arm_seconds.values()) else "the warm start's SFT steps"
              if self.sft_step_seconds else "prior timings of the default model on a 2-core CPU")
     return (f"gtalign compare: {what}; {self.arms_left} arm(s) left, ETA "
             f"{_clock(self.remaining())} (from {basis})")
@@ -150,10 +167,14 @@ def _clock(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _sft_step_seconds(workdir: str) -> float | None:
+def _sft_step_seconds(workdir: str, config) -> float | None:
+  """A default SFT step's seconds on this machine, from the warm start's (a warm start with
+  dialogue rows has wider steps)."""
   steps = [r["step_seconds"] for r in read_metrics(workdir)
            if r.get("phase") == 0.0 and "step_seconds" in r]
-  return statistics.median(steps[1:] or steps) if steps else None
+  if not steps:
+    return None
+  return statistics.median(steps[1:] or steps) / loop.step_costs(config)[0]
 
 
 def compare(config, workdir: str) -> dict:
@@ -167,12 +188,14 @@ def compare(config, workdir: str) -> dict:
   warm_dir = os.path.join(workdir, "warm_start")
   runs = [(arm, seed) for seed in seeds for arm in arms]  # every arm at one seed, then the next
   dirs = {r: os.path.join(workdir, "arms", arm_name(*r)) for r in runs}
-  progress = Progress(config, sum(_done(d) is None for d in dirs.values()),
+  progress = Progress(config, [r[0] for r in runs if _done(dirs[r]) is None],
                       _done(warm_dir) is None)
   # a resumed comparison's ETA starts from what it already measured
-  progress.arm_seconds = [done["seconds"] for d in dirs.values() if (done := _done(d))]
+  for r in runs:
+    if done := _done(dirs[r]):
+      progress.record(r[0], done["seconds"])
   if not progress.warm_left:
-    progress.sft_step_seconds = _sft_step_seconds(warm_dir)
+    progress.sft_step_seconds = _sft_step_seconds(warm_dir, config)
   distributed.log(progress.line(f"{len(arms)} arms x {len(seeds)} seed(s) from one warm "
                                 f"start ({config.sft.steps} SFT steps), {config.rl.steps} RL "
                                 "steps each"))
@@ -181,7 +204,7 @@ def compare(config, workdir: str) -> dict:
     loop.train(_warm_config(config), warm_dir)
     _mark_done(warm_dir, time.perf_counter() - begin)
     progress.warm_left = False
-  progress.sft_step_seconds = _sft_step_seconds(warm_dir)
+  progress.sft_step_seconds = _sft_step_seconds(warm_dir, config)
   for run in runs:
     if _done(dirs[run]) is not None:
       continue
@@ -191,8 +214,8 @@ def compare(config, workdir: str) -> dict:
     loop.train(_arm_config(config, *run), dirs[run])
     seconds = time.perf_counter() - begin
     _mark_done(dirs[run], seconds)
-    progress.arm_seconds.append(seconds)
-    progress.arms_left -= 1
+    progress.record(run[0], seconds)
+    progress.left.remove(run[0])
     distributed.log(progress.line(f"arm {arm_name(*run)} finished in {_clock(seconds)}"))
   if turns_of(arms[0]) is not None:
     from gtalign.dialogue import compare as dialogue_compare  # pylint: disable=import-outside-toplevel

@@ -35,6 +35,18 @@ from gtalign.utils.errors import InvalidInput
 # 4.6 s, RL step 64 s, an evaluation with steering and the reading check about 120 s)
 RL_STEP_COST = 14.0
 EVAL_COST = 26.0
+# with `sft.dialogues` a warm-start batch is about twice as wide (two turns and a reply: 896
+# tokens against 475 for the default's widest row), and so is an SFT step
+SFT_DIALOGUE_COST = 2.0
+# an RL step on episodes of up to rl.max_turns turns costs this much more per turn allowed
+# beyond the first (measured on the dialogue comparison, 2-core Intel Xeon)
+DIALOGUE_TURN_COST = 0.5
+
+
+def step_costs(config) -> tuple[float, float]:
+  """(SFT step, RL step) in units of a default SFT step: the ETA's priors until measured."""
+  sft = SFT_DIALOGUE_COST if config.sft.dialogues else 1.0
+  return sft, RL_STEP_COST * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1))
 
 
 def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformation:
@@ -144,7 +156,8 @@ def train(config, workdir: str) -> dict[str, Any]:
                                                       config.eval.every) if sft_steps + s > start]
                 if config.eval.every else [])
   eval_names += ["after_sft"] * bool(sft_steps) + ["trained"] * bool(rl_steps)
-  eta = Eta([Phase("sft", sft_steps, 1.0), Phase("rl", rl_steps, RL_STEP_COST)],
+  sft_cost, rl_cost = step_costs(config)
+  eta = Eta([Phase("sft", sft_steps, sft_cost), Phase("rl", rl_steps, rl_cost)],
             evals=sum(n not in evals for n in eval_names), eval_cost=EVAL_COST)
   writer = MetricsWriter(workdir, total_steps, start_step=start, eta=eta)
 
