@@ -39,9 +39,9 @@ EVAL_COST = 26.0
 # tokens against 475 for the default's widest row), and so is an SFT step
 SFT_DIALOGUE_COST = 2.0
 # an RL step on episodes of up to rl.max_turns turns costs this much more per turn allowed
-# beyond the first (the dialogue comparison, 2-core Intel Xeon: a turns3 arm took 1.5 times
-# a turns1 arm, 15.8 against 10.7 minutes)
-DIALOGUE_TURN_COST = 0.25
+# beyond the first (the dialogue comparison, 2-core Intel Xeon, seed 2's arms, each alone: a
+# turns3 arm took 11.2 minutes, a turns1 arm 5.7)
+DIALOGUE_TURN_COST = 0.5
 
 
 def step_costs(config) -> tuple[float, float]:
