@@ -69,7 +69,7 @@ def with_frontier(seed_arms: dict[str, dict[str, np.ndarray]], eps: float) -> No
     v["coverage"] = np.where(np.isnan(r), np.nan, (r <= eps + pareto.TOLERANCE).astype(float))
 
 
-def _seed_mean(values: list[np.ndarray]) -> np.ndarray:
+def seed_mean(values: list[np.ndarray]) -> np.ndarray:
   """Per prompt, the mean over seeds (NaN where no seed has a value)."""
   stack = np.stack(values)
   count = np.isfinite(stack).sum(0)
@@ -121,10 +121,10 @@ def summarise(results: Mapping[str, Mapping[int, Arrays]], eps: float = pareto.D
         continue
       per_seed = [_finite_mean(r) if m != "regret_max" else float(np.nanmax(r)) for r in runs]
       if m == "regret_max":  # worst prompt per seed; its interval is the seed-mean regret's max
-        pooled_m = _seed_mean([values[a][s]["regret"] for s in values[a]])
+        pooled_m = seed_mean([values[a][s]["regret"] for s in values[a]])
         stat = _bootstrap_max(pooled_m, n_boot)
       else:
-        pooled_m = pooled[a][m] = _seed_mean(runs)
+        pooled_m = pooled[a][m] = seed_mean(runs)
         stat = evaluation_ci.bootstrap_ci(pooled_m, n_boot=n_boot)
       # worst regret: the worst prompt's seed-mean regret (its interval's statistic); the
       # per-seed worst prompts are the spread

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from gtalign.comparison import summary as summary_lib
 from gtalign.dialogue import evaluation as dlg_eval
 from gtalign.parallel import distributed
 from gtalign.training import evaluation as ci
@@ -31,13 +32,6 @@ METRICS = {
     "dialogue_turns_vq": ("turns on VQ", None),
     "welfare": ("single-turn welfare (the single-turn reward)", True),
 }
-
-
-def _seed_mean(values: list[np.ndarray]) -> np.ndarray:
-  stack = np.stack(values)
-  count = np.isfinite(stack).sum(0)
-  return np.where(count > 0, np.where(np.isfinite(stack), stack, 0.0).sum(0)
-                  / np.maximum(count, 1), np.nan)
 
 
 def _mean(x) -> float:
@@ -62,7 +56,7 @@ def summarise(results: dict[str, dict[int, dict[str, np.ndarray]]], n_boot: int)
   arms = list(results)
   reference = arms[0]
   out = {"reference": reference, "arms": {}}
-  per_prompt = {arm: {m: _seed_mean([np.asarray(results[arm][s][m], np.float64)
+  per_prompt = {arm: {m: summary_lib.seed_mean([np.asarray(results[arm][s][m], np.float64)
                                      for s in results[arm]])
                       for m in METRICS if all(m in results[arm][s] for s in results[arm])}
                 for arm in arms}

@@ -16,7 +16,6 @@ out of the loss like a failed judge verdict).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import functools
 import re
@@ -24,6 +23,7 @@ from typing import Any, Protocol, Sequence
 
 from gtalign.data import world as world_data
 from gtalign.game import behaviour
+from gtalign.utils import aio
 from gtalign.utils.errors import InvalidInput
 
 # what a world reply was: the detail given, "I don't know" to a question about something else,
@@ -140,13 +140,7 @@ class HttpUser:
   def replies(self, asks: Sequence[Ask]) -> list[Reply]:
     if not asks:
       return []
-    coro = self._all(list(asks))
-    try:
-      asyncio.get_running_loop()
-    except RuntimeError:
-      return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # called inside an event loop
-      return ex.submit(asyncio.run, coro).result()
+    return aio.run(self._all(list(asks)))
 
   async def _all(self, asks: list[Ask]) -> list[Reply]:
     import httpx  # pylint: disable=import-outside-toplevel

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from gtalign.rewards import rubrics
 from gtalign.rewards.judge_types import JudgeRequest, JudgeResult
+from gtalign.utils import aio
 from gtalign.utils.errors import InvalidInput
 
 
@@ -451,14 +452,7 @@ class HttpJudge:
   def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
     if not requests:
       return []
-    coro = self._score_all(list(requests))
-    try:
-      asyncio.get_running_loop()
-    except RuntimeError:
-      return asyncio.run(coro)
-    # Called from inside an event loop (a notebook, an async server): run ours on a thread.
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-      return ex.submit(asyncio.run, coro).result()
+    return aio.run(self._score_all(list(requests)))
 
   def cache_key(self, prompt: str) -> str:
     blob = json.dumps({"model": self.model, "prompt": prompt, "sampling": self.sampling},
