@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
       # table, and RL has to learn which move pays (data/warm_start.py); oracle: DA on
       # definite and CQ on vague questions (hands over the answer)
       warm_start="random",
+      # random only: row = one strategy per row at every pass of SFT; visit = drawn anew at
+      # every pass, so no training question's move can be learned by heart
+      # (data/warm_start.DRAWS)
+      draw="row",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
       # flat table, and the scan compares equal sums)

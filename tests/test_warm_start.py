@@ -186,7 +186,7 @@ def test_the_check_questions_are_paired_and_never_trained_on():
 
 def _resumed_run(tmp_path, rows):
   cfg = types.SimpleNamespace(sft=types.SimpleNamespace(warm_start="random", answer_tokens=40,
-                                                      dialogues=0.0))
+                                                      dialogues=0.0, draw="row"))
   return types.SimpleNamespace(workdir=str(tmp_path), warm_rows=rows, config=cfg)
 
 
@@ -275,7 +275,68 @@ def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
                               prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
                               sft_shape=None)
   shapes = {batches.sft_batch(run, step)[0]["inputs_bt"].shape for step in range(4)}
-  lengths = [len(tok.encode(batches.sft_text(run, r))) + 1 for r in rows]
+  lengths = [len(batches.sft_completion(run, r)[0]) for r in rows]
   assert len(set(lengths)) > 2 and len(shapes) == 1, (lengths, shapes)
   (shape,) = shapes
   assert shape[1] >= 3 + max(lengths) - 1
+
+
+def test_a_redrawn_strategy_follows_the_mix_whatever_the_type():
+  """`sft.draw=visit`: each pass draws anew from WARM_START_MIX, for either type alike, so the
+  question predicts nothing about the move; pass 0 is the row's own draw (`sft.draw=row`)."""
+  rows = warm_start.warm_rows(0, 200, exclude=set())
+  for kind in ("DQ", "VQ"):
+    of_kind = [r for r in rows if r["extra_info"]["question_type"] == kind]
+    draws = collections.Counter(warm_start.warm_start_strategy(r, "random", v)
+                                for r in of_kind for v in range(1, 21))
+    total = sum(draws.values())
+    for strategy, share in warm_start.WARM_START_MIX.items():
+      assert abs(draws[strategy] / total - share) < 0.04, (kind, draws)
+  row = rows[0]
+  assert warm_start.warm_start_strategy(row, "random", 0) == warm_start.warm_start_strategy(
+      row, "random")
+  per_row = [{warm_start.warm_start_strategy(r, "random", v) for v in range(8)} for r in rows]
+  assert sum(len(s) > 1 for s in per_row) > 0.9 * len(rows)
+  assert all(warm_start.warm_start_strategy(r, "oracle", 3) ==
+             warm_start.warm_start_strategy(r, "oracle") for r in rows)
+  assert all(warm_start.needs_answer(r, "random", draw="visit") for r in rows)
+  assert not all(warm_start.needs_answer(r, "random", draw="row") for r in rows)
+  assert len(distill.questions(rows, "random", draw="visit")) == len(
+      {warm_start.plain_question(r) for r in rows})
+
+
+@pytest.mark.parametrize("draw", ["row", "visit"])
+def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, smollm2_gguf_path):
+  """The SFT batch of pass k carries out the row's pass-k draw (`visit`) or its one draw (`row`),
+  in one padded shape wide enough for any strategy the row may carry out."""
+  from configs import grpo
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import batches
+  tok = load_tokenizer(smollm2_gguf_path)
+  config = grpo.get_config("tiny")
+  config.sft.batch_size, config.sft.draw = 4, draw
+  rows = warm_start.warm_rows(0, 8, exclude=set())
+  answers = {warm_start.plain_question(r): "Paris. " * (1 + 6 * (i % 3)) for i, r in
+             enumerate(rows)}
+  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
+                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
+                              sft_shape=None)
+  keys = collections.defaultdict(list)  # row index -> the key carried out at each pass
+  shapes = set()
+  for step in range(12):  # 6 passes over the 8 rows
+    batch = batches.sft_batch(run, step)[0]
+    shapes.add(batch["inputs_bt"].shape)
+    for i, ids in enumerate(np.asarray(batch["inputs_bt"])):
+      text = tok.decode([int(t) for t in ids])
+      key = re.search(r"Best LLM \+ user: ([DV]Q_[A-Z]{2})</analyze>", text).group(1)
+      index = (step * 4 + i) % 8
+      visit = (step * 4 + i) // 8 if draw == "visit" else 0
+      assert key == f"{rows[index]['extra_info']['question_type']}_" + \
+          warm_start.warm_start_strategy(rows[index], "random", visit)
+      keys[index].append(key)
+  assert len(shapes) == 1
+  widest = max(len(batches.sft_completion(run, r, strategy=s)[0])
+               for r in rows for s in warm_start.STRATEGIES)
+  assert next(iter(shapes))[1] >= 3 + widest - 1
+  changed = sum(len(set(k)) > 1 for k in keys.values())
+  assert changed == 0 if draw == "row" else changed >= 6, keys

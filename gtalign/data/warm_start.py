@@ -32,6 +32,14 @@ WARM_STARTS = ("random", "oracle")
 # hedges with AQ rather than happening to play one type's optimum; DA and CQ keep 30% each, so
 # RL's samples try them.
 WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
+# When the random warm start draws a row's strategy (`sft.draw`): "row", once per row, the same
+# at every pass of SFT over it; "visit", anew at every pass. Drawn once, a warm start of several
+# epochs learns each training question's strategy by heart, and a held-out question gets the
+# strategy of the training questions it resembles: a near-constant move per question kind
+# (one seed's policy answered every definite question with AQ), which RL's samples then never
+# leave and which lets the response follow the question instead of the table. Drawn anew, the
+# question predicts nothing about the move: only the table does.
+DRAWS = ("row", "visit")
 
 # Categories that only the warm start asks about: no gold answers, never held out.
 EXTRA_CATEGORIES = {
@@ -261,23 +269,28 @@ def response_token_start(encode: Callable[[str], list[int]], text: str) -> int |
   return len(head) if whole[:len(head)] == head else None
 
 
-def warm_start_strategy(row: Mapping[str, Any], mode: str) -> str:
+def warm_start_strategy(row: Mapping[str, Any], mode: str, visit: int = 0) -> str:
   """The strategy a warm-start trace's table selects.
 
-  "random" (the default) draws it from the row id alone with WARM_START_MIX, independently of
-  the question type: the warm start teaches reading and the format, not which move pays.
-  "oracle" hands over the welfare-maximising move.
+  "random" (the default) draws it from the row id and `visit` (the SFT pass over the rows; 0
+  under `sft.draw=row`) with WARM_START_MIX, independently of the question type: the warm start
+  teaches reading and the format, not which move pays. "oracle" hands over the
+  welfare-maximising move.
   """
   if mode == "oracle":
     return "DA" if row["extra_info"]["question_type"] == "DQ" else "CQ"
   if mode == "random":
-    rng = random.Random(f"warm-start/{row['row_id']}")
+    rng = random.Random(f"warm-start/{row['row_id']}" + (f"/{visit}" if visit else ""))
     return rng.choices(list(WARM_START_MIX), weights=list(WARM_START_MIX.values()))[0]
   raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
 
 
-def needs_answer(row: Mapping[str, Any], mode: str, dialogues: float = 0.0) -> bool:
-  """Whether the row's trace states an answer (DA or AQ), so needs the base model's."""
+def needs_answer(row: Mapping[str, Any], mode: str, dialogues: float = 0.0,
+                 draw: str = "row") -> bool:
+  """Whether the row's trace states an answer (DA or AQ) at some pass, so needs the base
+  model's."""
+  if mode == "random" and draw == "visit":
+    return True
   return warm_start_strategy(row, mode) != "CQ" or is_dialogue(row, dialogues)
 
 
@@ -296,16 +309,17 @@ def detail_reply(row: Mapping[str, Any]) -> str:
 
 
 def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str] | None,
-                   tables: str, chosen_first: bool) -> list[tuple[str, str | None]]:
+                   tables: str, chosen_first: bool, visit: int = 0,
+                   strategy: str | None = None) -> list[tuple[str, str | None]]:
   """A vague row as a dialogue: (trace, the user's reply) per turn. Turn 1's table selects CQ
   and asks for the detail; the user gives it; turn 2 reads the now definite question and its
-  table selects DA or AQ (the row's drawn strategy, DA where that was CQ): what a clarifying
-  question's answer is for."""
+  table selects DA or AQ (the row's drawn strategy at this `visit`, or `strategy`; DA where
+  that is CQ): what a clarifying question's answer is for."""
   info = row["extra_info"]
   second = {**row, "row_id": f"{row['row_id']}/turn2",
             "extra_info": {**info, "question_type": "DQ", "named": info["detail"],
                            "question": detail_reply(row)}}
-  strategy = warm_start_strategy(second, mode)
+  strategy = strategy or warm_start_strategy(second, mode, visit)
   answer = (answers or {}).get(plain_question(row))
   return [(format_trace(row, "CQ", None, tables, chosen_first), detail_reply(row)),
           (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
@@ -314,11 +328,14 @@ def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str]
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
                     answers: Mapping[str, str] | None = None, tables: str = "varied",
-                    chosen_first: bool = False) -> str:
-  """The SFT target for a row under warm-start `mode`; `answers` maps `plain_question(row)` to
-  the base model's answer (the gold answer where it has none)."""
+                    chosen_first: bool = False, visit: int = 0,
+                    strategy: str | None = None) -> str:
+  """The SFT target for a row under warm-start `mode` at SFT pass `visit` (or for `strategy`);
+  `answers` maps `plain_question(row)` to the base model's answer (the gold answer where it has
+  none)."""
   answer = (answers or {}).get(plain_question(row))
-  return format_trace(row, warm_start_strategy(row, mode), answer, tables, chosen_first)
+  return format_trace(row, strategy or warm_start_strategy(row, mode, visit), answer, tables,
+                      chosen_first)
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

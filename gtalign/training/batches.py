@@ -34,23 +34,20 @@ def _agreed_shape(prompts, completions) -> tuple[int, int]:
   return tuple(distributed.agree_max(rollout.sequence_shape(prompts, completions)))
 
 
-def sft_text(run: Run, row) -> str:
-  return warm_start.reference_trace(row, run.config.sft.warm_start, run.warm_answers,
-                                    run.config.sft.tables, run.config.sft.chosen_first)
-
-
-def sft_completion(run: Run, row) -> tuple[list[int], np.ndarray]:
-  """(completion ids, per-id loss weight) of a warm-start row: its trace and EOS, or for a
-  dialogue row (`sft.dialogues`) each turn's trace and EOS with the user's reply between them
-  at weight 0, as a multi-turn episode lays it out (`dialogue.episodes.user_turn_ids`). A
-  `<response>`'s ids weigh `sft.response_weight`."""
+def sft_completion(run: Run, row, visit: int = 0, strategy: str | None = None
+                   ) -> tuple[list[int], np.ndarray]:
+  """(completion ids, per-id loss weight) of a warm-start row at SFT pass `visit` (or carrying
+  out `strategy`): its trace and EOS, or for a dialogue row (`sft.dialogues`) each turn's trace
+  and EOS with the user's reply between them at weight 0, as a multi-turn episode lays it out
+  (`dialogue.episodes.user_turn_ids`). A `<response>`'s ids weigh `sft.response_weight`."""
   cfg = run.config.sft
   eos = run.tokenizer.eos_ids[0]
   if warm_start.is_dialogue(row, cfg.dialogues):
     turns = warm_start.dialogue_turns(row, cfg.warm_start, run.warm_answers, cfg.tables,
-                                      cfg.chosen_first)
+                                      cfg.chosen_first, visit, strategy)
   else:
-    turns = [(sft_text(run, row), None)]
+    turns = [(warm_start.reference_trace(row, cfg.warm_start, run.warm_answers, cfg.tables,
+                                         cfg.chosen_first, visit, strategy), None)]
   ids: list[int] = []
   weights: list[np.ndarray] = []
   for text, reply in turns:
@@ -74,17 +71,24 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   if not run.warm_rows:
     raise InvalidInput("sft.steps > 0 needs warm-start rows: the built-in world "
                        "(data.source='world') with data.num_warm > 0")
-  rows, _ = local_rows([run.warm_rows[(step * size + i) % len(run.warm_rows)]
+  count = len(run.warm_rows)
+  redraw = run.config.sft.draw == "visit"
+  picks, _ = local_rows([((step * size + i) % count, (step * size + i) // count if redraw else 0)
                          for i in range(size)])
-  completions, weights = zip(*(sft_completion(run, r) for r in rows))
+  rows = [run.warm_rows[i] for i, _ in picks]
+  completions, weights = zip(*(sft_completion(run, run.warm_rows[i], visit)
+                               for i, visit in picks))
   prompts = [run.prompt(r) for r in rows]
   if run.sft_shape is None:
     # one shape for every SFT step, the widest warm-start row's (every process sees all of
     # them, so they agree): a shape per batch recompiled the update whenever a batch came out
-    # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one)
+    # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one);
+    # rows redrawn at every pass may carry out any strategy, so the widest of the three
     every = run.warm_rows
-    run.sft_shape = rollout.sequence_shape([run.prompt(r) for r in every],
-                                           [sft_completion(run, r)[0] for r in every])
+    forms = warm_start.STRATEGIES if redraw else (None,)
+    run.sft_shape = rollout.sequence_shape(
+        [run.prompt(r) for r in every for _ in forms],
+        [sft_completion(run, r, strategy=s)[0] for r in every for s in forms])
   local = rollout.sequence_batch(prompts, completions, run.tokenizer.pad_id,
                                  shape=run.sft_shape)
   # the response carries the key out: its tokens weigh more in the mean; user turns nothing

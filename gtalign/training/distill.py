@@ -21,10 +21,10 @@ from gtalign.utils.errors import InvalidInput
 FILENAME = "warm_start_answers.json"
 
 
-def questions(rows, mode: str, dialogues: float = 0.0) -> list[str]:
+def questions(rows, mode: str, dialogues: float = 0.0, draw: str = "row") -> list[str]:
   """The distinct plain questions whose answers the rows' traces state."""
   return list(dict.fromkeys(warm_start.plain_question(r) for r in rows
-                            if warm_start.needs_answer(r, mode, dialogues)))
+                            if warm_start.needs_answer(r, mode, dialogues, draw)))
 
 
 def answers(run, params, start_step: int) -> dict[str, str]:
@@ -35,7 +35,8 @@ def answers(run, params, start_step: int) -> dict[str, str]:
   replies), so all hold the same traces.
   """
   path = os.path.join(run.workdir, FILENAME)
-  wanted = questions(run.warm_rows, run.config.sft.warm_start, run.config.sft.dialogues)
+  cfg = run.config.sft
+  wanted = questions(run.warm_rows, cfg.warm_start, cfg.dialogues, cfg.draw)
   if start_step > 0:
     try:
       with open(path, encoding="utf-8") as f:

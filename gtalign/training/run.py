@@ -260,7 +260,8 @@ def check_options(config) -> None:
                                tasks.JUDGE_FAILURE_MODES),
                               ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES),
                               ("sft.warm_start", config.sft.warm_start, warm_start.WARM_STARTS),
-                              ("sft.tables", config.sft.tables, warm_start.TABLES)):
+                              ("sft.tables", config.sft.tables, warm_start.TABLES),
+                              ("sft.draw", config.sft.draw, warm_start.DRAWS)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
