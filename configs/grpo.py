@@ -117,6 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
       kl_estimator="k3",
       kl_in_reward=False,  # True: subtract kl_coef * summed KL from each row's welfare instead
       entropy_coef=0.0,
+      # False: each sample's <thinking> (the question's reading) is left out of the loss, so RL
+      # keeps the warm start's reading and trains the table, key and response (single-turn)
+      train_thinking=True,
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
       num_microbatches=1,
       # all | top_k_blocks:N (SFT uses it too); with adapters, whose blocks' adapters train

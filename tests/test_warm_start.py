@@ -340,3 +340,33 @@ def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, smo
   assert next(iter(shapes))[1] >= 3 + widest - 1
   changed = sum(len(set(k)) > 1 for k in keys.values())
   assert changed == 0 if draw == "row" else changed >= 6, keys
+
+
+def test_rl_can_leave_the_reading_out_of_the_loss_on_the_real_tokenizer(smollm2_gguf_path):
+  """`rl.train_thinking=False`: each completion's ids through `</thinking>` get loss mask 0, the
+  rest keep theirs; a completion that never closes the block keeps all of it."""
+  from gtalign.game.trace import THINKING_END
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import rollout
+  tok = load_tokenizer(smollm2_gguf_path)
+  rows = warm_start.warm_rows(0, 6, exclude=set())
+  texts = [warm_start.format_trace(r, "DA", "Paris.", "fixed") for r in rows[:3]]
+  texts.append("The capital is Paris, no tags at all.")
+  completions = [tok.encode(t) for t in texts]
+  batch = rollout.sequence_batch([[1, 2]] * len(texts), completions, tok.pad_id)
+  masked = rollout.mask_through(batch["loss_mask_bc"], tok, completions, THINKING_END)
+  for i, ids in enumerate(completions[:3]):
+    k = int((masked[i, :len(ids)] == 0).sum())
+    assert THINKING_END in tok.decode(ids[:k]) and THINKING_END not in tok.decode(ids[:k - 1])
+    assert tok.decode(ids[:k]).startswith("<thinking>") and "<payoff>" not in tok.decode(ids[:k])
+    assert (masked[i, k:len(ids)] == 1).all() and (masked[i, len(ids):] == 0).all()
+  assert (masked[3] == batch["loss_mask_bc"][3]).all()
+
+
+def test_leaving_the_reading_out_is_refused_for_dialogues():
+  from configs import grpo
+  from gtalign.training import run as run_lib
+  config = grpo.get_config("tiny")
+  config.rl.train_thinking, config.rl.max_turns = False, 3
+  with pytest.raises(InvalidInput, match="rl.train_thinking"):
+    run_lib.check_options(config)

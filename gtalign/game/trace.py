@@ -11,6 +11,7 @@ from typing import Any
 
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 BLOCKS = ("thinking", "payoff", "analyze", "response")
+THINKING_END = "</thinking>"  # the question's reading ends here (rl.train_thinking)
 PAYOFF_START = "<payoff>"
 PAYOFF_END = "</payoff>"  # where a game turn's first phase stops, to re-price the table
 RESPONSE_START = "<response>"

@@ -134,6 +134,9 @@ def rl_rollout(run: Run, params, step: int):
   local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id,
                                  shape=_agreed_shape(prompts, out.tokens))
   local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
+  if not cfg.train_thinking:
+    local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
+                                                 out.tokens, trace_lib.THINKING_END)
   local.update(user_b=arrays["user"], llm_b=arrays["llm"],
                reward_valid_b=(~scored.judge_failed).astype(np.float32),
                source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))

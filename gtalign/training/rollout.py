@@ -183,6 +183,32 @@ def sequence_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Seque
           "window_start_b": start, "targets_bc": targets, "loss_mask_bc": loss_mask}
 
 
+def tokens_through(tokenizer, ids: Sequence[int], tag: str) -> int:
+  """How many leading `ids` it takes to spell `tag` in full (0: they never do). Decoding a
+  prefix only grows, so a binary search over prefix lengths finds it in ~log2(len) decodes."""
+  if tag not in tokenizer.decode(ids):
+    return 0
+  low, high = 1, len(ids)
+  while low < high:
+    mid = (low + high) // 2
+    if tag in tokenizer.decode(ids[:mid]):
+      high = mid
+    else:
+      low = mid + 1
+  return low
+
+
+def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
+                 tag: str) -> np.ndarray:
+  """The loss mask with each completion's ids up to and through `tag` left out (`rl.
+  train_thinking=False`: the `<thinking>` block, the question's reading, keeps what the warm
+  start taught; RL trains the table, the key and the response)."""
+  out = loss_mask_bc.copy()
+  for i, ids in enumerate(completions):
+    out[i, :tokens_through(tokenizer, list(ids), tag)] = 0.0
+  return out
+
+
 def completion_array(values: Sequence[Sequence[float]], window: int) -> np.ndarray:
   """Per-completion-token values (e.g. sampler log-probs) in the completion window."""
   out = np.zeros((len(values), window), np.float32)

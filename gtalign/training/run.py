@@ -271,6 +271,9 @@ def check_options(config) -> None:
     raise InvalidInput(f"rl.advantage={advantage!r} does not go with rl.algorithm="
                        f"{algorithm!r} (a critic's 'gae' goes with 'ppo'; grpo, drgrpo and "
                        "rloo with 'grpo')")
+  if not config.rl.train_thinking and config.rl.max_turns > 1:
+    raise InvalidInput("rl.train_thinking=False applies to single-turn rollouts; with "
+                       f"rl.max_turns={config.rl.max_turns} set it to True")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
     raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
                        f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "
