@@ -57,6 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
       # every pass, so no training question's move can be learned by heart
       # (data/warm_start.DRAWS)
       draw="row",
+      hedge=0.4,  # random only: AQ's share of the drawn strategies; DA and CQ split the rest
+      # random only: read = only the row of the question's type peaks; both = each row peaks on
+      # a strategy of its own (the payoff of either reading)
+      rows="read",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
       # flat table, and the scan compares equal sums)

@@ -12,7 +12,7 @@ import pytest
 from gtalign.data import warm_start, world
 from gtalign.evaluation import plain, reading
 from gtalign.game import behaviour
-from gtalign.game.payoff import action, select_sum
+from gtalign.game.payoff import action, select_in_row, select_sum
 from gtalign.game.trace import PAYOFF_KEYS, extract_block, parse_trace, payoff_order
 from gtalign.training import distill
 from gtalign.utils.errors import InvalidInput
@@ -60,16 +60,21 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
   assert len(extra) > 60
 
 
-@pytest.mark.parametrize("mode, tables, first", [
-    ("random", "varied", False), ("oracle", "varied", False), ("random", "fixed", False),
-    ("random", "fixed", True), ("random", "varied", True)])
-def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first):
+@pytest.mark.parametrize("mode, tables, first, rows_peaked", [
+    ("random", "varied", False, "read"), ("oracle", "varied", False, "read"),
+    ("random", "fixed", False, "read"), ("random", "fixed", True, "read"),
+    ("random", "varied", True, "read"), ("random", "fixed", False, "both"),
+    ("oracle", "fixed", False, "both")])
+def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first,
+                                                                         rows_peaked):
   rows, _ = _rows()
   answers = _answers(rows, mode)
   counts = collections.Counter()
   blocks = collections.defaultdict(set)
+  draw = warm_start.Draw(rows=rows_peaked)
+  others = collections.Counter()
   for r in rows:
-    text = warm_start.reference_trace(r, mode, answers, tables, first)
+    text = warm_start.reference_trace(r, mode, answers, tables, first, draw=draw)
     parsed = parse_trace(text)
     assert parsed.valid and parsed.format_ok, text
     block = extract_block(text, "payoff")
@@ -81,24 +86,37 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     before_table = text[:text.index("<payoff>")]
     assert not re.search(r"\b(DA|CQ|AQ|answer|ask|guess|check|follow)", before_table), text
     key = parsed.chosen_key
-    assert select_sum(parsed.payoff) == key
-    assert behaviour.classify(parsed.response) == action(key)
     kind = r["extra_info"]["question_type"]
+    assert select_in_row(parsed.payoff, kind) == key and key.startswith(kind)
+    other_kind = "VQ" if kind == "DQ" else "DQ"
+    sums = {k: v["LLM"] + v["user"] for k, v in parsed.payoff.items() if k[:2] == other_kind}
+    if rows_peaked == "read":  # the other type's row has no peak: the table's maximum is the key
+      assert select_sum(parsed.payoff) == key
+    else:  # it peaks on a strategy of its own, drawn apart from the read row's
+      best = select_in_row(parsed.payoff, other_kind)
+      assert sorted(sums.values())[-1] - sorted(sums.values())[-2] >= 2
+      others[(kind, action(best))] += 1
+      if mode == "oracle":
+        assert action(best) == ("CQ" if kind == "DQ" else "DA")
+    assert behaviour.classify(parsed.response) == action(key)
     assert reading.read_type(reading.thinking(text)) == kind
     if kind == "DQ":  # the reading restates the detail the question names
       assert r["extra_info"]["named"] in reading.thinking(text)
     if action(key) != "CQ":
       assert answers[warm_start.plain_question(r)] in parsed.response
     counts[(kind, action(key))] += 1
-  if tables != "varied":  # one table per key: every number follows from where the peak is
-    assert all(len(b) == 1 for b in blocks.values()), blocks
+  if tables != "varied":  # every number follows from where the peaks are: one table per key
+    # (per key and other row's peak, when both rows peak)
+    assert all(len(b) == (1 if rows_peaked == "read" or mode == "oracle" else 3)
+               for b in blocks.values()), blocks
   if mode == "oracle":
     assert set(counts) == {("DQ", "DA"), ("VQ", "CQ")}
   else:  # the table's pick does not depend on the question type
     for kind in ("DQ", "VQ"):
-      total = sum(v for (k, _), v in counts.items() if k == kind)
-      for strategy, share in warm_start.WARM_START_MIX.items():
-        assert abs(counts[(kind, strategy)] / total - share) < 0.08, counts
+      for tally in (counts, others) if rows_peaked == "both" else (counts,):
+        total = sum(v for (k, _), v in tally.items() if k == kind)
+        for strategy, share in warm_start.ROW_DRAW.mix().items():
+          assert abs(tally[(kind, strategy)] / total - share) < 0.08, tally
 
 
 @pytest.mark.parametrize("cells", [
@@ -186,7 +204,7 @@ def test_the_check_questions_are_paired_and_never_trained_on():
 
 def _resumed_run(tmp_path, rows):
   cfg = types.SimpleNamespace(sft=types.SimpleNamespace(warm_start="random", answer_tokens=40,
-                                                      dialogues=0.0, draw="row"))
+                                                      dialogues=0.0, draw="row", hedge=0.4, rows="read"))
   return types.SimpleNamespace(workdir=str(tmp_path), warm_rows=rows, config=cfg)
 
 
@@ -281,17 +299,26 @@ def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
   assert shape[1] >= 3 + max(lengths) - 1
 
 
-def test_a_redrawn_strategy_follows_the_mix_whatever_the_type():
-  """`sft.draw=visit`: each pass draws anew from WARM_START_MIX, for either type alike, so the
-  question predicts nothing about the move; pass 0 is the row's own draw (`sft.draw=row`)."""
+@pytest.mark.parametrize("hedge", [0.4, 0.6])
+def test_a_redrawn_strategy_follows_the_mix_whatever_the_type(hedge):
+  """`sft.draw=visit`: each pass draws anew from the mix (AQ at `sft.hedge`), for either type
+  and either row alike, so the question predicts nothing about the move; pass 0 is the row's
+  own draw (`sft.draw=row`)."""
   rows = warm_start.warm_rows(0, 200, exclude=set())
+  draw = warm_start.Draw("visit", hedge, "both")
+  assert draw.mix() == pytest.approx({"DA": (1 - hedge) / 2, "CQ": (1 - hedge) / 2, "AQ": hedge})
   for kind in ("DQ", "VQ"):
     of_kind = [r for r in rows if r["extra_info"]["question_type"] == kind]
-    draws = collections.Counter(warm_start.warm_start_strategy(r, "random", v)
+    for pick in (warm_start.warm_start_strategy, warm_start.other_row_strategy):
+      draws = collections.Counter(pick(r, "random", v, draw) for r in of_kind
+                                  for v in range(1, 21))
+      total = sum(draws.values())
+      for strategy, share in draw.mix().items():
+        assert abs(draws[strategy] / total - share) < 0.04, (kind, pick, draws)
+    pairs = collections.Counter((warm_start.warm_start_strategy(r, "random", v, draw),
+                                 warm_start.other_row_strategy(r, "random", v, draw))
                                 for r in of_kind for v in range(1, 21))
-    total = sum(draws.values())
-    for strategy, share in warm_start.WARM_START_MIX.items():
-      assert abs(draws[strategy] / total - share) < 0.04, (kind, draws)
+    assert len(pairs) == 9  # the two rows' draws are independent of each other
   row = rows[0]
   assert warm_start.warm_start_strategy(row, "random", 0) == warm_start.warm_start_strategy(
       row, "random")
@@ -299,9 +326,10 @@ def test_a_redrawn_strategy_follows_the_mix_whatever_the_type():
   assert sum(len(s) > 1 for s in per_row) > 0.9 * len(rows)
   assert all(warm_start.warm_start_strategy(r, "oracle", 3) ==
              warm_start.warm_start_strategy(r, "oracle") for r in rows)
-  assert all(warm_start.needs_answer(r, "random", draw="visit") for r in rows)
-  assert not all(warm_start.needs_answer(r, "random", draw="row") for r in rows)
-  assert len(distill.questions(rows, "random", draw="visit")) == len(
+  visits = warm_start.Draw(per="visit")
+  assert all(warm_start.needs_answer(r, "random", draw=visits) for r in rows)
+  assert not all(warm_start.needs_answer(r, "random") for r in rows)
+  assert len(distill.questions(rows, "random", draw=visits)) == len(
       {warm_start.plain_question(r) for r in rows})
 
 
@@ -369,4 +397,16 @@ def test_leaving_the_reading_out_is_refused_for_dialogues():
   config = grpo.get_config("tiny")
   config.rl.train_thinking, config.rl.max_turns = False, 3
   with pytest.raises(InvalidInput, match="rl.train_thinking"):
+    run_lib.check_options(config)
+
+
+@pytest.mark.parametrize("key, value, named", [("rows", "all", "sft.rows"),
+                                               ("hedge", 1.0, "sft.hedge"),
+                                               ("draw", "epoch", "sft.draw")])
+def test_a_bad_draw_option_is_named(key, value, named):
+  from configs import grpo
+  from gtalign.training import run as run_lib
+  config = grpo.get_config("tiny")
+  setattr(config.sft, key, value)
+  with pytest.raises(InvalidInput, match=named):
     run_lib.check_options(config)

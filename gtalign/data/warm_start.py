@@ -19,6 +19,7 @@ warm start teaches the format around what the model already says instead of new 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any, Callable, Mapping
 
@@ -27,11 +28,9 @@ from gtalign.game import payoff, trace
 
 STRATEGIES = ("DA", "CQ", "AQ")
 WARM_STARTS = ("random", "oracle")
-# The random warm start's strategy mix, the same for both question types. AQ, the middle ground
-# that is neither type's best move, is the most common, so the greedy policy after the warm start
-# hedges with AQ rather than happening to play one type's optimum; DA and CQ keep 30% each, so
-# RL's samples try them.
-WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
+# The random warm start's strategy mix is `Draw.mix()`, the same for both question types: AQ,
+# the middle ground that is neither type's best move, at `Draw.hedge`, DA and CQ at half the
+# rest each, so RL's samples try them.
 # When the random warm start draws a row's strategy (`sft.draw`): "row", once per row, the same
 # at every pass of SFT over it; "visit", anew at every pass. Drawn once, a warm start of several
 # epochs learns each training question's strategy by heart, and a held-out question gets the
@@ -40,6 +39,39 @@ WARM_START_MIX = {"DA": 0.3, "CQ": 0.3, "AQ": 0.4}
 # leave and which lets the response follow the question instead of the table. Drawn anew, the
 # question predicts nothing about the move: only the table does.
 DRAWS = ("row", "visit")
+# Which rows of a random warm-start table peak (`sft.rows`): "read", only the row of the
+# question's type (the other row flat); "both", each row on a strategy of its own, drawn
+# independently. With one peaked row, writing the table means knowing the type first, and RL's
+# push on vague questions' VQ_CQ peak spread to definite ones: their tables peaked in the VQ row
+# while the key read the DQ row (key = pick 0.69 after 8 RL steps), and no definite answer was
+# paid. With both rows priced, the table is the payoff of each reading, as the game has it, and
+# definite and vague questions push the same table (DQ row to DA, VQ row to CQ).
+ROWS = ("read", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """How the random warm start draws the strategies its tables select (configs: sft.draw,
+  sft.hedge, sft.rows)."""
+  per: str = "row"  # DRAWS
+  # AQ's share; DA and CQ split the rest. Above 0.5 the greedy policy after the warm start
+  # hedges with AQ: a table is written cell by cell in AQ, CQ, DA order, and greedy decoding
+  # peaks the AQ cell only when its odds beat even; at 0.4 it flipped a coin between CQ and DA
+  # per question kind (CQ on 0.88 of one seed's vague questions before any RL)
+  hedge: float = 0.4
+  rows: str = "read"  # ROWS
+
+  def mix(self) -> dict[str, float]:
+    rest = (1.0 - self.hedge) / 2
+    return {"DA": rest, "CQ": rest, "AQ": self.hedge}
+
+
+ROW_DRAW = Draw()
+
+
+def draw_of(sft) -> Draw:
+  """The Draw of a config's `sft` block."""
+  return Draw(sft.draw, float(sft.hedge), sft.rows)
 
 # Categories that only the warm start asks about: no gold answers, never held out.
 EXTRA_CATEGORIES = {
@@ -146,20 +178,25 @@ _CHOSEN_CELLS = ((4, 3), (3, 4), (4.5, 3.5), (3.5, 4.5), (5, 3), (3, 5), (4, 4.5
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 
 
-def trace_payoff(question_type: str, strategy: str, seed: str | None = ""
-                 ) -> dict[str, tuple[float, float]]:
+def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
+                 other: str | None = None) -> dict[str, tuple[float, float]]:
   """The warm-start payoff table (LLM, user), drawn from `seed`: its LLM + user maximum is
-  `question_type`_`strategy`, by 2 or more; the numbers vary from table to table, so reading the
+  `question_type`_`strategy`, by 2 or more (and the other row's, `other`, when given); the
+  numbers vary from table to table, so reading the
   table means reading its numbers, not where a fixed pattern sits. `seed=None`: one fixed
   pattern, (4, 3) on the chosen cell and (1, 2) elsewhere (what a random tiny model can learn
   in a test's few steps)."""
   if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
     raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
-  chosen = f"{question_type}_{strategy}"
-  if seed is None:  # one fixed pattern: (4, 3) on the chosen cell, (1, 2) elsewhere
-    return {k: (4, 3) if k == chosen else (1, 2) for k in PAYOFF_KEYS}
+  if other is not None and other not in STRATEGIES:
+    raise ValueError(f"no payoff table with the other row on {other!r}")
+  chosen = {f"{question_type}_{strategy}"}
+  if other is not None:
+    chosen.add(f"{'VQ' if question_type == 'DQ' else 'DQ'}_{other}")
+  if seed is None:  # one fixed pattern: (4, 3) on the chosen cells, (1, 2) elsewhere
+    return {k: (4, 3) if k in chosen else (1, 2) for k in PAYOFF_KEYS}
   rng = random.Random(f"table/{seed}")
-  return {k: rng.choice(_CHOSEN_CELLS) if k == chosen else rng.choice(_OTHER_CELLS)
+  return {k: rng.choice(_CHOSEN_CELLS) if k in chosen else rng.choice(_OTHER_CELLS)
           for k in PAYOFF_KEYS}
 
 
@@ -232,8 +269,10 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
 
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
-                 tables: str = "varied", chosen_first: bool = False) -> str:
-  """The four blocks for a row carrying out `strategy`, the row's type read correctly.
+                 tables: str = "varied", chosen_first: bool = False,
+                 other: str | None = None) -> str:
+  """The four blocks for a row carrying out `strategy`, the row's type read correctly; `other`:
+  the strategy the other type's row peaks on (none: that row is flat).
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
   `plain_question(row)`); by default the row's gold answer. The strategy appears first as the
@@ -249,7 +288,8 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
     answer = f"{info['answer']}."
   if tables not in TABLES:
     raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
-  table = trace_payoff(kind, strategy, seed=str(row.get("row_id")) if tables == "varied" else None)
+  table = trace_payoff(kind, strategy, str(row.get("row_id")) if tables == "varied" else None,
+                       other)
   payoff = payoff_json(table, first=f"{kind}_{strategy}" if chosen_first else None)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
@@ -269,29 +309,48 @@ def response_token_start(encode: Callable[[str], list[int]], text: str) -> int |
   return len(head) if whole[:len(head)] == head else None
 
 
-def warm_start_strategy(row: Mapping[str, Any], mode: str, visit: int = 0) -> str:
+def _drawn(name: str, hedge: float) -> str:
+  """A strategy drawn from `name` alone: DA, CQ or AQ with shares (1 - hedge) / 2, (1 - hedge) /
+  2, hedge (the draws of `random.choices` over that mix)."""
+  u = random.Random(name).random()
+  return "DA" if u < (1.0 - hedge) / 2 else "CQ" if u < 1.0 - hedge else "AQ"
+
+
+def warm_start_strategy(row: Mapping[str, Any], mode: str, visit: int = 0,
+                        draw: Draw = ROW_DRAW) -> str:
   """The strategy a warm-start trace's table selects.
 
   "random" (the default) draws it from the row id and `visit` (the SFT pass over the rows; 0
-  under `sft.draw=row`) with WARM_START_MIX, independently of the question type: the warm start
+  under `sft.draw=row`) with `draw`'s mix, independently of the question type: the warm start
   teaches reading and the format, not which move pays. "oracle" hands over the
   welfare-maximising move.
   """
   if mode == "oracle":
     return "DA" if row["extra_info"]["question_type"] == "DQ" else "CQ"
   if mode == "random":
-    rng = random.Random(f"warm-start/{row['row_id']}" + (f"/{visit}" if visit else ""))
-    return rng.choices(list(WARM_START_MIX), weights=list(WARM_START_MIX.values()))[0]
+    return _drawn(f"warm-start/{row['row_id']}" + (f"/{visit}" if visit else ""), draw.hedge)
   raise ValueError(f"unknown warm start {mode!r}; expected one of {WARM_STARTS}")
 
 
+def other_row_strategy(row: Mapping[str, Any], mode: str, visit: int = 0,
+                       draw: Draw = ROW_DRAW) -> str | None:
+  """The strategy the other type's row peaks on (`sft.rows=both`), drawn on its own; None
+  when only the read row peaks. "oracle": that type's best move."""
+  if draw.rows == "read":
+    return None
+  if mode == "oracle":
+    return "CQ" if row["extra_info"]["question_type"] == "DQ" else "DA"
+  return _drawn(f"warm-start-other/{row['row_id']}" + (f"/{visit}" if visit else ""),
+                draw.hedge)
+
+
 def needs_answer(row: Mapping[str, Any], mode: str, dialogues: float = 0.0,
-                 draw: str = "row") -> bool:
+                 draw: Draw = ROW_DRAW) -> bool:
   """Whether the row's trace states an answer (DA or AQ) at some pass, so needs the base
   model's."""
-  if mode == "random" and draw == "visit":
+  if mode == "random" and draw.per == "visit":
     return True
-  return warm_start_strategy(row, mode) != "CQ" or is_dialogue(row, dialogues)
+  return warm_start_strategy(row, mode, 0, draw) != "CQ" or is_dialogue(row, dialogues)
 
 
 def is_dialogue(row: Mapping[str, Any], fraction: float) -> bool:
@@ -310,7 +369,8 @@ def detail_reply(row: Mapping[str, Any]) -> str:
 
 def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str] | None,
                    tables: str, chosen_first: bool, visit: int = 0,
-                   strategy: str | None = None) -> list[tuple[str, str | None]]:
+                   strategy: str | None = None, draw: Draw = ROW_DRAW
+                   ) -> list[tuple[str, str | None]]:
   """A vague row as a dialogue: (trace, the user's reply) per turn. Turn 1's table selects CQ
   and asks for the detail; the user gives it; turn 2 reads the now definite question and its
   table selects DA or AQ (the row's drawn strategy at this `visit`, or `strategy`; DA where
@@ -319,23 +379,24 @@ def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str]
   second = {**row, "row_id": f"{row['row_id']}/turn2",
             "extra_info": {**info, "question_type": "DQ", "named": info["detail"],
                            "question": detail_reply(row)}}
-  strategy = strategy or warm_start_strategy(second, mode, visit)
+  strategy = strategy or warm_start_strategy(second, mode, visit, draw)
   answer = (answers or {}).get(plain_question(row))
-  return [(format_trace(row, "CQ", None, tables, chosen_first), detail_reply(row)),
+  return [(format_trace(row, "CQ", None, tables, chosen_first,
+                        other_row_strategy(row, mode, visit, draw)), detail_reply(row)),
           (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
-                        chosen_first), None)]
+                        chosen_first, other_row_strategy(second, mode, visit, draw)), None)]
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
                     answers: Mapping[str, str] | None = None, tables: str = "varied",
                     chosen_first: bool = False, visit: int = 0,
-                    strategy: str | None = None) -> str:
+                    strategy: str | None = None, draw: Draw = ROW_DRAW) -> str:
   """The SFT target for a row under warm-start `mode` at SFT pass `visit` (or for `strategy`);
   `answers` maps `plain_question(row)` to the base model's answer (the gold answer where it has
   none)."""
   answer = (answers or {}).get(plain_question(row))
-  return format_trace(row, strategy or warm_start_strategy(row, mode, visit), answer, tables,
-                      chosen_first)
+  return format_trace(row, strategy or warm_start_strategy(row, mode, visit, draw), answer,
+                      tables, chosen_first, other_row_strategy(row, mode, visit, draw))
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

@@ -18,7 +18,8 @@ it; a guess is worth nothing. The two types mirror each other (best move 1.0, th
 0.2-0.5, the other type's move 0), so neither type's signal outweighs the other's in RL: with a
 weaker pull on definite questions, the policy drifts to asking everywhere.
 
-  consistency C = 0.5 [key = the key its own payoff table selects (max LLM + user)]
+  consistency C = 0.5 [key = the key its own payoff table selects in the key's row (the
+                          type it read): max LLM + user]
                 + 0.5 [the response does what the key says]
 
 and two factors on A. `rl.world_unpriced` (0): A is multiplied by it unless the move is the one
@@ -39,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gtalign.game import behaviour
-from gtalign.game.payoff import action, select_sum
+from gtalign.game.payoff import action, select_in_row
 from gtalign.game.trace import ParsedTrace
 
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
@@ -103,11 +104,12 @@ def answer_correct(response: str, aliases: Sequence[str], question: str = "",
 
 
 def consistency(parsed: ParsedTrace) -> float:
-  """C: half for a key its own table selects, half for a response that does what the key says."""
+  """C: half for a key its own table selects in the key's row (the reading it made), half for a
+  response that does what the key says."""
   key = parsed.chosen_key
-  if key is None or parsed.payoff is None:
+  if key is None or parsed.payoff is None or key[:2] not in ("DQ", "VQ"):
     return 0.0
-  return 0.5 * (select_sum(parsed.payoff) == key) + 0.5 * (
+  return 0.5 * (select_in_row(parsed.payoff, key[:2]) == key) + 0.5 * (
       behaviour.classify(parsed.response) == action(key))
 
 

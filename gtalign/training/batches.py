@@ -42,12 +42,13 @@ def sft_completion(run: Run, row, visit: int = 0, strategy: str | None = None
   (`dialogue.episodes.user_turn_ids`). A `<response>`'s ids weigh `sft.response_weight`."""
   cfg = run.config.sft
   eos = run.tokenizer.eos_ids[0]
+  draw = warm_start.draw_of(cfg)
   if warm_start.is_dialogue(row, cfg.dialogues):
     turns = warm_start.dialogue_turns(row, cfg.warm_start, run.warm_answers, cfg.tables,
-                                      cfg.chosen_first, visit, strategy)
+                                      cfg.chosen_first, visit, strategy, draw)
   else:
     turns = [(warm_start.reference_trace(row, cfg.warm_start, run.warm_answers, cfg.tables,
-                                         cfg.chosen_first, visit, strategy), None)]
+                                         cfg.chosen_first, visit, strategy, draw), None)]
   ids: list[int] = []
   weights: list[np.ndarray] = []
   for text, reply in turns:

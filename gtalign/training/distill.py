@@ -21,7 +21,8 @@ from gtalign.utils.errors import InvalidInput
 FILENAME = "warm_start_answers.json"
 
 
-def questions(rows, mode: str, dialogues: float = 0.0, draw: str = "row") -> list[str]:
+def questions(rows, mode: str, dialogues: float = 0.0,
+              draw: warm_start.Draw = warm_start.ROW_DRAW) -> list[str]:
   """The distinct plain questions whose answers the rows' traces state."""
   return list(dict.fromkeys(warm_start.plain_question(r) for r in rows
                             if warm_start.needs_answer(r, mode, dialogues, draw)))
@@ -36,7 +37,7 @@ def answers(run, params, start_step: int) -> dict[str, str]:
   """
   path = os.path.join(run.workdir, FILENAME)
   cfg = run.config.sft
-  wanted = questions(run.warm_rows, cfg.warm_start, cfg.dialogues, cfg.draw)
+  wanted = questions(run.warm_rows, cfg.warm_start, cfg.dialogues, warm_start.draw_of(cfg))
   if start_step > 0:
     try:
       with open(path, encoding="utf-8") as f:

@@ -13,7 +13,7 @@ import numpy as np
 
 from gtalign.evaluation import reading
 from gtalign.game import behaviour
-from gtalign.game.payoff import action, select_sum
+from gtalign.game.payoff import action, select_in_row
 from gtalign.game.trace import ParsedTrace, parse_trace
 from gtalign.rewards import tasks
 
@@ -89,7 +89,9 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
     out["aq_rate"].append(float(did == "AQ"))
     out["dq_correct"].append(result.components.get("correct", 0.0) if kind == "DQ" else nan)
     out["action_matches_key"].append(float(key is not None and did == action(key)))
-    out["key_is_selected"].append(float(key is not None and select_sum(parsed.payoff) == key))
+    # the pick of the row the key is in, the type the model read (`<analyze>` scans that row)
+    out["key_is_selected"].append(float(key is not None and key[:2] in ("DQ", "VQ")
+                                        and select_in_row(parsed.payoff, key[:2]) == key))
     responses.append(parsed.response)
     reasonings.append(parsed.reasoning)
     got = reading.read_type(reading.thinking(parsed.text))

@@ -261,7 +261,8 @@ def check_options(config) -> None:
                               ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES),
                               ("sft.warm_start", config.sft.warm_start, warm_start.WARM_STARTS),
                               ("sft.tables", config.sft.tables, warm_start.TABLES),
-                              ("sft.draw", config.sft.draw, warm_start.DRAWS)):
+                              ("sft.draw", config.sft.draw, warm_start.DRAWS),
+                              ("sft.rows", config.sft.rows, warm_start.ROWS)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
@@ -271,6 +272,8 @@ def check_options(config) -> None:
     raise InvalidInput(f"rl.advantage={advantage!r} does not go with rl.algorithm="
                        f"{algorithm!r} (a critic's 'gae' goes with 'ppo'; grpo, drgrpo and "
                        "rloo with 'grpo')")
+  if not 0.0 <= config.sft.hedge < 1.0:
+    raise InvalidInput(f"sft.hedge={config.sft.hedge}; expected AQ's share in [0, 1)")
   if not config.rl.train_thinking and config.rl.max_turns > 1:
     raise InvalidInput("rl.train_thinking=False applies to single-turn rollouts; with "
                        f"rl.max_turns={config.rl.max_turns} set it to True")
