@@ -89,3 +89,12 @@ def test_consistency_term_pays_a_key_that_agrees_with_table_and_response():
   # the response asks although the key says DA
   asks = text.split("<response>")[0] + "<response>Which one do you mean?</response>"
   assert world_rewards.consistency(parse_trace(asks)) == 0.5
+  # both rows priced (sft.rows=both): the key is its own row's pick, whatever the other row's
+  # peak, which is the table's overall maximum by the key order when the key's row is VQ
+  kind = row["extra_info"]["question_type"]
+  for first in ("DQ", "VQ"):
+    both = warm_start.format_trace({**row, "extra_info": {**row["extra_info"],
+                                                         "question_type": first}},
+                                   "DA", "Paris.", "fixed", other="CQ")
+    assert world_rewards.consistency(parse_trace(both)) == 1.0, (kind, both)
+    assert world_rewards.priced(parse_trace(both))
