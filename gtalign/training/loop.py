@@ -31,9 +31,11 @@ from gtalign.training.metrics import MetricsWriter
 from gtalign.utils.errors import InvalidInput
 
 # ETA priors, until measured (gtalign.training.eta): an RL step and a held-out evaluation of the
-# default run cost this many SFT steps (SmolLM2-135M on a 2-core Intel Xeon, seed 0: SFT step
-# 4.6 s, RL step 64 s, an evaluation with steering and the reading check about 120 s)
-RL_STEP_COST = 14.0
+# default run cost this many SFT steps (SmolLM2-135M on a 2-core Intel Xeon: SFT step 4.2-4.6 s;
+# RL step 30-37 s, median, once the warm start writes traces of its own length (6.6-8.7 SFT
+# steps at seeds 0 and 2 of 120-step warm starts; 64 s before, when traces ran to the token
+# budget); an evaluation with steering and the reading check about 120 s)
+RL_STEP_COST = 7.5
 EVAL_COST = 26.0
 # with `sft.dialogues` a warm-start batch is about twice as wide (two turns and a reply: 896
 # tokens against 475 for the default's widest row), and so is an SFT step
