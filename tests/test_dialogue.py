@@ -15,7 +15,7 @@ from gtalign.dialogue import simulator as sim_lib
 from gtalign.dialogue import welfare as welfare_lib
 from gtalign.game import prompt as prompt_lib
 from gtalign.game import trace
-from gtalign.game.payoff import select_sum
+from gtalign.game.payoff import select_in_row
 from gtalign.models.tokenizer import load_tokenizer
 from gtalign.rewards import components, tasks
 from gtalign.rewards.judges import make_judge
@@ -300,15 +300,17 @@ def test_sft_dialogue_rows_mask_the_users_reply_and_name_no_strategy_before_the_
                  if r["extra_info"]["question_type"] == "DQ")
   config = types.SimpleNamespace(
       sft=types.SimpleNamespace(dialogues=0.5, warm_start="random", tables="fixed",
-                                chosen_first=False, response_weight=5.0),
+                                chosen_first=False, response_weight=5.0, draw="visit",
+                                hedge=0.6, rows="both"),
       data=types.SimpleNamespace(prompt_style=STYLE))
   from gtalign.training import distill
+  draw = warm_start.draw_of(config.sft)  # the default's: redrawn, both rows priced
   answers = {q: f"Answer number {i}." for i, q in enumerate(distill.questions(warm, "random",
-                                                                             0.5))}
+                                                                             0.5, draw))}
   assert all(warm_start.plain_question(r) in answers for r in dialogue)
   run = types.SimpleNamespace(config=config, tokenizer=tokenizer, warm_answers=answers)
   row = dialogue[0]
-  turns = warm_start.dialogue_turns(row, "random", answers, "fixed", False)
+  turns = warm_start.dialogue_turns(row, "random", answers, "fixed", False, draw=draw)
   (first, reply), (second, none) = turns
   assert none is None and reply == warm_start.detail_reply(row)
   for text in (first, second):
@@ -316,7 +318,8 @@ def test_sft_dialogue_rows_mask_the_users_reply_and_name_no_strategy_before_the_
     assert parsed.valid and parsed.format_ok
     head = text[:text.index(trace.PAYOFF_START)]
     assert not any(k in head for k in ("DA", "CQ", "AQ", "direct", "clarif"))
-    assert select_sum(parsed.payoff) == parsed.chosen_key  # the table decides the key
+    # the table decides the key: its pick in the row of the type read
+    assert select_in_row(parsed.payoff, parsed.chosen_key[:2]) == parsed.chosen_key
   assert trace.parse_trace(first).chosen_key == "VQ_CQ"
   assert trace.parse_trace(second).chosen_key in ("DQ_DA", "DQ_AQ")
   ids, weights = batches.sft_completion(run, row)
