@@ -252,6 +252,13 @@ def test_the_response_starts_where_its_tokens_begin_on_the_real_tokenizer(smollm
   assert warm_start.response_token_start(tok.encode, "<thinking>x</thinking>") is None
 
 
+def _sft_run(config, tok, rows, answers):
+  """What `batches.sft_batch` reads of a run: config, tokenizer, warm rows and answers."""
+  return types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
+                               prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
+                               sft_shape=None)
+
+
 def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_gguf_path):
   from configs import grpo
   from gtalign.models.tokenizer import load_tokenizer
@@ -260,9 +267,7 @@ def test_the_sft_batch_weighs_response_tokens_by_the_configured_weight(smollm2_g
   config = grpo.get_config("tiny")
   rows = warm_start.warm_rows(0, 8, exclude=set())
   answers = {warm_start.plain_question(r): "Paris." for r in rows}
-  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
-                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
-                              sft_shape=None)
+  run = _sft_run(config, tok, rows, answers)
   masks = {}
   for weight in (1.0, 5.0):
     config.sft.response_weight = weight
@@ -289,9 +294,7 @@ def test_every_sft_batch_has_the_widest_rows_shape(smollm2_gguf_path):
   # answers of very different lengths: batches would otherwise come out in different shapes
   answers = {warm_start.plain_question(r): "Paris. " * (1 + 12 * (i % 4)) for i, r in
              enumerate(rows)}
-  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
-                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
-                              sft_shape=None)
+  run = _sft_run(config, tok, rows, answers)
   shapes = {batches.sft_batch(run, step)[0]["inputs_bt"].shape for step in range(4)}
   lengths = [len(batches.sft_completion(run, r)[0]) for r in rows]
   assert len(set(lengths)) > 2 and len(shapes) == 1, (lengths, shapes)
@@ -346,9 +349,7 @@ def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, smo
   rows = warm_start.warm_rows(0, 8, exclude=set())
   answers = {warm_start.plain_question(r): "Paris. " * (1 + 6 * (i % 3)) for i, r in
              enumerate(rows)}
-  run = types.SimpleNamespace(config=config, tokenizer=tok, warm_rows=rows, warm_answers=answers,
-                              prompt=lambda r: [1, 2, 3], global_batch=lambda local: local,
-                              sft_shape=None)
+  run = _sft_run(config, tok, rows, answers)
   keys = collections.defaultdict(list)  # row index -> the key carried out at each pass
   shapes = set()
   for step in range(12):  # 6 passes over the 8 rows

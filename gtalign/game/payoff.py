@@ -123,6 +123,13 @@ def select_in_row(b: Bimatrix | Mapping, row: str) -> str:
   return _ranked(lambda l, u: l + u, [k for k in PAYOFF_KEYS if k[:2] == row], as_bimatrix(b))
 
 
+def is_own_row_pick(b: Bimatrix | Mapping | None, key: str | None) -> bool:
+  """Whether `key` is its own row's pick (`select_in_row`): the move the table makes best for
+  the question type the key reads."""
+  return b is not None and key is not None and key[:2] in ("DQ", "VQ") and (
+      select_in_row(b, key[:2]) == key)
+
+
 def select_product(b: Bimatrix | Mapping) -> str:
   """max LLM * user (the Nash/Cobb-Douglas welfare, as inference_v2 uses), same tie-breaks.
 

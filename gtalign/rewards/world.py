@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gtalign.game import behaviour
-from gtalign.game.payoff import action, select_in_row
+from gtalign.game.payoff import action, is_own_row_pick
 from gtalign.game.trace import ParsedTrace
 
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
@@ -107,9 +107,9 @@ def consistency(parsed: ParsedTrace) -> float:
   """C: half for a key its own table selects in the key's row (the reading it made), half for a
   response that does what the key says."""
   key = parsed.chosen_key
-  if key is None or parsed.payoff is None or key[:2] not in ("DQ", "VQ"):
+  if key is None or parsed.payoff is None:
     return 0.0
-  return 0.5 * (select_in_row(parsed.payoff, key[:2]) == key) + 0.5 * (
+  return 0.5 * is_own_row_pick(parsed.payoff, key) + 0.5 * (
       behaviour.classify(parsed.response) == action(key))
 
 

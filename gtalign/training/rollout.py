@@ -13,7 +13,7 @@ import numpy as np
 
 from gtalign.evaluation import reading
 from gtalign.game import behaviour
-from gtalign.game.payoff import action, select_in_row
+from gtalign.game.payoff import action, is_own_row_pick
 from gtalign.game.trace import ParsedTrace, parse_trace
 from gtalign.rewards import tasks
 
@@ -90,8 +90,7 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
     out["dq_correct"].append(result.components.get("correct", 0.0) if kind == "DQ" else nan)
     out["action_matches_key"].append(float(key is not None and did == action(key)))
     # the pick of the row the key is in, the type the model read (`<analyze>` scans that row)
-    out["key_is_selected"].append(float(key is not None and key[:2] in ("DQ", "VQ")
-                                        and select_in_row(parsed.payoff, key[:2]) == key))
+    out["key_is_selected"].append(float(is_own_row_pick(parsed.payoff, key)))
     responses.append(parsed.response)
     reasonings.append(parsed.reasoning)
     got = reading.read_type(reading.thinking(parsed.text))
