@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # an episode of up to 3 turns is ~1,400 tokens: the update runs in 4 microbatches of 4
   # episodes (the same (sum, count) loss), so its logits fit the 2-core machine's 24 GiB
   c.rl.num_microbatches = 4
-  # a dialogue's turns each write a <thinking>; RL trains them all (rl.train_thinking=False is
-  # single-turn only), in both arms alike
+  # a dialogue's turns each write a <thinking> and an <analyze>; RL trains them all
+  # (rl.train_thinking / train_analyze=False are single-turn only), in both arms alike
   c.rl.train_thinking = True
+  c.rl.train_analyze = True
   return c

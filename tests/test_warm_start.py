@@ -392,12 +392,46 @@ def test_rl_can_leave_the_reading_out_of_the_loss_on_the_real_tokenizer(smollm2_
   assert (masked[3] == batch["loss_mask_bc"][3]).all()
 
 
-def test_leaving_the_reading_out_is_refused_for_dialogues():
+def test_rl_can_leave_the_scan_out_of_the_loss_on_the_real_tokenizer(smollm2_gguf_path):
+  """`rl.train_analyze=False`: each completion's ids after `</payoff>` through `</analyze>` get
+  loss mask 0 (the scan), the table before and the response after keep theirs; a completion
+  cut inside the scan or before the table closes keeps all of it."""
+  from gtalign.game.trace import ANALYZE_END, PAYOFF_END
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import rollout
+  tok = load_tokenizer(smollm2_gguf_path)
+  rows = warm_start.warm_rows(0, 6, exclude=set())
+  texts = [warm_start.format_trace(r, plan, "Paris.", "fixed")
+           for r, plan in zip(rows[:3], ("DA", "CQ", "AQ"))]
+  texts += [texts[0].split("sums to")[0], "<thinking>no table yet"]
+  completions = [tok.encode(t) for t in texts]
+  batch = rollout.sequence_batch([[1, 2]] * len(texts), completions, tok.pad_id)
+  masked = rollout.mask_through(batch["loss_mask_bc"], tok, completions, ANALYZE_END,
+                                after=PAYOFF_END)
+  for i, ids in enumerate(completions[:3]):
+    off = np.flatnonzero(masked[i, :len(ids)] == 0)
+    start, end = int(off[0]), int(off[-1]) + 1
+    assert len(off) == end - start  # one span
+    # the whole table stays trained, through the id that closes it (here "><", which opens
+    # the scan too)
+    assert PAYOFF_END in tok.decode(ids[:start]) and PAYOFF_END not in tok.decode(ids[:start - 1])
+    assert ANALYZE_END in tok.decode(ids[:end]) and ANALYZE_END not in tok.decode(ids[:end - 1])
+    assert "Best LLM + user" in tok.decode(ids[start:end])
+    # the response stays trained, from the id after the one that closes the scan
+    rest = tok.decode(ids[end:])
+    assert rest.endswith("</response>") and "response>" in rest and "Best" not in rest
+    assert masked[i, end:len(ids)].all()
+  for i in (3, 4):
+    assert (masked[i] == batch["loss_mask_bc"][i]).all()
+
+
+@pytest.mark.parametrize("key", ["train_thinking", "train_analyze"])
+def test_leaving_blocks_out_is_refused_for_dialogues(key):
   from configs import grpo
   from gtalign.training import run as run_lib
   config = grpo.get_config("tiny")
-  config.rl.train_thinking, config.rl.max_turns = False, 3
-  with pytest.raises(InvalidInput, match="rl.train_thinking"):
+  config.rl[key], config.rl.max_turns = False, 3
+  with pytest.raises(InvalidInput, match=f"rl.{key}=False"):
     run_lib.check_options(config)
 
 

@@ -20,7 +20,7 @@ def cells():
 
 
 # (type, strategy, case) -> answer term A (rewards/world.py's cells); C = 1 on every trace here
-A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.3, ("DQ", "AQ", "correct"): 0.5,
+A = {("DQ", "DA", "correct"): 1.0, ("DQ", "DA", "wrong"): 0.4, ("DQ", "AQ", "correct"): 0.3,
      ("DQ", "AQ", "wrong"): 0.1, ("DQ", "CQ", "-"): 0.0,
      ("VQ", "CQ", "asks for the missing detail"): 1.0,
      ("VQ", "CQ", "asks about something else"): 0.4, ("VQ", "AQ", "-"): 0.3,
@@ -67,6 +67,15 @@ def test_the_intended_behaviour_is_the_optimum(cells):
     da = p * w[("DQ", "DA", "correct")] + (1 - p) * w[("DQ", "DA", "wrong")]
     aq = p * w[("DQ", "AQ", "correct")] + (1 - p) * w[("DQ", "AQ", "wrong")]
     assert da > aq + 0.05 and da > w[("DQ", "CQ", "-")] + 0.1, p
+  # the move is priced before the answer's luck: a wrong plain answer beats a right one with an
+  # unasked follow-up, as asking about the wrong thing beats the hedge on a vague question
+  assert w[("DQ", "DA", "wrong")] > w[("DQ", "AQ", "correct")] + 0.03
+  assert w[("VQ", "CQ", "asks about something else")] > w[("VQ", "AQ", "-")] + 0.03
+  # the two types mirror each other cell for cell
+  for dq, vq in ((("DA", "correct"), ("CQ", "asks for the missing detail")),
+                 (("DA", "wrong"), ("CQ", "asks about something else")),
+                 (("AQ", "correct"), ("AQ", "-")), (("CQ", "-"), ("DA", "a guess"))):
+    assert w[("DQ",) + dq] == pytest.approx(w[("VQ",) + vq], abs=0.02), (dq, vq)
   # vague: the question about the missing detail beats a guess, answer + question, and a
   # question about something else
   best = w[("VQ", "CQ", "asks for the missing detail")]

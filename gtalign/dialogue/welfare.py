@@ -3,8 +3,9 @@
 On the built-in world (rules, no judge), with T assistant turns and the final turn's answer:
 
   A = max(0, cell x gates - TURN_COST x (T - 1))
-  cell   DA right 1.0 | DA wrong 0.3 | AQ right 0.5 | AQ wrong 0.1 | no answer (the dialogue
-         ended on a question, or broke off) 0 -- and a wrong answer is worth 0, not 0.3 / 0.1,
+  cell   the single-turn definite cells (DA right 1.0 | wrong 0.4 | AQ right 0.3 | wrong 0.1) |
+         no answer (the dialogue ended on a question, or broke off) 0 -- and a wrong answer is
+         worth 0, not 0.4 / 0.1,
          when the user never gave the detail it needed (a guess at a vague question)
   gates  per turn, rl.world_misread unless the turn's key row is the question's type as it
          stands at that turn (a vague question becomes definite once the user gave the detail)
@@ -43,8 +44,9 @@ from gtalign.rewards import world as world_rewards
 from gtalign.training import rollout
 
 TURN_COST = 0.2  # of the answer term, per assistant turn after the first
-DA_CELLS = {True: 1.0, False: 0.3}  # right, wrong (the detail known)
-AQ_CELLS = {True: 0.5, False: 0.1}
+# right, wrong (the detail known): the single-turn world's definite-question cells
+DA_CELLS = {right: world_rewards.DQ_CELLS[("DA", right)] for right in (True, False)}
+AQ_CELLS = {right: world_rewards.DQ_CELLS[("AQ", right)] for right in (True, False)}
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ BLOCKS = ("thinking", "payoff", "analyze", "response")
 THINKING_END = "</thinking>"  # the question's reading ends here (rl.train_thinking)
 PAYOFF_START = "<payoff>"
 PAYOFF_END = "</payoff>"  # where a game turn's first phase stops, to re-price the table
+ANALYZE_END = "</analyze>"  # the scan of the table ends here (rl.train_analyze)
 RESPONSE_START = "<response>"
 RESPONSE_END = "</response>"  # where a game turn ends
 

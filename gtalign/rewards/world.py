@@ -5,18 +5,23 @@ what the response does (`gtalign.game.behaviour`) and whether its answer is righ
 A_llm = A below, then the generic U and L of `tasks.py` apply, plus one term of the world's
 own (`consistency`, weighted by `rl.world_consistency`) added to L:
 
-  definite (DQ)   DA correct 1.0 | DA wrong 0.3 | AQ correct 0.5 | AQ wrong 0.1 | CQ 0 | none 0
+  definite (DQ)   DA correct 1.0 | DA wrong 0.4 | AQ correct 0.3 | AQ wrong 0.1 | CQ 0 | none 0
   vague (VQ)      CQ naming the missing detail 1.0 | other CQ 0.4 | AQ 0.3 | DA (a guess) 0 | none 0
 
 A definite question asks for an answer and nothing more: a right one is worth most (1.0), a
-wrong one clearly less (0.3, so that RL does not settle for a constant answer) but still more
+wrong one clearly less (0.4, so that RL does not settle for a constant answer) but still more
 than asking back (0): at any accuracy p the expected welfare of answering, p W(DA right) +
-(1 - p) W(DA wrong), beats that of asking, W(CQ) (`python -m gtalign.rewards.world` prints the
-cells' W). A follow-up question nobody asked for costs the user a turn: AQ is worth less than
-a plain answer at every accuracy. On a vague question only a question about the missing detail resolves
-it; a guess is worth nothing. The two types mirror each other (best move 1.0, the hedge AQ
-0.2-0.5, the other type's move 0), so neither type's signal outweighs the other's in RL: with a
-weaker pull on definite questions, the policy drifts to asking everywhere.
+(1 - p) W(DA wrong), beats that of asking, W(CQ) (`python -m gtalign.rewards.world_table`
+prints the cells' W). A follow-up question nobody asked for costs the user a turn, so AQ is
+worth less than a plain answer, right or wrong: the move is priced before the answer's
+correctness, as on a vague question, where asking about the wrong thing (0.4) still beats the
+hedge (0.3). On a vague question only a question about the missing detail resolves it; a guess
+is worth nothing. The two types mirror each other cell for cell (the right move done right 1.0,
+done imperfectly 0.4, the hedge AQ 0.3, the other type's move 0), so neither type's signal
+outweighs the other's in RL. With AQ right at 0.5 above a wrong DA's 0.3 (the cells before), a
+definite question's GRPO group ranked its samples by the answer's luck, not the move: the
+model's in-game answers are mostly wrong, its rare right AQ beat every wrong DA, and RL moved
+the vague row of the table only (README "The default run").
 
   consistency C = 0.5 [key = the key its own payoff table selects in the key's row (the
                           type it read): max LLM + user]
@@ -48,7 +53,7 @@ DEFAULT_MISREAD = 0.0  # A's factor when the key's row is not the question's typ
 DEFAULT_UNPRICED = 0.0  # A's factor when the move is not its table's strict pick; rl.world_unpriced
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
-DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.3, ("AQ", True): 0.5, ("AQ", False): 0.1,
+DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.1,
             ("CQ", True): 0.0, ("CQ", False): 0.0}
 VQ_CELLS = {("CQ", True): 1.0, ("CQ", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.3,
             ("DA", True): 0.0, ("DA", False): 0.0}

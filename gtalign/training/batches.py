@@ -138,6 +138,10 @@ def rl_rollout(run: Run, params, step: int):
   if not cfg.train_thinking:
     local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
                                                  out.tokens, trace_lib.THINKING_END)
+  if not cfg.train_analyze:
+    local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
+                                                 out.tokens, trace_lib.ANALYZE_END,
+                                                 after=trace_lib.PAYOFF_END)
   local.update(user_b=arrays["user"], llm_b=arrays["llm"],
                reward_valid_b=(~scored.judge_failed).astype(np.float32),
                source_b=np.asarray([run.source_ids[r["data_source"]] for r in row_of], np.int32))

@@ -200,13 +200,20 @@ def tokens_through(tokenizer, ids: Sequence[int], tag: str) -> int:
 
 
 def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
-                 tag: str) -> np.ndarray:
-  """The loss mask with each completion's ids up to and through `tag` left out (`rl.
-  train_thinking=False`: the `<thinking>` block, the question's reading, keeps what the warm
-  start taught; RL trains the table, the key and the response)."""
+                 tag: str, after: str | None = None) -> np.ndarray:
+  """The loss mask with each completion's ids up to and through `tag` left out, from the first
+  id after `after` when it is given (`rl.train_thinking=False`: the `<thinking>` block, the
+  question's reading, keeps what the warm start taught; `rl.train_analyze=False`: the
+  `<analyze>` scan, from `</payoff>` through `</analyze>`, keeps reading the table as the warm
+  start taught, so RL trains the table and the response). A completion that never spells `tag`
+  (or `after`) keeps its whole mask."""
   out = loss_mask_bc.copy()
   for i, ids in enumerate(completions):
-    out[i, :tokens_through(tokenizer, list(ids), tag)] = 0.0
+    ids = list(ids)
+    start = tokens_through(tokenizer, ids, after) if after else 0
+    end = tokens_through(tokenizer, ids, tag)
+    if (start or not after) and end > start:
+      out[i, start:end] = 0.0
   return out
 
 

@@ -274,9 +274,10 @@ def check_options(config) -> None:
                        "rloo with 'grpo')")
   if not 0.0 <= config.sft.hedge < 1.0:
     raise InvalidInput(f"sft.hedge={config.sft.hedge}; expected AQ's share in [0, 1)")
-  if not config.rl.train_thinking and config.rl.max_turns > 1:
-    raise InvalidInput("rl.train_thinking=False applies to single-turn rollouts; with "
-                       f"rl.max_turns={config.rl.max_turns} set it to True")
+  for key in ("train_thinking", "train_analyze"):
+    if not config.rl[key] and config.rl.max_turns > 1:
+      raise InvalidInput(f"rl.{key}=False applies to single-turn rollouts; with "
+                         f"rl.max_turns={config.rl.max_turns} set it to True")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
     raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
                        f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "
