@@ -30,7 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # episodes (the same (sum, count) loss), so its logits fit the 2-core machine's 24 GiB
   c.rl.num_microbatches = 4
   # a dialogue's turns each write a <thinking> and an <analyze>; RL trains them all
-  # (rl.train_thinking / train_analyze=False are single-turn only), in both arms alike
+  # (rl.train_thinking / train_analyze / train_other_row=False are single-turn only), in both arms alike
   c.rl.train_thinking = True
   c.rl.train_analyze = True
+  c.rl.train_other_row = True
   return c

@@ -137,6 +137,9 @@ def base_config() -> ml_collections.ConfigDict:
       # response, trained without it, asked back whatever the key said (key = pick 0.44,
       # response does the key 0.08); trained, the scan stays the table's (0.97)
       train_analyze=True,
+      # False: the cells of the table's row that the sample's key does not read are left out
+      # of the loss (its welfare never depended on them; rollout.mask_other_row)
+      train_other_row=True,
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
       num_microbatches=1,
       # all | top_k_blocks:N (SFT uses it too); with adapters, whose blocks' adapters train

@@ -425,7 +425,36 @@ def test_rl_can_leave_the_scan_out_of_the_loss_on_the_real_tokenizer(smollm2_ggu
     assert (masked[i] == batch["loss_mask_bc"][i]).all()
 
 
-@pytest.mark.parametrize("key", ["train_thinking", "train_analyze"])
+def test_rl_can_leave_the_other_row_out_of_the_loss_on_the_real_tokenizer(smollm2_gguf_path):
+  """`rl.train_other_row=False`: the three cells of the row the key does not read get loss mask
+  0, every other id (the read row, the scan, the response) keeps its own; no key, no change."""
+  from gtalign.game.trace import parse_trace
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import rollout
+  tok = load_tokenizer(smollm2_gguf_path)
+  rows = warm_start.warm_rows(0, 6, exclude=set())
+  texts = [warm_start.format_trace(r, plan, "Paris.", "fixed", other=other)
+           for r, plan, other in zip(rows[:3], ("DA", "CQ", "AQ"), ("CQ", "AQ", "DA"))]
+  texts.append("<thinking>no table, no key</thinking>")
+  completions = [tok.encode(t) for t in texts]
+  keys = [parse_trace(t).chosen_key for t in texts]
+  assert all(keys[:3]) and keys[3] is None
+  batch = rollout.sequence_batch([[1, 2]] * len(texts), completions, tok.pad_id)
+  masked = rollout.mask_other_row(batch["loss_mask_bc"], tok, completions, keys)
+  for i, ids in enumerate(completions[:3]):
+    off = [k for k in range(len(ids)) if masked[i, k] == 0]
+    left_out = "".join(tok.decode([ids[k]]) for k in off)
+    other = "VQ_" if keys[i].startswith("DQ_") else "DQ_"
+    read = keys[i][:3]
+    for name in ("AQ", "CQ", "DA"):
+      assert f'{other}{name}":{{"LLM":' in left_out, (left_out, name)  # ',"' opens it
+      assert f"{read}{name}" not in left_out
+    assert "<response>" not in left_out and "sums to" not in left_out
+    assert len(off) <= 3 * 17  # three cells of ~16 ids, nothing more
+  assert (masked[3] == batch["loss_mask_bc"][3]).all()
+
+
+@pytest.mark.parametrize("key", ["train_thinking", "train_analyze", "train_other_row"])
 def test_leaving_blocks_out_is_refused_for_dialogues(key):
   from configs import grpo
   from gtalign.training import run as run_lib

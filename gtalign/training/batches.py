@@ -138,6 +138,10 @@ def rl_rollout(run: Run, params, step: int):
   if not cfg.train_thinking:
     local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
                                                  out.tokens, trace_lib.THINKING_END)
+  if not cfg.train_other_row:
+    local["loss_mask_bc"] = rollout.mask_other_row(
+        local["loss_mask_bc"], run.tokenizer, out.tokens,
+        [p.chosen_key if p.valid else None for p in scored.parsed])
   if not cfg.train_analyze:
     local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
                                                  out.tokens, trace_lib.ANALYZE_END,

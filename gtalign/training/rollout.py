@@ -7,6 +7,7 @@ arrays, U, L, validity and source ids, which the jitted update turns into welfar
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from gtalign.evaluation import reading
 from gtalign.game import behaviour
 from gtalign.game.payoff import action, is_own_row_pick
-from gtalign.game.trace import ParsedTrace, parse_trace
+from gtalign.game.trace import PAYOFF_END, PAYOFF_KEYS, PAYOFF_START, ParsedTrace, parse_trace
 from gtalign.rewards import tasks
 
 
@@ -214,6 +215,46 @@ def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequ
     end = tokens_through(tokenizer, ids, tag)
     if (start or not after) and end > start:
       out[i, start:end] = 0.0
+  return out
+
+
+def tokens_spelling(tokenizer, ids: Sequence[int], n_chars: int) -> int:
+  """How many leading `ids` it takes to spell the first `n_chars` characters of their text
+  (binary search over decoded prefixes, as `tokens_through`)."""
+  low, high = 0, len(ids)
+  while low < high:
+    mid = (low + high) // 2
+    if len(tokenizer.decode(ids[:mid])) >= n_chars:
+      high = mid
+    else:
+      low = mid + 1
+  return low
+
+
+def mask_other_row(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
+                   keys: Sequence[str | None]) -> np.ndarray:
+  """The loss mask with the cells of the table's other row left out (`rl.train_other_row=
+  False`): a sample's welfare depends on the row its key reads (the key, the misread gate and
+  the price gate all read that row), so the other row's numbers got advantages that say
+  nothing about them, and a definite question's success pushed whatever its vague row held.
+  Each cell `"VQ_CQ":{...}` of the other row, as written inside `<payoff>`, is left out; a
+  sample without a key keeps its whole mask."""
+  out = loss_mask_bc.copy()
+  for i, (ids, key) in enumerate(zip(completions, keys)):
+    if not key or key[:3] not in ("DQ_", "VQ_"):
+      continue
+    ids = list(ids)
+    text = tokenizer.decode(ids)
+    start = text.find(PAYOFF_START)
+    end = text.find(PAYOFF_END, start)
+    if start < 0 or end < 0:
+      continue
+    other = "VQ_" if key.startswith("DQ_") else "DQ_"
+    for name in (k for k in PAYOFF_KEYS if k.startswith(other)):
+      cell = re.compile(r'"%s"\s*:\s*\{[^{}]*\}' % name).search(text, start, end)
+      if cell:
+        out[i, tokens_spelling(tokenizer, ids, cell.start()):
+            tokens_spelling(tokenizer, ids, cell.end())] = 0.0
   return out
 
 

@@ -274,7 +274,7 @@ def check_options(config) -> None:
                        "rloo with 'grpo')")
   if not 0.0 <= config.sft.hedge < 1.0:
     raise InvalidInput(f"sft.hedge={config.sft.hedge}; expected AQ's share in [0, 1)")
-  for key in ("train_thinking", "train_analyze"):
+  for key in ("train_thinking", "train_analyze", "train_other_row"):
     if not config.rl[key] and config.rl.max_turns > 1:
       raise InvalidInput(f"rl.{key}=False applies to single-turn rollouts; with "
                          f"rl.max_turns={config.rl.max_turns} set it to True")
