@@ -233,7 +233,7 @@ def test_world():
   wrong = "Which one do you mean?"
   # the cells, with rl.world_unpriced = 1 (the reference table's pick is DQ_DA, whatever the
   # response does)
-  for response, a in (("4", 1.0), ("Four.", 1.0), ("5", 0.3), (wrong, 0.0)):
+  for response, a in (("4", 1.0), ("Four.", 1.0), ("5", 0.4), (wrong, 0.0)):
     reqs, res = run(dq, trace(response=response), world_unpriced=1.0)
     assert reqs == []
     assert res.components["answer_user"] == res.components["answer_llm"] == a, response
