@@ -63,8 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
       # the greedy policy after the warm start hedges with AQ: data/warm_start.Draw)
       hedge=0.6,
       # random only: read = only the row of the question's type peaks; both = each row peaks on
-      # a strategy of its own (the payoff of either reading)
-      rows="both",
+      # a strategy of its own (the payoff of either reading). With both, the table is written
+      # independently of the reading and RL moved one row of it at a time (seed 0: the DQ row
+      # only, DA on DQ 0.89, CQ on VQ 0.00); with read, the peak follows the reading and RL
+      # moved both (0.95, 0.59; README "The default run", levers c0 and r0)
+      rows="read",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
       # flat table, and the scan compares equal sums)
