@@ -185,19 +185,24 @@ def sequence_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Seque
           "window_start_b": start, "targets_bc": targets, "loss_mask_bc": loss_mask}
 
 
-def tokens_through(tokenizer, ids: Sequence[int], tag: str) -> int:
-  """How many leading `ids` it takes to spell `tag` in full (0: they never do). Decoding a
-  prefix only grows, so a binary search over prefix lengths finds it in ~log2(len) decodes."""
-  if tag not in tokenizer.decode(ids):
-    return 0
-  low, high = 1, len(ids)
+def tokens_spelling(tokenizer, ids: Sequence[int], n_chars: int) -> int:
+  """How many leading `ids` it takes to spell the first `n_chars` characters of their text
+  (decoding a prefix only grows, so a binary search over prefix lengths finds it in
+  ~log2(len) decodes)."""
+  low, high = 0, len(ids)
   while low < high:
     mid = (low + high) // 2
-    if tag in tokenizer.decode(ids[:mid]):
+    if len(tokenizer.decode(ids[:mid])) >= n_chars:
       high = mid
     else:
       low = mid + 1
   return low
+
+
+def tokens_through(tokenizer, ids: Sequence[int], tag: str) -> int:
+  """How many leading `ids` it takes to spell `tag` in full (0: they never do)."""
+  at = tokenizer.decode(ids).find(tag)
+  return 0 if at < 0 else tokens_spelling(tokenizer, ids, at + len(tag))
 
 
 def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
@@ -216,19 +221,6 @@ def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequ
     if (start or not after) and end > start:
       out[i, start:end] = 0.0
   return out
-
-
-def tokens_spelling(tokenizer, ids: Sequence[int], n_chars: int) -> int:
-  """How many leading `ids` it takes to spell the first `n_chars` characters of their text
-  (binary search over decoded prefixes, as `tokens_through`)."""
-  low, high = 0, len(ids)
-  while low < high:
-    mid = (low + high) // 2
-    if len(tokenizer.decode(ids[:mid])) >= n_chars:
-      high = mid
-    else:
-      low = mid + 1
-  return low
 
 
 def mask_other_row(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
