@@ -99,6 +99,9 @@ def base_config() -> ml_collections.ConfigDict:
       steps=12,
       prompts_per_step=4,
       num_samples=4,  # G: completions per prompt
+      # policy updates on each step's samples (TRL's num_iterations, verl's ppo_epochs): above
+      # 1 the later ones see a ratio away from 1 and the clip bounds them; 1 = on-policy
+      updates_per_batch=1,
       temperature=1.0,
       top_p=1.0,
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most

@@ -262,6 +262,28 @@ def test_ppo_with_a_critic_runs_and_trains_the_value_model(tmp_path):
   assert len(rl) == 4 and all("critic/loss" in r and "critic/value_mean" in r for r in rl)
 
 
+def test_updates_per_batch_moves_the_policy_off_its_samples(tmp_path):
+  """`rl.updates_per_batch=2`: the second update of each batch sees a ratio away from 1 (its
+  approx. KL to the sampler far above the on-policy run's, where only float rounding separates
+  them); its RL steps write one metrics row each."""
+  def rl_rows(workdir, updates):
+    proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
+                           f"--workdir={workdir}", "--config.sft.steps=10",
+                           "--config.rl.steps=3", "--config.rl.lr=3e-3",
+                           f"--config.rl.updates_per_batch={updates}",
+                           "--config.eval.num_prompts=2", "--config.eval.steering=False",
+                           "--config.eval.base_plain=False", "--config.eval.phrasings=False"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r.get("phase") == 1.0]
+
+  once, twice = rl_rows(tmp_path / "one", 1), rl_rows(tmp_path / "two", 2)
+  assert len(once) == len(twice) == 3
+  kl_once = max(abs(r["approx_kl"]) for r in once)
+  kl_twice = max(abs(r["approx_kl"]) for r in twice)
+  assert kl_twice > 20 * kl_once, (kl_once, kl_twice)
+
+
 def test_compile_cache_keeps_programs_across_processes(tmp_path):
   """A second process finds the first one's compiled program in the cache directory."""
   code = ("import sys, jax, jax.numpy as jnp; from gtalign.main import enable_compile_cache; "

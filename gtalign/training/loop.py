@@ -44,12 +44,16 @@ SFT_DIALOGUE_COST = 2.0
 # beyond the first (the dialogue comparison, 2-core Intel Xeon, seed 2's arms, each alone: a
 # turns3 arm took 11.2 minutes, a turns1 arm 5.7)
 DIALOGUE_TURN_COST = 0.5
+# of an RL step, the policy update's share (the rest samples and scores): each further update
+# of rl.updates_per_batch costs this much more (seed 2, 2-core Intel Xeon: 13 s of 35 s)
+UPDATE_SHARE = 0.37
 
 
 def step_costs(config) -> tuple[float, float]:
   """(SFT step, RL step) in units of a default SFT step: the ETA's priors until measured."""
   sft = SFT_DIALOGUE_COST if config.sft.dialogues else 1.0
-  return sft, RL_STEP_COST * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1))
+  return sft, RL_STEP_COST * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
+                              + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
 
 
 def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformation:
@@ -194,7 +198,10 @@ def train(config, workdir: str) -> dict[str, Any]:
         critic["state"], critic_metrics = critic["update"](critic["state"], batch)
         stats.update({f"critic/{k}": float(v) for k, v in jax.device_get(critic_metrics).items()})
       phases.enter("update", step)
-      state, metrics = rl_update(state, batch)
+      # rl.updates_per_batch > 1: further updates on the same samples against their sampling
+      # log-probs, so the ratio leaves 1 and the clip bounds how far the batch moves the policy
+      for _ in range(config.rl.updates_per_batch):
+        state, metrics = rl_update(state, batch)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics.update(stats, step_seconds=time.perf_counter() - begin)
     if records:  # every process's rows, logged by process 0

@@ -289,6 +289,8 @@ def check_options(config) -> None:
       config.rl.simulator == "rule" or config.rl.simulator.startswith(("http://", "https://"))):
     raise InvalidInput(f"rl.simulator={config.rl.simulator!r}; expected 'rule' or an http(s):// "
                        "base URL of an OpenAI-compatible server")
+  if config.rl.updates_per_batch < 1:
+    raise InvalidInput(f"rl.updates_per_batch={config.rl.updates_per_batch}; expected >= 1")
   if config.checkpoint.every < 1:
     raise InvalidInput(f"checkpoint.every={config.checkpoint.every}; expected >= 1")
   lora.check(config.model.lora, config.model.base_quant)
