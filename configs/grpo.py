@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
       # 120 steps = 3 passes over the 320 warm-start rows, each drawing every row's strategies
       # anew (40 steps: the table decided nothing after the warm start, key = pick 0.5; 104
       # steps: the greedy policy no longer hedged with AQ at seeds 0 and 2, CQ on VQ 0.76 and
-      # 0.79 before any RL, and seed 2's RL broke the format; README "The default run", levers k0, k2)
+      # 0.79 before any RL, and seed 2's RL broke the format; README "The default run",
+      # levers k0 and k2)
       steps=120, batch_size=8, lr=1e-3, warmup_steps=4,
       lr_schedule="cosine",  # constant | cosine (to zero at the last SFT step)
       # random: the strategy a trace's table selects is drawn independently of the question
