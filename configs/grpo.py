@@ -69,7 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
       # a strategy of its own (the payoff of either reading). With both, the table is written
       # independently of the reading and RL moved one row of it at a time (seed 0: the DQ row
       # only, DA on DQ 0.89, CQ on VQ 0.00); with read, the peak follows the reading and RL
-      # moved both (0.95, 0.59; README "The default run", levers c0 and r0)
+      # moved both (0.95, 0.59; README "The default run", levers c0 and r0); bumped = read,
+      # with one cell of the other row raised a little in half the traces
+      # (data/warm_start.BUMPS), so a provider's edit of both rows is not new to the scan
       rows="read",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a

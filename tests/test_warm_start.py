@@ -64,7 +64,7 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
     ("random", "varied", False, "read"), ("oracle", "varied", False, "read"),
     ("random", "fixed", False, "read"), ("random", "fixed", True, "read"),
     ("random", "varied", True, "read"), ("random", "fixed", False, "both"),
-    ("oracle", "fixed", False, "both")])
+    ("oracle", "fixed", False, "both"), ("random", "fixed", False, "bumped")])
 def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first,
                                                                          rows_peaked):
   rows, _ = _rows()
@@ -92,6 +92,13 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     sums = {k: v["LLM"] + v["user"] for k, v in parsed.payoff.items() if k[:2] == other_kind}
     if rows_peaked == "read":  # the other type's row has no peak: the table's maximum is the key
       assert select_sum(parsed.payoff) == key
+    elif rows_peaked == "bumped":  # at most one raised cell there, far below the key's
+      assert select_sum(parsed.payoff) == key
+      raised = [k for k, v in parsed.payoff.items()
+                if k[:2] == other_kind and (v["LLM"], v["user"]) != (1, 2)]
+      assert len(raised) <= 1 and all(
+          sums[k] <= sum(parsed.payoff[key].values()) - 2.5 for k in raised), text
+      others[len(raised)] += 1
     else:  # it peaks on a strategy of its own, drawn apart from the read row's
       best = select_in_row(parsed.payoff, other_kind)
       assert sorted(sums.values())[-1] - sorted(sums.values())[-2] >= 2
@@ -105,7 +112,9 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     if action(key) != "CQ":
       assert answers[warm_start.plain_question(r)] in parsed.response
     counts[(kind, action(key))] += 1
-  if tables != "varied":  # every number follows from where the peaks are: one table per key
+  if rows_peaked == "bumped":  # half the tables raise a cell of the other row
+    assert abs(others[1] / len(rows) - 0.5) < 0.1, others
+  elif tables != "varied":  # every number follows from where the peaks are: one table per key
     # (per key and other row's peak, when both rows peak)
     assert all(len(b) == (1 if rows_peaked == "read" or mode == "oracle" else 3)
                for b in blocks.values()), blocks
@@ -336,16 +345,18 @@ def test_a_redrawn_strategy_follows_the_mix_whatever_the_type(hedge):
       {warm_start.plain_question(r) for r in rows})
 
 
-@pytest.mark.parametrize("draw", ["row", "visit"])
-def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, smollm2_gguf_path):
+@pytest.mark.parametrize("draw, rows_peaked", [("row", "read"), ("visit", "read"),
+                                               ("visit", "bumped")])
+def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, rows_peaked,
+                                                                       smollm2_gguf_path):
   """The SFT batch of pass k carries out the row's pass-k draw (`visit`) or its one draw (`row`),
-  in one padded shape wide enough for any strategy the row may carry out."""
+  in one padded shape wide enough for any strategy the row may carry out (and any bump)."""
   from configs import grpo
   from gtalign.models.tokenizer import load_tokenizer
   from gtalign.training import batches
   tok = load_tokenizer(smollm2_gguf_path)
   config = grpo.get_config("tiny")
-  config.sft.batch_size, config.sft.draw = 4, draw
+  config.sft.batch_size, config.sft.draw, config.sft.rows = 4, draw, rows_peaked
   rows = warm_start.warm_rows(0, 8, exclude=set())
   answers = {warm_start.plain_question(r): "Paris. " * (1 + 6 * (i % 3)) for i, r in
              enumerate(rows)}
@@ -364,8 +375,8 @@ def test_sft_passes_redraw_the_move_only_when_asked_and_keep_one_shape(draw, smo
           warm_start.warm_start_strategy(rows[index], "random", visit)
       keys[index].append(key)
   assert len(shapes) == 1
-  widest = max(len(batches.sft_completion(run, r, strategy=s)[0])
-               for r in rows for s in warm_start.STRATEGIES)
+  widest = max(len(batches.sft_completion(run, r, v, strategy=s)[0])
+               for r in rows for s in warm_start.STRATEGIES for v in range(20))
   assert next(iter(shapes))[1] >= 3 + widest - 1
   changed = sum(len(set(k)) > 1 for k in keys.values())
   assert changed == 0 if draw == "row" else changed >= 6, keys

@@ -46,7 +46,10 @@ DRAWS = ("row", "visit")
 # while the key read the DQ row (key = pick 0.69 after 8 RL steps), and no definite answer was
 # paid. With both rows priced, the table is the payoff of each reading, as the game has it, and
 # definite and vague questions push the same table (DQ row to DA, VQ row to CQ).
-ROWS = ("read", "both")
+# "bumped": as "read", but in half the traces one cell of the other row is raised a little
+# (`BUMPS`, never near the peak): a provider's edit prices both rows, and a scan that had only
+# seen flat other rows copied such a bump into the row it reads (README "The default run").
+ROWS = ("read", "both", "bumped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Draw:
 
 
 ROW_DRAW = Draw()
+# (strategy, (LLM, user)): the other row's cell raised under `sft.rows=bumped`
+Bump = tuple[str, tuple[float, float]]
 
 
 def draw_of(sft) -> Draw:
@@ -175,17 +180,21 @@ def category(name: str) -> world.Category:
 _OTHER_CELLS = ((1, 2), (2, 1), (0, 1), (1, 0), (2, 3), (3, 2), (0.5, 1.5), (1.5, 0.5), (1, 2.5),
                 (2.5, 1), (0, 2), (2, 0), (1.5, 3), (3, 1.5), (-1, 1), (1, -1))
 _CHOSEN_CELLS = ((4, 3), (3, 4), (4.5, 3.5), (3.5, 4.5), (5, 3), (3, 5), (4, 4.5), (4.5, 4))
+# the other row's raised cell under `sft.rows=bumped`: LLM + user 3.5-4.5, above the flat (1, 2)
+# and well below a peak (7)
+BUMPS = ((1.5, 2.5), (2, 2), (2.5, 1.5), (1, 3), (2, 2.5), (2.5, 2), (1.5, 3), (3, 1.5))
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 
 
 def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
-                 other: str | None = None) -> dict[str, tuple[float, float]]:
+                 other: str | None = None, bump: Bump | None = None
+                 ) -> dict[str, tuple[float, float]]:
   """The warm-start payoff table (LLM, user), drawn from `seed`: its LLM + user maximum is
   `question_type`_`strategy`, by 2 or more (and the other row's, `other`, when given); the
   numbers vary from table to table, so reading the
   table means reading its numbers, not where a fixed pattern sits. `seed=None`: one fixed
   pattern, (4, 3) on the chosen cell and (1, 2) elsewhere (what a random tiny model can learn
-  in a test's few steps)."""
+  in a test's few steps). `bump`: (strategy, cell) of the other row raised to that cell."""
   if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
     raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
   if other is not None and other not in STRATEGIES:
@@ -194,10 +203,16 @@ def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
   if other is not None:
     chosen.add(f"{'VQ' if question_type == 'DQ' else 'DQ'}_{other}")
   if seed is None:  # one fixed pattern: (4, 3) on the chosen cells, (1, 2) elsewhere
-    return {k: (4, 3) if k in chosen else (1, 2) for k in PAYOFF_KEYS}
-  rng = random.Random(f"table/{seed}")
-  return {k: rng.choice(_CHOSEN_CELLS) if k in chosen else rng.choice(_OTHER_CELLS)
-          for k in PAYOFF_KEYS}
+    table = {k: (4, 3) if k in chosen else (1, 2) for k in PAYOFF_KEYS}
+  else:
+    rng = random.Random(f"table/{seed}")
+    table = {k: rng.choice(_CHOSEN_CELLS) if k in chosen else rng.choice(_OTHER_CELLS)
+             for k in PAYOFF_KEYS}
+  if bump is not None:
+    if other is not None:
+      raise ValueError("a table's other row either peaks (other) or is bumped (bump), not both")
+    table[f"{'VQ' if question_type == 'DQ' else 'DQ'}_{bump[0]}"] = bump[1]
+  return table
 
 
 def reading(row: Mapping[str, Any]) -> str:
@@ -270,9 +285,9 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
                  tables: str = "varied", chosen_first: bool = False,
-                 other: str | None = None) -> str:
+                 other: str | None = None, bump: Bump | None = None) -> str:
   """The four blocks for a row carrying out `strategy`, the row's type read correctly; `other`:
-  the strategy the other type's row peaks on (none: that row is flat).
+  the strategy the other type's row peaks on (none: that row is flat, or `bump`ed).
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
   `plain_question(row)`); by default the row's gold answer. The strategy appears first as the
@@ -289,7 +304,7 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   if tables not in TABLES:
     raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
   table = trace_payoff(kind, strategy, str(row.get("row_id")) if tables == "varied" else None,
-                       other)
+                       other, bump)
   payoff = payoff_json(table, first=f"{kind}_{strategy}" if chosen_first else None)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
@@ -336,12 +351,24 @@ def other_row_strategy(row: Mapping[str, Any], mode: str, visit: int = 0,
                        draw: Draw = ROW_DRAW) -> str | None:
   """The strategy the other type's row peaks on (`sft.rows=both`), drawn on its own; None
   when only the read row peaks. "oracle": that type's best move."""
-  if draw.rows == "read":
+  if draw.rows != "both":
     return None
   if mode == "oracle":
     return "CQ" if row["extra_info"]["question_type"] == "DQ" else "DA"
   return _drawn(f"warm-start-other/{row['row_id']}" + (f"/{visit}" if visit else ""),
                 draw.hedge)
+
+
+def other_row_bump(row: Mapping[str, Any], visit: int = 0, draw: Draw = ROW_DRAW
+                   ) -> Bump | None:
+  """`sft.rows=bumped`: in half the traces, drawn per row and pass, one cell of the other type's
+  row raised to one of `BUMPS`; None otherwise (and under the other `sft.rows`)."""
+  if draw.rows != "bumped":
+    return None
+  rng = random.Random(f"warm-start-bump/{row['row_id']}" + (f"/{visit}" if visit else ""))
+  if rng.random() < 0.5:
+    return None
+  return rng.choice(STRATEGIES), rng.choice(BUMPS)
 
 
 def needs_answer(row: Mapping[str, Any], mode: str, dialogues: float = 0.0,
@@ -382,9 +409,11 @@ def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str]
   strategy = strategy or warm_start_strategy(second, mode, visit, draw)
   answer = (answers or {}).get(plain_question(row))
   return [(format_trace(row, "CQ", None, tables, chosen_first,
-                        other_row_strategy(row, mode, visit, draw)), detail_reply(row)),
+                        other_row_strategy(row, mode, visit, draw),
+                        other_row_bump(row, visit, draw)), detail_reply(row)),
           (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
-                        chosen_first, other_row_strategy(second, mode, visit, draw)), None)]
+                        chosen_first, other_row_strategy(second, mode, visit, draw),
+                        other_row_bump(second, visit, draw)), None)]
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
@@ -396,7 +425,8 @@ def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
   none)."""
   answer = (answers or {}).get(plain_question(row))
   return format_trace(row, strategy or warm_start_strategy(row, mode, visit, draw), answer,
-                      tables, chosen_first, other_row_strategy(row, mode, visit, draw))
+                      tables, chosen_first, other_row_strategy(row, mode, visit, draw),
+                      other_row_bump(row, visit, draw))
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:
