@@ -26,9 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the shared warm start teaches half its vague questions as two-turn dialogues (ask, the
   # user gives the detail, answer), so that a policy can read a reply at all
   c.sft.dialogues = 0.5
-  # an episode of up to 3 turns is ~1,400 tokens: the update runs in 4 microbatches of 4
+  # an episode of up to 3 turns is ~1,400 tokens: the update runs in microbatches of 4
   # episodes (the same (sum, count) loss), so its logits fit the 2-core machine's 24 GiB
-  c.rl.num_microbatches = 4
+  c.rl.num_microbatches = max(4, c.rl.prompts_per_step * c.rl.num_samples // 4)
   # a dialogue's turns each write a <thinking> and an <analyze>; RL trains them all
   # (rl.train_thinking / train_analyze / train_other_row=False are single-turn only), in both arms alike
   c.rl.train_thinking = True

@@ -71,7 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
       # only, DA on DQ 0.89, CQ on VQ 0.00); with read, the peak follows the reading and RL
       # moved both (0.95, 0.59; README "The default run", levers c0 and r0); bumped = read,
       # with one cell of the other row raised a little in half the traces
-      # (data/warm_start.BUMPS), so a provider's edit of both rows is not new to the scan
+      # (data/warm_start.BUMPS), so a provider's edit of both rows is not new to the scan:
+      # steering after the warm start 0.78 -> 0.94 at seed 0, but RL then peaked the tables
+      # on DA in both rows and never learned the vague row (lever b0)
       rows="read",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
@@ -101,16 +103,17 @@ def base_config() -> ml_collections.ConfigDict:
       # the RL phase's own seed (its sampling and prompt order), on top of `seed`, which also
       # draws the world and the warm start: RL arms of one warm start differ only in this
       seed=0,
-      steps=12,
-      # 2 prompts x 8 samples: the same 16 rollouts a step as 4 x 4, in groups where the
-      # rarer move shows up. Measured (README "The default run", levers g2, t0, t1): the
-      # definite row learned at all three seeds (DA on DQ 0.81-0.94; 4 x 4: at one), the vague
-      # row at none (4 x 4: at one); its one vague prompt a step often holds no CQ sample
-      prompts_per_step=2,
+      # 6 steps of 4 prompts (2 definite, 2 vague) x 8 samples, 2 updates on each: groups
+      # where the rarer move shows up, both types twice a step, and 12 updates. Measured from
+      # the same warm starts (README "The default run", levers p0, p1 against t0, t1): 2 x 8 x
+      # 12 steps learned the definite row at every seed and the vague row at none (CQ on VQ
+      # 0.00, 0.00); this learned both at seed 0 (0.95, 0.82) and the vague one at seed 1
+      steps=6,
+      prompts_per_step=4,
       num_samples=8,  # G: completions per prompt
       # policy updates on each step's samples (TRL's num_iterations, verl's ppo_epochs): above
       # 1 the later ones see a ratio away from 1 and the clip bounds them; 1 = on-policy
-      updates_per_batch=1,
+      updates_per_batch=2,
       temperature=1.0,
       top_p=1.0,
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
@@ -156,7 +159,7 @@ def base_config() -> ml_collections.ConfigDict:
       # of the loss (its welfare never depended on them; rollout.mask_other_row)
       train_other_row=True,
       loss_agg="token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
-      num_microbatches=1,
+      num_microbatches=2,  # 16 of the 32 rollouts at a time (11.6 GB peak on the 2-core CPU)
       # all | top_k_blocks:N (SFT uses it too); with adapters, whose blocks' adapters train
       trainable="top_k_blocks:8",
       judge="rule",  # rule | http://host:port/v1 (any OpenAI-compatible server, gtalign.serve too)
@@ -221,8 +224,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 2e-4 did not
     c = _lora(c, rank=16, sft_lr=5e-3, rl_lr=2e-4)
     # the backward pass now runs through all 30 blocks, not the top 8: one RL update of 16
-    # rollouts at once peaked above 24 GB here (OOM-killed); 4 microbatches of 4 do not
-    c.rl.num_microbatches = 4
+    # rollouts at once peaked above 24 GB here (OOM-killed); microbatches of 4 do not
+    c.rl.num_microbatches = c.rl.prompts_per_step * c.rl.num_samples // 4
     return c
   if arg == "gtalign_math_lora":
     c = _lora(get_config("gtalign_math"), rank=64, sft_lr=1e-4, rl_lr=1e-5, base_quant="nf4")
@@ -250,6 +253,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rl.steps = 4
     c.rl.prompts_per_step = 4  # 8 rows: splits over up to 8 devices
     c.rl.num_samples = 2
+    c.rl.updates_per_batch = 1
+    c.rl.num_microbatches = 1
     c.rl.temperature = 0.5
     c.rl.max_new_tokens = 256
     c.rl.lr = 3e-5
@@ -287,6 +292,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft.steps = 0
     c.rl.adv_std_floor = 0.0  # plain GRPO: the floor is sized for the world's reward gaps
     c.rl.steps = 180
+    c.rl.updates_per_batch = 1  # verl's ppo_epochs default, as the paper's runs
     c.rl.prompts_per_step = 64
     c.rl.num_samples = 8
     c.rl.max_new_tokens = 2048

@@ -21,6 +21,7 @@ def _ppo(c):
   c.rl.advantage = "gae"
   c.rl.adv_std_floor = 0.0  # GRPO's group-std floor; GAE whitens its advantages instead
   c.rl.num_samples = 1
+  c.rl.updates_per_batch = 1
   c.rl.gamma = 1.0
   c.rl.lam = 1.0
   c.rl.clip_low = c.rl.clip_high = 0.2

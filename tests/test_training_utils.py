@@ -429,3 +429,23 @@ def test_console_eta_follows_the_phases(tmp_path, capsys):
   w.close()
   last = capsys.readouterr().out.strip().splitlines()[-1]
   assert "eta 0:08" in last, last  # two RL steps at 4 x 1 s, not two more SFT-rate seconds
+
+
+def test_the_eta_prior_of_an_rl_step_grows_with_rollouts_updates_and_turns():
+  """Until measured, the ETA prices an RL step in SFT steps: in proportion to its rollouts, each
+  further update of its samples at UPDATE_SHARE, each further dialogue turn at its own cost."""
+  from configs import grpo
+  from gtalign.training import loop
+  config = grpo.get_config()
+  config.rl.prompts_per_step, config.rl.num_samples, config.rl.updates_per_batch = 2, 8, 1
+  config.rl.max_turns = 1
+  sft, rl = loop.step_costs(config)
+  assert sft == 1.0 and rl == pytest.approx(loop.RL_STEP_COST)
+  config.rl.prompts_per_step = 4
+  assert loop.step_costs(config)[1] == pytest.approx(2 * loop.RL_STEP_COST)
+  config.rl.updates_per_batch = 2
+  assert loop.step_costs(config)[1] == pytest.approx(
+      2 * loop.RL_STEP_COST * (1 + loop.UPDATE_SHARE))
+  config.rl.updates_per_batch, config.rl.max_turns, config.sft.dialogues = 1, 3, 0.5
+  assert loop.step_costs(config) == pytest.approx(
+      (loop.SFT_DIALOGUE_COST, 2 * loop.RL_STEP_COST * (1 + 2 * loop.DIALOGUE_TURN_COST)))

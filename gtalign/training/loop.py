@@ -47,13 +47,17 @@ DIALOGUE_TURN_COST = 0.5
 # of an RL step, the policy update's share (the rest samples and scores): each further update
 # of rl.updates_per_batch costs this much more (seed 2, 2-core Intel Xeon: 13 s of 35 s)
 UPDATE_SHARE = 0.37
+# the rollouts a step (prompts x samples) RL_STEP_COST was measured with; a step costs about
+# in proportion (32 rollouts, 2 updates: 70-88 s against 4.2 s SFT steps, 2-core Intel Xeon)
+RL_STEP_ROLLOUTS = 16
 
 
 def step_costs(config) -> tuple[float, float]:
   """(SFT step, RL step) in units of a default SFT step: the ETA's priors until measured."""
   sft = SFT_DIALOGUE_COST if config.sft.dialogues else 1.0
-  return sft, RL_STEP_COST * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
-                              + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
+  rollouts = config.rl.prompts_per_step * config.rl.num_samples / RL_STEP_ROLLOUTS
+  return sft, RL_STEP_COST * rollouts * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
+                                         + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
 
 
 def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformation:
