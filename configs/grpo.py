@@ -186,6 +186,9 @@ def base_config() -> ml_collections.ConfigDict:
       # and report the share followed (gtalign.evaluation.steering): 3 continuations a prompt
       steering=True,
       steering_prompts=12,  # the first N held-out prompts are steered (0: all of them)
+      # both: an edit prices both rows (a provider's pricing change); read: only the row the
+      # policy read, the other left as it wrote it (evaluation.steering.EDITS)
+      steering_edit="both",
       base_plain=True,  # world: the base model asked each held-out question plainly (no game)
       phrasings=True,  # reading accuracy on questions written for the check (evaluation.reading)
       # > 0: also play each held-out question as a greedy dialogue of up to this many turns

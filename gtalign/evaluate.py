@@ -45,6 +45,9 @@ _MAX_PROMPT_LENGTH = flags.DEFINE_integer("max_prompt_length", 2048,
                                           "Longer prompts are dropped (and counted).")
 _STEERING = flags.DEFINE_integer("steering_prompts", 12, "Prompts per source whose table is "
                                  "edited to select each strategy and continued (0: none).")
+_STEERING_EDIT = flags.DEFINE_enum("steering_edit", "both", ["both", "read"], "Which rows a "
+                                   "steering edit prices: both (a pricing change) or only the "
+                                   "row the policy read.")
 _EPS = flags.DEFINE_float("eps", 0.1, "epsilon of the Pareto coverage (a share of each axis's "
                           "range).")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the prompts.")
@@ -75,7 +78,7 @@ def main(argv):
       _NUM_PROMPTS.value, _MAX_NEW_TOKENS.value, _MAX_PROMPT_LENGTH.value, _STEERING.value,
       _EPS.value, _BOOTSTRAP.value, _OUTPUT.value, _CHUNK.value, _DTYPE.value, _PRESET.value,
       _JUDGE_MAX_TOKENS.value, _RESTYLE.value, _DIALOGUE_TURNS.value, _SIMULATOR.value,
-      _SIMULATOR_MODEL.value)
+      _SIMULATOR_MODEL.value, _STEERING_EDIT.value)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,9 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.checkpoint.every=0", "checkpoint.every"),
                                           ("--config.rl.updates_per_batch=0",
                                            "rl.updates_per_batch"),
-                                          ("--config.sft.tables=fixd", "sft.tables")])
+                                          ("--config.sft.tables=fixd", "sft.tables"),
+                                          ("--config.eval.steering_edit=one",
+                                           "eval.steering_edit")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",
                          f"--workdir={tmp_path}", override)

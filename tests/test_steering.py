@@ -124,3 +124,26 @@ def test_an_edit_keeps_the_order_the_policy_wrote_its_table_in():
   assert trace.payoff_order("{'DQ_AQ': 1}") is None
   assert steering.with_table("<payoff>junk</payoff>", edited) == (
       f"<payoff>{edited.to_json()}</payoff>")
+
+
+def test_a_read_row_edit_leaves_the_other_row_as_the_policy_wrote_it():
+  """`edit="read"` prices only the row the policy read: a scan thrown by a changed cell in the
+  row it never reads follows every such edit and misses the two-row ones."""
+  for strategy in payoff.ACTIONS:
+    edited = steering.table_for(OWN, strategy, rows=("DQ",))
+    assert steering.row_pick(edited, "DQ") == f"DQ_{strategy}"
+    assert all(edited[k] == OWN[k] for k in trace.PAYOFF_KEYS if k.startswith("VQ"))
+
+  def thrown(table, row):  # reads its row, unless the other row no longer is its own
+    other = "VQ" if row == "DQ" else "DQ"
+    same = all(table[k] == OWN[k] for k in trace.PAYOFF_KEYS if k.startswith(other))
+    return steering.row_pick(table, row) if same else f"{row}_CQ"
+
+  rows, texts, tokens = _traces(10)
+  both = steering.steer(Scripted(thrown), None, [[1]] * 10, texts, tokens, rows)
+  read = steering.steer(Scripted(thrown), None, [[1]] * 10, texts, tokens, rows, edit="read")
+  # two-row edits: followed only where the other row's own peak already was the strategy (DA
+  # for definite traces, CQ for vague ones: 1/6) or the rule's fallback is right (CQ: 1/3)
+  assert steering.score(read, 10) == 1.0 and steering.score(both, 10) == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="steering edit 'all'"):
+    steering.steer(Scripted(thrown), None, [[1]] * 10, texts, tokens, rows, edit="all")

@@ -96,7 +96,7 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
              n_boot: int = 1000, output: str | None = None, chunk: int = 18,
              dtype: str = "", preset: str = "", judge_max_tokens: int = 1024,
              restyle: bool = False, dialogue_turns: int = 0, simulator: str = "rule",
-             simulator_model: str = "user") -> dict:
+             simulator_model: str = "user", steering_edit: str = "both") -> dict:
   """Evaluates `model` on each source; returns {"sources": {source: summary}, ...} as written
   to `output/evaluate.json`."""
   from gtalign.dialogue import evaluation as dialogues
@@ -114,6 +114,7 @@ def evaluate(model: str, data: str = "world", sources=(), judge: str = "rule",
   max_new_tokens = max_new_tokens or config.eval.max_new_tokens
   config.eval.update(dict(max_new_tokens=max_new_tokens, chunk=chunk, bootstrap=n_boot,
                           steering=steering_prompts > 0, steering_prompts=steering_prompts,
+                          steering_edit=steering_edit,
                           phrasings=data.startswith("world"), base_plain=False,
                           dialogue_turns=dialogue_turns))
   config.rl.simulator, config.rl.simulator_model = simulator, simulator_model

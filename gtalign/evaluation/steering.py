@@ -30,20 +30,25 @@ ROWS = ("DQ", "VQ")
 # stands in when the policy's own table does not parse: every cell alike, so only the edit
 # decides the pick
 NEUTRAL = payoff.Bimatrix(llm=(1.0,) * 6, user=(1.0,) * 6)
+# which rows an edit prices (`eval.steering_edit`): "both", as a provider's pricing change
+# would; "read", only the row the policy's <thinking> read (the other row as it wrote it), to
+# tell a scan thrown by a changed row it never reads from one that ignores its table
+EDITS = ("both", "read")
 MARGIN = 0.5  # the strategy's welfare (LLM + user) beats every other cell of its row by this
 STEP = 0.5  # a raised cell moves in halves, the grid of the tables the warm start writes
 
 
-def table_for(own: payoff.Bimatrix | None, strategy: str) -> payoff.Bimatrix:
-  """The policy's table edited so that `strategy` is the pick of each row (DQ and VQ): a row's
-  best cell swapped onto the strategy, then, if another cell of the row still comes close, the
-  strategy's cell raised for both players, in steps of STEP, until it leads by MARGIN. Other
-  cells keep the policy's numbers."""
+def table_for(own: payoff.Bimatrix | None, strategy: str,
+              rows: Sequence[str] = ROWS) -> payoff.Bimatrix:
+  """The policy's table edited so that `strategy` is the pick of each of `rows` (DQ and VQ by
+  default): a row's best cell swapped onto the strategy, then, if another cell of the row still
+  comes close, the strategy's cell raised for both players, in steps of STEP, until it leads by
+  MARGIN. Other cells keep the policy's numbers."""
   if strategy not in payoff.ACTIONS:
     raise ValueError(f"strategy {strategy!r}; expected one of {payoff.ACTIONS}")
   pts = (own or NEUTRAL).points()
   pts = {k: (v if np.isfinite(v).all() else (0.0, 0.0)) for k, v in pts.items()}
-  for row in ROWS:
+  for row in rows:
     keys = [f"{row}_{a}" for a in payoff.ACTIONS]
     target = f"{row}_{strategy}"
     best = max(keys, key=lambda k: sum(pts[k]))
@@ -54,7 +59,7 @@ def table_for(own: payoff.Bimatrix | None, strategy: str) -> payoff.Bimatrix:
     pts[target] = (pts[target][0] + lift, pts[target][1] + lift)
   edited = payoff.Bimatrix.from_dict({k: {"LLM": round(l, 1), "user": round(u, 1)}
                                       for k, (l, u) in pts.items()})
-  assert all(row_pick(edited, row) == f"{row}_{strategy}" for row in ROWS), (edited, strategy)
+  assert all(row_pick(edited, row) == f"{row}_{strategy}" for row in rows), (edited, strategy)
   return edited
 
 
@@ -96,10 +101,12 @@ class Steered:
 
 def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
           tokens: Sequence[Sequence[int]], rows: Sequence[str], max_new_tokens: int = 192,
-          prompt_indices: Sequence[int] | None = None) -> list[Steered]:
+          prompt_indices: Sequence[int] | None = None, edit: str = "both") -> list[Steered]:
   """Three edits per prompt whose greedy trace (`texts`, `tokens`) reached `</payoff>`; `rows`
   are the questions' types (DQ or VQ), the row a target key names when the policy's
-  `<thinking>` names no type. Prompts without a table get no entry."""
+  `<thinking>` names no type; `edit` one of EDITS. Prompts without a table get no entry."""
+  if edit not in EDITS:
+    raise ValueError(f"steering edit {edit!r}; expected one of {EDITS}")
   cases, prefixes, own_ids, ids = [], [], [], []
   for i, (text, row) in enumerate(zip(texts, rows)):
     end = text.find(trace.PAYOFF_END)
@@ -110,7 +117,7 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
     own = payoff.Bimatrix.from_dict(written) if written else None
     row = reading.read_type(reading.thinking(cut)) or row  # the row the policy will scan
     for strategy in payoff.ACTIONS:
-      table = table_for(own, strategy)
+      table = table_for(own, strategy, ROWS if edit == "both" else (row,))
       cases.append((i, f"{row}_{strategy}", table))
       prefixes.append(with_table(cut, table))
       own_ids.append(tokens[i])

@@ -154,7 +154,8 @@ def steer(run, sampler_params, rows, texts, tokens, scored, first: int, name: st
     piece = slice(at, min(at + chunk, count))
     found = steering.steer(run.sampler, sampler_params, [run.prompt(r) for r in rows[piece]],
                            texts[piece], tokens[piece], types[piece],
-                           prompt_indices=np.arange(first + at, first + at + len(rows[piece])))
+                           prompt_indices=np.arange(first + at, first + at + len(rows[piece])),
+                           edit=run.config.eval.steering_edit)
     steered += [dataclasses.replace(s, prompt=s.prompt + at) for s in found]
   distributed.log(f"gtalign: eval {name!r}: steering, {len(steered)} edited tables continued in "
                   f"{time.perf_counter() - begin:.0f} s")

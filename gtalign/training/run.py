@@ -22,6 +22,7 @@ import numpy as np
 from gtalign.adapters import lora
 from gtalign.data import warm_start
 from gtalign.data import world as world_lib
+from gtalign.evaluation import steering
 from gtalign.game import prompt as prompt_lib
 from gtalign.game import trace as trace_lib
 from gtalign.models.checkpoints import load_pretrained
@@ -262,7 +263,9 @@ def check_options(config) -> None:
                               ("sft.warm_start", config.sft.warm_start, warm_start.WARM_STARTS),
                               ("sft.tables", config.sft.tables, warm_start.TABLES),
                               ("sft.draw", config.sft.draw, warm_start.DRAWS),
-                              ("sft.rows", config.sft.rows, warm_start.ROWS)):
+                              ("sft.rows", config.sft.rows, warm_start.ROWS),
+                              ("eval.steering_edit", config.eval.steering_edit,
+                               steering.EDITS)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
