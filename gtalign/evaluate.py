@@ -45,9 +45,9 @@ _MAX_PROMPT_LENGTH = flags.DEFINE_integer("max_prompt_length", 2048,
                                           "Longer prompts are dropped (and counted).")
 _STEERING = flags.DEFINE_integer("steering_prompts", 12, "Prompts per source whose table is "
                                  "edited to select each strategy and continued (0: none).")
-_STEERING_EDIT = flags.DEFINE_enum("steering_edit", "both", ["both", "read"], "Which rows a "
-                                   "steering edit prices: both (a pricing change) or only the "
-                                   "row the policy read.")
+_STEERING_EDIT = flags.DEFINE_string("steering_edit", "both", "Which rows a steering edit "
+                                     "prices: both (a pricing change) or read (only the row "
+                                     "the policy read); checked as eval.steering_edit.")
 _EPS = flags.DEFINE_float("eps", 0.1, "epsilon of the Pareto coverage (a share of each axis's "
                           "range).")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the prompts.")

@@ -127,3 +127,9 @@ def test_corrupt_hf_directory_is_named(tmp_path):
 def test_sample_pricing_errors_name_the_flag(spec, words):
   line = _one_error_line("gtalign.sample", "--prompt=hi", "--game", f"--pricing={spec}")
   assert "--pricing" in line and words in line
+
+
+def test_evaluate_bad_steering_edit_names_the_key():
+  line = _one_error_line("gtalign.evaluate", "--model=tiny-random", "--data=world",
+                         "--steering_edit=all")
+  assert "eval.steering_edit='all'" in line and "read" in line, line

@@ -161,15 +161,17 @@ def test_the_server_answers_with_a_response_whenever_one_generation_writes_one(p
       assert choice["pricing"]["payoff_priced"] != choice["pricing"]["payoff_written"]
 
 
-def test_steering_continues_every_edit_from_its_own_ids_and_reads_what_it_did(policy):
+@pytest.mark.parametrize("edit", ["both", "read"])
+def test_steering_continues_every_edit_from_its_own_ids_and_reads_what_it_did(policy, edit):
   """The steering metric (evaluation.steering) on the real weights: three edits per trace, each
   continued past `</payoff>` from the policy's own ids; every continuation writes a key and a
-  response, scored against the key the edited table selects in the row the policy read."""
+  response, scored against the key the edited table selects in the row the policy read. With
+  `edit="read"` the row the policy did not read stays as it wrote it."""
   from gtalign.evaluation import reading, steering
   from gtalign.game import payoff
   sampler, params, tokenizer, prompts, whole = policy
   rows = ["DQ", "VQ", "DQ", "VQ", "VQ"]  # the QUESTIONS' types
-  steered = steering.steer(sampler, params, prompts, whole.texts, whole.tokens, rows)
+  steered = steering.steer(sampler, params, prompts, whole.texts, whole.tokens, rows, edit=edit)
   assert len(steered) == 3 * len(prompts)
   for s in steered:
     text = whole.texts[s.prompt]
@@ -177,6 +179,12 @@ def test_steering_continues_every_edit_from_its_own_ids_and_reads_what_it_did(po
     read = reading.read_type(reading.thinking(cut)) or rows[s.prompt]
     assert s.target[:2] == read
     assert steering.row_pick(payoff.Bimatrix.from_dict(s.table), read) == s.target
+    written, _ = trace.parse_payoff(trace.extract_block(cut, "payoff") or "", mode="lenient")
+    if edit == "read" and written:
+      other = "VQ" if read == "DQ" else "DQ"
+      own = payoff.Bimatrix.from_dict(written)
+      assert all(payoff.Bimatrix.from_dict(s.table)[k] == own[k]
+                 for k in trace.PAYOFF_KEYS if k.startswith(other)), (s.table, written)
     assert s.chosen_key is not None and s.action is not None, s.text
     assert s.text.endswith(trace.RESPONSE_END), s.text
   assert {s.target[-2:] for s in steered} == set(payoff.ACTIONS)
