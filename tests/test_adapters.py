@@ -261,7 +261,8 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   from gtalign.models.transformer import logical_axes
   c = ml_collections.ConfigDict(dict(
       rl=dict(algorithm="grpo", trainable="all", prompts_per_step=2, num_samples=2,
-              max_new_tokens=8, num_microbatches=1, max_turns=1),
+              max_new_tokens=8, num_microbatches=1, max_turns=1, kl_coef=0.0,
+              thinking_kl=0.1),
       data=dict(max_prompt_length=8)))
   config = get_preset("tiny-llama")
   adapted = config.replace(lora_rank=4, lora_alpha=8.0, lora_targets=ALL, base_quant="nf4")
@@ -275,6 +276,13 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   plan = memory.plan(adapted, c)
   assert plan.base + plan.trained == sum(x.nbytes for x in jax.tree.leaves(state.params))
   assert plan.optimizer == sum(x.nbytes for x in jax.tree.leaves(state.opt_state) if x.ndim)
+  assert plan.reference == 0  # a KL with adapters reads the base with them off: no copy
+  # full weights: the KL reference is a copy of every param (training/loop.py copy_params)
+  full = memory.plan(config, c)
+  assert full.reference == sum(x.nbytes for x in jax.tree.leaves(init_params(
+      config, jax.random.PRNGKey(0)))) and "KL reference" in full.line()
+  c.rl.thinking_kl = 0.0
+  assert memory.plan(config, c).reference == 0
 
 
 def test_a_checkpoint_of_another_base_or_setting_is_refused_naming_both():

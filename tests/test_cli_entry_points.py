@@ -106,7 +106,9 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                            "rl.updates_per_batch"),
                                           ("--config.sft.tables=fixd", "sft.tables"),
                                           ("--config.eval.steering_edit=one",
-                                           "eval.steering_edit")])
+                                           "eval.steering_edit"),
+                                          # tiny trains its <thinking>: nothing to hold
+                                          ("--config.rl.thinking_kl=0.1", "rl.thinking_kl")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",
                          f"--workdir={tmp_path}", override)

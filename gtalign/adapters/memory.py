@@ -36,6 +36,7 @@ class Plan:
   kv_cache: int  # one rollout's cache: every row, every layer, prompt + completion
   activations: int  # one update microbatch (estimate)
   critic: int = 0  # PPO: the value model, a copy of the policy's tree with its own training
+  reference: int = 0  # a KL to the starting policy (rl.kl_coef, rl.thinking_kl): its copy
 
   @property
   def total(self) -> int:
@@ -51,7 +52,8 @@ class Plan:
             f"{gib(self.trained)} + gradients {gib(self.gradients)} + AdamW "
             f"{gib(self.optimizer)} + sampler weights {gib(self.sampler_weights)} + KV cache "
             f"{gib(self.kv_cache)} + activations ~{gib(self.activations)}"
-            + (f" + critic {gib(self.critic)}" if self.critic else "") + " = "
+            + (f" + critic {gib(self.critic)}" if self.critic else "")
+            + (f" + KL reference {gib(self.reference)}" if self.reference else "") + " = "
             f"{gib(self.total)}: {verdict} a {card_gib:g} GiB card with {HEADROOM:.0%} to spare")
 
 
@@ -96,6 +98,9 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
   activations = (saved + block + scores if m.remat else depth * (block + scores))
   activations += 2 * micro * window * m.vocab_size * 4
   state = _bytes(frozen) + _bytes(trained) + 12 * n_trained
+  # with adapters the reference is the same base with the adapters off: no copy
+  copied = (rl.kl_coef or rl.thinking_kl) and not lora.enabled(model_config)
   return Plan(base=_bytes(frozen), trained=_bytes(trained), gradients=4 * n_trained,
               optimizer=8 * n_trained, sampler_weights=sampler, kv_cache=kv,
-              activations=int(activations), critic=state if rl.algorithm == "ppo" else 0)
+              activations=int(activations), critic=state if rl.algorithm == "ppo" else 0,
+              reference=_bytes(shapes) if copied else 0)

@@ -37,6 +37,9 @@ class ObjectiveConfig:
   kl_coef: float = 0.0
   kl_estimator: str = "k3"
   kl_in_reward: bool = False  # KL as a per-sequence reward penalty instead of a loss term
+  # KL to the reference on the tokens the batch's `anchor_mask_bc` marks (the <thinking> block
+  # left out of the policy loss): each weighs this much against a trained token's loss
+  thinking_kl: float = 0.0
   entropy_coef: float = 0.0
   loss_agg: str = "token-mean"
   loss_agg_norm: float = 1.0  # seq-mean-token-sum-norm's constant (max response tokens)
@@ -57,6 +60,9 @@ class ObjectiveConfig:
                        f">= 0; got advantage {self.advantage!r}")
     if self.temperature < 0:
       raise ValueError(f"temperature={self.temperature}; expected >= 0")
+    if self.thinking_kl < 0 or (self.thinking_kl and self.loss_agg != "token-mean"):
+      raise ValueError(f"thinking_kl={self.thinking_kl} needs a value >= 0 and loss_agg "
+                       f"'token-mean'; got loss_agg {self.loss_agg!r}")
 
 
 def welfare_of(cfg: ObjectiveConfig, user_b, llm_b):
@@ -158,6 +164,14 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
     metrics["entropy"] = jnp.sum(ent_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
   agg_params = {"norm": cfg.loss_agg_norm} if cfg.loss_agg == "seq-mean-token-sum-norm" else {}
   loss_sum, count = losses.aggregate(cfg.loss_agg, loss_bc, mask_bc, **agg_params)
+  if cfg.thinking_kl:
+    # the reading is held to the warm start's by its KL alone: no advantage reaches it, and
+    # its sum joins the trained tokens' (the token mean's count stays theirs)
+    anchor_bc = mb["anchor_mask_bc"] * mb["reward_valid_b"][:, None]
+    anchor_kl_bc = losses.kl(cfg.kl_estimator, logp_bc, mb["ref_logp_bc"])
+    loss_sum = loss_sum + cfg.thinking_kl * jnp.sum(anchor_kl_bc * anchor_bc)
+    metrics["thinking_kl"] = (jnp.sum(anchor_kl_bc * anchor_bc)
+                              / jnp.maximum(jnp.sum(anchor_bc), 1.0))
   # how far the sampler's log-probs are from the trainer's (dtype, kernels): should be ~0
   gap_bc = jnp.abs(jax.lax.stop_gradient(logp_bc) - mb["old_logp_bc"]) * mask_bc
   metrics["sampler_logp_gap"] = jnp.sum(gap_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)

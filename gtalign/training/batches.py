@@ -139,8 +139,11 @@ def rl_rollout(run: Run, params, step: int):
                                  shape=_agreed_shape(prompts, out.tokens))
   local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
   if not cfg.train_thinking:
-    local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
-                                                 out.tokens, trace_lib.THINKING_END)
+    trained_bc = rollout.mask_through(local["loss_mask_bc"], run.tokenizer, out.tokens,
+                                      trace_lib.THINKING_END)
+    if cfg.thinking_kl:  # the reading: held to the reference by its KL (rl.thinking_kl)
+      local["anchor_mask_bc"] = local["loss_mask_bc"] - trained_bc
+    local["loss_mask_bc"] = trained_bc
   if not cfg.train_other_row:
     local["loss_mask_bc"] = rollout.mask_other_row(
         local["loss_mask_bc"], run.tokenizer, out.tokens,

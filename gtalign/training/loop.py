@@ -120,7 +120,8 @@ def train(config, workdir: str) -> dict[str, Any]:
       objective.sequence_logprobs,
       lora.adapters_off(model_config) if adapters_on else model_config,
       temperature=config.rl.temperature), out_shardings=data_sharding)
-  keep_reference = bool(config.rl.kl_coef) and not adapters_on
+  uses_reference = bool(config.rl.kl_coef or config.rl.thinking_kl)
+  keep_reference = uses_reference and not adapters_on
   # the KL reference is the policy as RL starts (after the warm start), kept in checkpoints;
   # a copy, since the update step donates the train state's buffers
   copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
@@ -194,7 +195,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       batch, stats, records = rollout_step(run, state.params, step - sft_steps)
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
-      elif adapters_on and config.rl.kl_coef:
+      elif adapters_on and uses_reference:
         batch["ref_logp_bc"] = ref_logprobs(state.params, batch)
       stats["phase"] = 1.0
       if critic:
