@@ -87,3 +87,46 @@ def test_thinking_kl_is_refused_where_it_cannot_apply():
                               loss_agg="seq-mean-token-mean")
   with pytest.raises(ValueError, match="thinking_kl"):
     objective.ObjectiveConfig(group_size=2, num_sources=1, thinking_kl=-1.0)
+
+
+def test_grade_reading_trains_the_reading_on_its_own_advantage():
+  """rl.grade_reading: the reading's tokens move with whether it read the type right (its own
+  group-relative advantage), whatever the sample's welfare; the other tokens with welfare's."""
+  import jax.numpy as jnp
+  from gtalign.models.config import get_preset
+  from gtalign.models.transformer import init_params
+  from gtalign.training import rollout
+  config = get_preset("tiny-llama").replace(vocab_size=64, dtype="float32")
+  params = init_params(config, jax.random.PRNGKey(0))
+  batch = rollout.sequence_batch([[1, 2, 3], [1, 2, 3]], [[6, 7, 8, 9, 10], [6, 7, 8, 9]], 0)
+  reading = np.zeros_like(batch["loss_mask_bc"])
+  reading[0, :3] = reading[1, :1] = 1.0  # readings of 3 and 1 tokens; 2 and 3 trained after
+  batch.update(loss_mask_bc=batch["loss_mask_bc"] - reading, reading_mask_bc=reading,
+               user_b=np.asarray([0.8, 0.2], np.float32), llm_b=np.asarray([0.8, 0.2], np.float32),
+               reward_valid_b=np.ones(2, np.float32), source_b=np.zeros(2, np.int32),
+               read_right_b=np.asarray([0.0, 1.0], np.float32))  # the worse sample read right
+  batch["old_logp_bc"] = np.asarray(objective.sequence_logprobs(config, params, batch))
+  cfg = objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading=True)
+  graded = objective.welfare_advantages(cfg, {k: jnp.asarray(v) for k, v in batch.items()})
+  np.testing.assert_allclose(graded["adv_b"], [1.0, -1.0], atol=1e-4)
+  np.testing.assert_allclose(graded["read_adv_b"], [-1.0, 1.0], atol=1e-4)
+  total, count, _ = objective.policy_loss(config, cfg, params, graded)
+  # at ratio 1 a token's loss is -its advantage: trained 2 x (+1) + 3 x (-1), reading 3 x (-1)
+  # + 1 x (+1) (welfare's advantage on the reading would give +2 there, a sum of -1)
+  assert float(count) == 9.0
+  assert math.isclose(float(total), -(2 - 3) - (-3 + 1), abs_tol=1e-4)
+  plain = objective.ObjectiveConfig(group_size=2, num_sources=1)
+  total, count, _ = objective.policy_loss(config, plain, params, graded)
+  assert float(count) == 5.0 and math.isclose(float(total), 1.0, abs_tol=1e-4)  # reading out
+
+
+def test_read_right_names_the_question_type_from_the_thinking():
+  from gtalign.training import rollout
+  rows = [{"extra_info": {"question_type": "DQ"}}, {"extra_info": {"question_type": "VQ"}},
+          {"extra_info": {"question_type": "VQ"}}, {"extra_info": {}}]
+  texts = ["<thinking>Definite question (DQ): the day is named.</thinking><payoff>",
+           "<thinking>Definite question (DQ).</thinking>",
+           "<thinking>Vague question (VQ): no word given.</thinking>",
+           "<thinking>Vague question (VQ).</thinking>"]
+  right, known = rollout.read_right(rows, texts)
+  assert right.tolist() == [1.0, 0.0, 1.0, 0.0] and known.tolist() == [1.0, 1.0, 1.0, 0.0]

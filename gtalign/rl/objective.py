@@ -40,6 +40,9 @@ class ObjectiveConfig:
   # KL to the reference on the tokens the batch's `anchor_mask_bc` marks (the <thinking> block
   # left out of the policy loss): each weighs this much against a trained token's loss
   thinking_kl: float = 0.0
+  # the tokens the batch's `reading_mask_bc` marks (the <thinking> block) train on an advantage
+  # of their own: `read_right_b` (did it name the question's type), group-relative
+  grade_reading: bool = False
   entropy_coef: float = 0.0
   loss_agg: str = "token-mean"
   loss_agg_norm: float = 1.0  # seq-mean-token-sum-norm's constant (max response tokens)
@@ -60,6 +63,9 @@ class ObjectiveConfig:
                        f">= 0; got advantage {self.advantage!r}")
     if self.temperature < 0:
       raise ValueError(f"temperature={self.temperature}; expected >= 0")
+    if self.grade_reading and self.advantage == "gae":
+      raise ValueError("grade_reading needs a group-relative advantage (grpo, drgrpo, rloo), "
+                       "not a critic's 'gae'")
     if self.thinking_kl < 0 or (self.thinking_kl and self.loss_agg != "token-mean"):
       raise ValueError(f"thinking_kl={self.thinking_kl} needs a value >= 0 and loss_agg "
                        f"'token-mean'; got loss_agg {self.loss_agg!r}")
@@ -87,7 +93,11 @@ def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
                                cfg.num_sources)
   extra = {"std_floor": cfg.adv_std_floor} if cfg.advantage == "grpo" else {}
   adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b, **extra)
-  return dict(batch, reward_b=reward_b, adv_b=adv_b)
+  out = dict(batch, reward_b=reward_b, adv_b=adv_b)
+  if cfg.grade_reading:  # the reading's own outcome, relative within its group like welfare's
+    out["read_adv_b"] = advantages.get(cfg.advantage)(batch["read_right_b"], cfg.group_size,
+                                                      valid_b, **extra)
+  return out
 
 
 def window_logits(model_config: ModelConfig, params, mb: dict, temperature: float = 1.0):
@@ -152,6 +162,10 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
   mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
   adv_bc = (mb["adv_bc"] if "adv_bc" in mb  # PPO: per-token GAE advantages
             else advantages.broadcast_to_tokens(mb["adv_b"], mask_bc))
+  if cfg.grade_reading:  # the reading joins the loss with its own advantage
+    reading_bc = mb["reading_mask_bc"] * mb["reward_valid_b"][:, None]
+    adv_bc = adv_bc + advantages.broadcast_to_tokens(mb["read_adv_b"], reading_bc)
+    mask_bc = mask_bc + reading_bc
   loss_bc, metrics = losses.ppo_policy_loss(logp_bc, mb["old_logp_bc"], adv_bc, mask_bc,
                                             cfg.clip_low, cfg.clip_high, cfg.dual_clip)
   if cfg.kl_coef and not cfg.kl_in_reward:

@@ -143,6 +143,10 @@ def rl_rollout(run: Run, params, step: int):
                                       trace_lib.THINKING_END)
     if cfg.thinking_kl:  # the reading: held to the reference by its KL (rl.thinking_kl)
       local["anchor_mask_bc"] = local["loss_mask_bc"] - trained_bc
+    if cfg.grade_reading:  # the reading: graded by the question's type (rl.grade_reading)
+      right_b, known_b = rollout.read_right(row_of, out.texts)
+      local["reading_mask_bc"] = (local["loss_mask_bc"] - trained_bc) * known_b[:, None]
+      local["read_right_b"] = right_b
     local["loss_mask_bc"] = trained_bc
   if not cfg.train_other_row:
     local["loss_mask_bc"] = rollout.mask_other_row(

@@ -105,6 +105,17 @@ def behaviour_arrays(rows: Sequence[dict[str, Any]], scored: Scored, tokenizer
   return arrays
 
 
+def read_right(rows: Sequence[dict[str, Any]], texts: Sequence[str]
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """(1 where a completion's `<thinking>` names its question's type, 0 elsewhere; 1 where the
+  row has a type to name (the world's), 0 where it has none), float32 per row."""
+  kinds = [(row.get("extra_info") or {}).get("question_type") for row in rows]
+  known = np.asarray([k in ("DQ", "VQ") for k in kinds], np.float32)
+  right = np.asarray([k in ("DQ", "VQ") and reading.read_type(reading.thinking(t)) == k
+                      for k, t in zip(kinds, texts)], np.float32)
+  return right, known
+
+
 def paper_arrays(rows: Sequence[dict[str, Any]], scored: Scored, texts: Sequence[str],
                  tokens: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
   """Per row: the answer score, and the completion's, response's and reasoning's lengths in

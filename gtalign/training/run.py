@@ -281,9 +281,10 @@ def check_options(config) -> None:
     if not config.rl[key] and config.rl.max_turns > 1:
       raise InvalidInput(f"rl.{key}=False applies to single-turn rollouts; with "
                          f"rl.max_turns={config.rl.max_turns} set it to True")
-  if config.rl.thinking_kl and config.rl.train_thinking:
-    raise InvalidInput(f"rl.thinking_kl={config.rl.thinking_kl} holds the <thinking> block "
-                       "that RL leaves out of its loss; set rl.train_thinking=False")
+  for key in ("thinking_kl", "grade_reading"):
+    if config.rl[key] and config.rl.train_thinking:
+      raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
+                         "leaves out of its welfare's loss; set rl.train_thinking=False")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
     raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
                        f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "
@@ -312,7 +313,7 @@ def objective_config(config, num_sources: int) -> objective.ObjectiveConfig:
         welfare=rl.welfare, welfare_alpha=rl.welfare_alpha, normalisation=rl.normalisation,
         clip_low=rl.clip_low, clip_high=rl.clip_high, dual_clip=rl.dual_clip or None,
         kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator, kl_in_reward=rl.kl_in_reward,
-        thinking_kl=rl.thinking_kl,
+        thinking_kl=rl.thinking_kl, grade_reading=rl.grade_reading,
         entropy_coef=rl.entropy_coef, adv_std_floor=rl.adv_std_floor,
         temperature=rl.temperature, loss_agg=rl.loss_agg,
         loss_agg_norm=float(rl.max_new_tokens), gamma=rl.gamma, lam=rl.lam,
