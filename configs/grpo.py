@@ -135,6 +135,7 @@ def base_config() -> ml_collections.ConfigDict:
                           # is not the question's type; 1 turns it off (rewards/world.py)
       world_unpriced=0.0,  # world only: its factor when the move is not the strict pick of the
                            # trace's own table (key and response); 1 turns it off
+      world_hedge=1.0,  # world only: its factor on an AQ, either type (rewards/world.py)
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

@@ -195,17 +195,19 @@ def test_the_vague_dialogue_pays_asking_then_answering(tokenizer, rows, moves, a
 
 
 @pytest.mark.parametrize("strategy", ["DA", "AQ", "CQ"])
-@pytest.mark.parametrize("misread,unpriced", [(0.0, 0.0), (1.0, 1.0)])
+@pytest.mark.parametrize("misread,unpriced,hedge", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0),
+                                                   (0.0, 0.0, 0.5)])
 def test_a_one_turn_definite_dialogue_scores_what_the_single_turn_reward_gives(
-    tokenizer, rows, strategy, misread, unpriced):
+    tokenizer, rows, strategy, misread, unpriced, hedge):
   _, definite = rows
   row = definite[0]
   text = _trace(row, strategy, world_answer(row))
   (episode,), _, _ = _episodes(tokenizer, [row], [lambda i: text], max_turns=1)
   single = rollout.score_rows([row], [text], make_judge("rule"), variant="main",
                               parse_mode="strict", on_judge_failure="mask",
-                              world_misread=misread, world_unpriced=unpriced).results[0]
-  dialogue = welfare_lib.score_world(episode, misread=misread, unpriced=unpriced)
+                              world_misread=misread, world_unpriced=unpriced,
+                              world_hedge=hedge).results[0]
+  dialogue = welfare_lib.score_world(episode, misread=misread, unpriced=unpriced, hedge=hedge)
   assert (dialogue.user, dialogue.llm) == pytest.approx((single.user, single.llm), abs=1e-12)
   assert single.user > tasks.EPSILON
 

@@ -270,6 +270,20 @@ def test_world():
   assert on.components["consistency"] > 0
   off = run(dq, trace(response="4"), world_consistency=0.0)[1]
   assert on.llm - off.llm == pytest.approx(0.2 * on.components["consistency"], abs=1e-12)
+  # rl.world_hedge scales an AQ's cell, on either type, and nothing else
+  hedged = "4. Do you want another one?"
+  for hedge in (1.0, 0.5):
+    _, res = run(dq, trace(response=hedged), world_unpriced=1.0, world_hedge=hedge)
+    assert res.components["answer_user"] == pytest.approx(0.3 * hedge), hedge
+    _, res = run(dq, trace(response="5. Do you want another one?"), world_unpriced=1.0,
+                 world_hedge=hedge)
+    assert res.components["answer_user"] == pytest.approx(0.1 * hedge), hedge
+    _, res = run(vq, dataclasses.replace(trace(response="4. Which numbers do you mean?"),
+                                         chosen_key="VQ_AQ"), world_unpriced=1.0,
+                 world_hedge=hedge)
+    assert res.components["answer_user"] == pytest.approx(0.3 * hedge), hedge
+    _, res = run(dq, trace(response="4"), world_hedge=hedge)
+    assert res.components["answer_user"] == 1.0
   with pytest.raises(ValueError, match="question_type"):
     tasks.judge_requests(row("world", "x"), trace())
 

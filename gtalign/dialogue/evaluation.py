@@ -65,7 +65,8 @@ def evaluate(run, sampler_params, rows, first: int, name: str, first_turns=None
   scored = welfare_lib.score_episodes(
       found, run.judge, variant=cfg.rl.variant, parse_mode=cfg.rl.parse_mode,
       on_judge_failure="mask", world_consistency=cfg.rl.world_consistency,
-      world_misread=cfg.rl.world_misread, world_unpriced=cfg.rl.world_unpriced)
+      world_misread=cfg.rl.world_misread, world_unpriced=cfg.rl.world_unpriced,
+      world_hedge=cfg.rl.world_hedge)
   if distributed.is_main() and run.workdir:
     with open(os.path.join(run.workdir, f"dialogues_{name}.jsonl"), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(dlg_rollout.record(e, s), ensure_ascii=False) + "\n"

@@ -110,7 +110,8 @@ def rl_rollout(run, params, step: int):
   scored = welfare_lib.score_episodes(
       episodes, run.judge, variant=cfg.variant, parse_mode=cfg.parse_mode,
       on_judge_failure=cfg.on_judge_failure, world_consistency=cfg.world_consistency,
-      world_misread=cfg.world_misread, world_unpriced=cfg.world_unpriced)
+      world_misread=cfg.world_misread, world_unpriced=cfg.world_unpriced,
+      world_hedge=cfg.world_hedge)
   judge_seconds = time.perf_counter() - start
   prompts = [list(e.prompt) for e in episodes]
   completions = [e.completion_ids() for e in episodes]

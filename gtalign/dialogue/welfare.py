@@ -10,7 +10,8 @@ On the built-in world (rules, no judge), with T assistant turns and the final tu
   gates  per turn, rl.world_misread unless the turn's key row is the question's type as it
          stands at that turn (a vague question becomes definite once the user gave the detail)
          times rl.world_unpriced unless the move is its own table's strict pick; the product
-         over the turns (both 0 by default: every turn must read right and follow its table)
+         over the turns (both 0 by default: every turn must read right and follow its table);
+         and rl.world_hedge on the cell when the final answer comes with a follow-up (AQ)
 
   U = eps + 0.5 A + 0.2 mean R_u + 0.3 mean Q_r
   L = eps + 0.2 mean F + 0.2 mean P + 0.4 A + 0.2 mean R_l + rl.world_consistency x mean C
@@ -81,8 +82,8 @@ def _gate(turn: ep_lib.Turn, kind: str, misread: float, unpriced: float) -> floa
 
 
 def world_answer(episode: ep_lib.Episode, misread: float = world_rewards.DEFAULT_MISREAD,
-                 unpriced: float = world_rewards.DEFAULT_UNPRICED
-                 ) -> tuple[float, dict[str, float]]:
+                 unpriced: float = world_rewards.DEFAULT_UNPRICED,
+                 hedge: float = world_rewards.DEFAULT_HEDGE) -> tuple[float, dict[str, float]]:
   """(A, components) of a world dialogue (the module docstring's formula)."""
   info = episode.row["extra_info"]
   final = episode.final
@@ -94,6 +95,7 @@ def world_answer(episode: ep_lib.Episode, misread: float = world_rewards.DEFAULT
   cells = DA_CELLS if final.action == "DA" else AQ_CELLS
   known = kinds[-1] == "DQ"
   cell = (cells[correct] if correct or known else 0.0) if answered else 0.0
+  cell *= hedge if final.action == "AQ" else 1.0
   gates = math.prod(_gate(t, k, misread, unpriced) for t, k in zip(episode.turns, kinds))
   turns = len(episode.turns)
   asked = [t.action == "CQ" for t in episode.turns]
@@ -118,8 +120,9 @@ def _means(episode: ep_lib.Episode) -> dict[str, float]:
 
 def score_world(episode: ep_lib.Episode, consistency: float = world_rewards.DEFAULT_CONSISTENCY,
                 misread: float = world_rewards.DEFAULT_MISREAD,
-                unpriced: float = world_rewards.DEFAULT_UNPRICED) -> Scored:
-  a, parts = world_answer(episode, misread, unpriced)
+                unpriced: float = world_rewards.DEFAULT_UNPRICED,
+                hedge: float = world_rewards.DEFAULT_HEDGE) -> Scored:
+  a, parts = world_answer(episode, misread, unpriced, hedge)
   if not episode.final.parsed.valid:
     return Scored(0.0, 0.0, False, dict(parts, answer=0.0))
   m = _means(episode)
@@ -134,14 +137,15 @@ def score_episodes(episodes: Sequence[ep_lib.Episode], judge, *, variant: str = 
                    parse_mode: str = "strict", on_judge_failure: str = "mask",
                    world_consistency: float = world_rewards.DEFAULT_CONSISTENCY,
                    world_misread: float = world_rewards.DEFAULT_MISREAD,
-                   world_unpriced: float = world_rewards.DEFAULT_UNPRICED) -> list[Scored]:
+                   world_unpriced: float = world_rewards.DEFAULT_UNPRICED,
+                   world_hedge: float = world_rewards.DEFAULT_HEDGE) -> list[Scored]:
   """Every episode's U and L: world rows by rule, the others through the judge (one batched
   call over their final turns)."""
   out: list[Scored | None] = [None] * len(episodes)
   others = []
   for i, e in enumerate(episodes):
     if e.row.get("data_source") == world_data.DATA_SOURCE:
-      out[i] = score_world(e, world_consistency, world_misread, world_unpriced)
+      out[i] = score_world(e, world_consistency, world_misread, world_unpriced, world_hedge)
     else:
       others.append(i)
   if others:

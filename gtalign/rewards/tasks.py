@@ -154,10 +154,10 @@ def _world_requests(row, parsed):
 
 
 def _world_answers(row, parsed, scores, bleu_unit, misread=world_rewards.DEFAULT_MISREAD,
-                   unpriced=world_rewards.DEFAULT_UNPRICED):
+                   unpriced=world_rewards.DEFAULT_UNPRICED, hedge=world_rewards.DEFAULT_HEDGE):
   """A_user = A_llm = the world's cell for (question type, what the response did, right?)."""
   del scores, bleu_unit
-  a, extra = world_rewards.answer_term(row, parsed, misread, unpriced)
+  a, extra = world_rewards.answer_term(row, parsed, misread, unpriced, hedge)
   return Answers(a, a, a, extra)
 
 
@@ -235,7 +235,8 @@ def reward(row: Row,
            on_judge_failure: str = "mask",
            world_consistency: float = world_rewards.DEFAULT_CONSISTENCY,
            world_misread: float = world_rewards.DEFAULT_MISREAD,
-           world_unpriced: float = world_rewards.DEFAULT_UNPRICED) -> RewardResult:
+           world_unpriced: float = world_rewards.DEFAULT_UNPRICED,
+           world_hedge: float = world_rewards.DEFAULT_HEDGE) -> RewardResult:
   """U, L and sqrt(U L) for one sample, given the results of `judge_requests(row, parsed)`.
 
   A failed judge counts as score 0 (as the original does after its retries); with
@@ -255,7 +256,8 @@ def reward(row: Row,
   scores = [0.0 if r.failed else float(r.score) for r in judge_results]
   failures = sum(r.failed for r in judge_results)
   pareto = _uses_pareto(task, variant)
-  extra = {"misread": world_misread, "unpriced": world_unpriced} if task.consistency else {}
+  extra = ({"misread": world_misread, "unpriced": world_unpriced, "hedge": world_hedge}
+           if task.consistency else {})
   answers = task.answers(row, parsed, scores[:-1] if pareto else scores, bleu_unit, **extra)
   po = scores[-1] if pareto else 0.0
 

@@ -34,7 +34,11 @@ question (every cell alike, the tie broken by key order) and chose the move in t
 the question alone: a table that decides nothing, which a pricing edit cannot steer.
 `rl.world_misread` (0): A is multiplied by it when the row of the key in
 <analyze> (DQ_ or VQ_, the model's reading of the question) is not the question's type: a move
-that suits the question only by accident is not the game played right. Without it a clarifying
+that suits the question only by accident is not the game played right.
+`rl.world_hedge` (1): A is multiplied by it when the response is an AQ, on either type: at 0.5
+a hedge is worth half the cells above (a definite question's AQ right 0.15, wrong 0.05; a
+vague one's 0.15), so that a wrong direct answer beats a right hedge by more than the answer's
+luck moves either (W 0.558 against 0.432, where the cells above give 0.508). Without it a clarifying
 question pays on a vague question whatever the model read, and RL learned to read every
 question as definite and "check anyway", asking about everything; at 0.5 it still did.
 """
@@ -51,6 +55,7 @@ from gtalign.game.trace import ParsedTrace
 DEFAULT_CONSISTENCY = 0.2  # the weight of C in L; configs/grpo.py rl.world_consistency
 DEFAULT_MISREAD = 0.0  # A's factor when the key's row is not the question's type; rl.world_misread
 DEFAULT_UNPRICED = 0.0  # A's factor when the move is not its table's strict pick; rl.world_unpriced
+DEFAULT_HEDGE = 1.0  # A's factor on an AQ (the cells above as they stand); rl.world_hedge
 MAX_ANSWER_WORDS = 12  # an answer "inside a short sentence"; longer statements are not matched
 
 DQ_CELLS = {("DA", True): 1.0, ("DA", False): 0.4, ("AQ", True): 0.3, ("AQ", False): 0.1,
@@ -130,10 +135,10 @@ def priced(parsed: ParsedTrace) -> bool:
 
 
 def answer_term(row: Mapping[str, Any], parsed: ParsedTrace,
-                misread: float = DEFAULT_MISREAD, unpriced: float = DEFAULT_UNPRICED
-                ) -> tuple[float, dict[str, float]]:
+                misread: float = DEFAULT_MISREAD, unpriced: float = DEFAULT_UNPRICED,
+                hedge: float = DEFAULT_HEDGE) -> tuple[float, dict[str, float]]:
   """(A, logged components) for a world row; `misread` scales A when the key's row is wrong,
-  `unpriced` when the move is not its own table's strict pick."""
+  `unpriced` when the move is not its own table's strict pick, `hedge` when it is an AQ."""
   from gtalign.data import world as world_data  # pylint: disable=import-outside-toplevel
   info = row["extra_info"]
   kind = info.get("question_type")
@@ -142,7 +147,8 @@ def answer_term(row: Mapping[str, Any], parsed: ParsedTrace,
   read_right = parsed.chosen_key is not None and parsed.chosen_key.startswith(f"{kind}_")
   extra["read_right"] = float(read_right)
   extra["priced"] = float(priced(parsed))
-  scale = (1.0 if read_right else misread) * (1.0 if extra["priced"] else unpriced)
+  scale = ((1.0 if read_right else misread) * (1.0 if extra["priced"] else unpriced)
+           * (hedge if did == "AQ" else 1.0))
   if kind == "DQ":
     correct = answer_correct(parsed.response, info.get("aliases") or [info["answer"]],
                              info.get("question", ""),

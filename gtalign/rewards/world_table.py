@@ -2,7 +2,7 @@
 right-or-wrong case, on warm-start-shaped traces. Kept apart from `rewards.world` so the reward
 itself imports nothing from the task router that calls it.
 
-    python -m gtalign.rewards.world_table
+    python -m gtalign.rewards.world_table [--hedge=0.5]
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from gtalign.rewards import tasks
 from gtalign.rewards import world as world_rewards
 
 
-def cell_table(consistency_weight: float = world_rewards.DEFAULT_CONSISTENCY) -> list[dict[str, Any]]:
+def cell_table(consistency_weight: float = world_rewards.DEFAULT_CONSISTENCY,
+               hedge: float = world_rewards.DEFAULT_HEDGE) -> list[dict[str, Any]]:
   """(U, L, W) of every (question type, strategy, right or not) cell, on warm-start-shaped traces
   for one held-out definite and one vague world row: the table in the README.
 
@@ -48,15 +49,20 @@ def cell_table(consistency_weight: float = world_rewards.DEFAULT_CONSISTENCY) ->
       head, response = text.split(RESPONSE_START)
       text = head + RESPONSE_START + response.replace(*edit)
     parsed = parse_trace(text)
-    r = tasks.reward(row, parsed, [], world_consistency=consistency_weight)
+    r = tasks.reward(row, parsed, [], world_consistency=consistency_weight, world_hedge=hedge)
     out.append({"type": kind, "strategy": strategy, "case": note, "response": parsed.response,
                 "user": r.user, "llm": r.llm, "welfare": r.score})
   return out
 
 
 if __name__ == "__main__":
+  import argparse
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--hedge", type=float, default=world_rewards.DEFAULT_HEDGE,
+                      help="rl.world_hedge: the factor on an AQ's cell")
+  args = parser.parse_args()
   print("| question | strategy | case | example response | U | L | W = sqrt(U L) |")
   print("|---|---|---|---|---:|---:|---:|")
-  for c in cell_table():
+  for c in cell_table(hedge=args.hedge):
     print(f"| {c['type']} | {c['strategy']} | {c['case']} | {c['response']} | {c['user']:.3f} | "
           f"{c['llm']:.3f} | {c['welfare']:.3f} |")

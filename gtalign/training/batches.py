@@ -131,7 +131,7 @@ def rl_rollout(run: Run, params, step: int):
                               parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
                               world_consistency=cfg.world_consistency,
                               world_misread=cfg.world_misread,
-                              world_unpriced=cfg.world_unpriced)
+                              world_unpriced=cfg.world_unpriced, world_hedge=cfg.world_hedge)
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
   prompts = [run.prompt(r) for r in row_of]

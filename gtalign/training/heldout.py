@@ -60,7 +60,8 @@ def evaluate(run, params, name: str) -> dict[str, np.ndarray]:
                               parse_mode=cfg.rl.parse_mode, on_judge_failure="mask",
                               world_consistency=cfg.rl.world_consistency,
                               world_misread=cfg.rl.world_misread,
-                              world_unpriced=cfg.rl.world_unpriced)
+                              world_unpriced=cfg.rl.world_unpriced,
+                              world_hedge=cfg.rl.world_hedge)
   # a prompt the judge failed on has no score: NaN, left out of every mean and interval
   arrays = dict(rollout.unjudged_as_nan(scored.arrays(), scored.judge_failed),
                 judge_failed=scored.judge_failed.astype(np.float32),

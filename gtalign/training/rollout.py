@@ -41,7 +41,8 @@ def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, v
                parse_mode: str, on_judge_failure: str,
                world_consistency: float = tasks.world_rewards.DEFAULT_CONSISTENCY,
                world_misread: float = tasks.world_rewards.DEFAULT_MISREAD,
-               world_unpriced: float = tasks.world_rewards.DEFAULT_UNPRICED) -> Scored:
+               world_unpriced: float = tasks.world_rewards.DEFAULT_UNPRICED,
+               world_hedge: float = tasks.world_rewards.DEFAULT_HEDGE) -> Scored:
   """Parses every text and scores it against its row, with one batched judge call."""
   parsed = [parse_trace(t, mode=parse_mode) for t in texts]
   requests = [tasks.judge_requests(row, p, variant=variant) for row, p in zip(rows, parsed)]
@@ -53,7 +54,7 @@ def score_rows(rows: Sequence[dict[str, Any]], texts: Sequence[str], judge, *, v
                                 on_judge_failure=on_judge_failure,
                                 world_consistency=world_consistency,
                                 world_misread=world_misread,
-                                world_unpriced=world_unpriced))
+                                world_unpriced=world_unpriced, world_hedge=world_hedge))
     at += len(reqs)
   failed = np.asarray([r.judge_failed for r in results], bool)
   return Scored(parsed, results, failed)
