@@ -150,12 +150,13 @@ def base_config() -> ml_collections.ConfigDict:
       # a trained token's loss: RL drifted the reading through the weights it shares (seed 1:
       # definite questions read as vague 0.19 -> 0.31 of the time)
       thinking_kl=0.0,
-      # True (with train_thinking=False): the <thinking> block trains too, on an advantage of
-      # its own: whether it named the question's type (DQ or VQ; world rows), relative within
-      # the group, not the sample's welfare, so the reading is graded by what it reads and the
-      # move stays the table's (with the welfare's advantage, lever h1, the reading learned the
-      # move: the response followed the question's type over an edited key)
-      grade_reading=False,
+      # group | absolute (with train_thinking=False): the <thinking> block trains too, on an
+      # advantage of its own: whether it named the question's type (DQ or VQ; world rows),
+      # relative within the group or +-0.5 (objective.GRADINGS), not the sample's welfare, so
+      # the reading is graded by what it reads and the move stays the table's (with welfare's
+      # advantage, lever h1, the reading learned the move: the response followed the
+      # question's type over an edited key); off = the reading is not trained
+      grade_reading="off",
       entropy_coef=0.0,
       # False: each sample's <thinking> (the question's reading) is left out of the loss, so RL
       # keeps the warm start's reading and trains the table, key and response (single-turn)

@@ -109,7 +109,7 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                            "eval.steering_edit"),
                                           # tiny trains its <thinking>: nothing to hold
                                           ("--config.rl.thinking_kl=0.1", "rl.thinking_kl"),
-                                          ("--config.rl.grade_reading=True",
+                                          ("--config.rl.grade_reading=group",
                                            "rl.grade_reading")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",

@@ -106,7 +106,7 @@ def test_grade_reading_trains_the_reading_on_its_own_advantage():
                reward_valid_b=np.ones(2, np.float32), source_b=np.zeros(2, np.int32),
                read_right_b=np.asarray([0.0, 1.0], np.float32))  # the worse sample read right
   batch["old_logp_bc"] = np.asarray(objective.sequence_logprobs(config, params, batch))
-  cfg = objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading=True)
+  cfg = objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading="group")
   graded = objective.welfare_advantages(cfg, {k: jnp.asarray(v) for k, v in batch.items()})
   np.testing.assert_allclose(graded["adv_b"], [1.0, -1.0], atol=1e-4)
   np.testing.assert_allclose(graded["read_adv_b"], [-1.0, 1.0], atol=1e-4)
@@ -130,3 +130,18 @@ def test_read_right_names_the_question_type_from_the_thinking():
            "<thinking>Vague question (VQ).</thinking>"]
   right, known = rollout.read_right(rows, texts)
   assert right.tolist() == [1.0, 0.0, 1.0, 0.0] and known.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_absolute_grading_moves_a_group_that_misreads_alike():
+  """grade_reading='absolute': +-0.5 by the reading alone, so a prompt whose G samples all
+  misread is still pushed (group-relative grading leaves it at 0); unknown modes are refused."""
+  batch = dict(_batch(), read_right_b=np.asarray([0.0, 0.0, 1.0, 0.0], np.float32))
+  group = objective.welfare_advantages(
+      objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading="group"), batch)
+  absolute = objective.welfare_advantages(
+      objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading="absolute"), batch)
+  np.testing.assert_allclose(group["read_adv_b"][:2], [0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(absolute["read_adv_b"], [-0.5, -0.5, 0.5, -0.5], atol=1e-6)
+  import pytest
+  with pytest.raises(ValueError, match="grade_reading"):
+    objective.ObjectiveConfig(group_size=2, num_sources=1, grade_reading="yes")

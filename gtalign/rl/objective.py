@@ -19,6 +19,13 @@ from gtalign.models.transformer import Decoder, lm_head
 from gtalign.rl import advantages, losses
 
 
+# how rl.grade_reading turns "the reading named the question's type" into the reading's advantage:
+# off (the reading is not trained), group (relative within the prompt's G samples: a group that
+# reads alike learns nothing, lever g1), absolute (right +0.5, wrong -0.5: a prompt every sample
+# misreads is still pushed off its reading)
+GRADINGS = ("off", "group", "absolute")
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
   """Static settings of the RL objective (hashable: part of the compiled program)."""
@@ -41,8 +48,8 @@ class ObjectiveConfig:
   # left out of the policy loss): each weighs this much against a trained token's loss
   thinking_kl: float = 0.0
   # the tokens the batch's `reading_mask_bc` marks (the <thinking> block) train on an advantage
-  # of their own: `read_right_b` (did it name the question's type), group-relative
-  grade_reading: bool = False
+  # of their own from `read_right_b` (did it name the question's type): GRADINGS
+  grade_reading: str = "off"
   entropy_coef: float = 0.0
   loss_agg: str = "token-mean"
   loss_agg_norm: float = 1.0  # seq-mean-token-sum-norm's constant (max response tokens)
@@ -63,9 +70,11 @@ class ObjectiveConfig:
                        f">= 0; got advantage {self.advantage!r}")
     if self.temperature < 0:
       raise ValueError(f"temperature={self.temperature}; expected >= 0")
-    if self.grade_reading and self.advantage == "gae":
-      raise ValueError("grade_reading needs a group-relative advantage (grpo, drgrpo, rloo), "
-                       "not a critic's 'gae'")
+    if self.grade_reading not in GRADINGS:
+      raise ValueError(f"unknown grade_reading {self.grade_reading!r}; known: {list(GRADINGS)}")
+    if self.grade_reading == "group" and self.advantage == "gae":
+      raise ValueError("grade_reading 'group' needs a group-relative advantage (grpo, drgrpo, "
+                       "rloo), not a critic's 'gae'")
     if self.thinking_kl < 0 or (self.thinking_kl and self.loss_agg != "token-mean"):
       raise ValueError(f"thinking_kl={self.thinking_kl} needs a value >= 0 and loss_agg "
                        f"'token-mean'; got loss_agg {self.loss_agg!r}")
@@ -94,9 +103,11 @@ def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
   extra = {"std_floor": cfg.adv_std_floor} if cfg.advantage == "grpo" else {}
   adv_b = advantages.get(cfg.advantage)(reward_b, cfg.group_size, valid_b, **extra)
   out = dict(batch, reward_b=reward_b, adv_b=adv_b)
-  if cfg.grade_reading:  # the reading's own outcome, relative within its group like welfare's
+  if cfg.grade_reading == "group":  # relative within its group, like welfare's
     out["read_adv_b"] = advantages.get(cfg.advantage)(batch["read_right_b"], cfg.group_size,
                                                       valid_b, **extra)
+  elif cfg.grade_reading == "absolute":  # right +0.5, wrong -0.5, whatever the group did
+    out["read_adv_b"] = (batch["read_right_b"] - 0.5) * valid_b
   return out
 
 
@@ -162,7 +173,7 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
   mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
   adv_bc = (mb["adv_bc"] if "adv_bc" in mb  # PPO: per-token GAE advantages
             else advantages.broadcast_to_tokens(mb["adv_b"], mask_bc))
-  if cfg.grade_reading:  # the reading joins the loss with its own advantage
+  if cfg.grade_reading != "off":  # the reading joins the loss with its own advantage
     reading_bc = mb["reading_mask_bc"] * mb["reward_valid_b"][:, None]
     adv_bc = adv_bc + advantages.broadcast_to_tokens(mb["read_adv_b"], reading_bc)
     mask_bc = mask_bc + reading_bc

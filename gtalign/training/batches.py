@@ -143,7 +143,7 @@ def rl_rollout(run: Run, params, step: int):
                                       trace_lib.THINKING_END)
     if cfg.thinking_kl:  # the reading: held to the reference by its KL (rl.thinking_kl)
       local["anchor_mask_bc"] = local["loss_mask_bc"] - trained_bc
-    if cfg.grade_reading:  # the reading: graded by the question's type (rl.grade_reading)
+    if cfg.grade_reading != "off":  # the reading, graded by the question's type
       right_b, known_b = rollout.read_right(row_of, out.texts)
       local["reading_mask_bc"] = (local["loss_mask_bc"] - trained_bc) * known_b[:, None]
       local["read_right_b"] = right_b

@@ -281,8 +281,8 @@ def check_options(config) -> None:
     if not config.rl[key] and config.rl.max_turns > 1:
       raise InvalidInput(f"rl.{key}=False applies to single-turn rollouts; with "
                          f"rl.max_turns={config.rl.max_turns} set it to True")
-  for key in ("thinking_kl", "grade_reading"):
-    if config.rl[key] and config.rl.train_thinking:
+  for key, off in (("thinking_kl", 0.0), ("grade_reading", "off")):
+    if config.rl[key] != off and config.rl.train_thinking:
       raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
                          "leaves out of its welfare's loss; set rl.train_thinking=False")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
