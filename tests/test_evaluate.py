@@ -55,6 +55,12 @@ def test_a_workdir_from_before_a_config_key_existed_gets_its_default(tmp_path):
   got, workdir = evaluate.policy_config(str(tmp_path), "world", "rule", "judge")
   assert workdir == str(tmp_path) and got.rl.lr == 0.123  # the run's own values win
   assert got.rl.max_turns == 1 and got.eval.dialogue_turns == 0
+  # rl.grade_reading was a bool in two commits of its first day: read as its mode
+  for saved, mode in ((False, "off"), (True, "group")):
+    config["rl"]["grade_reading"] = saved
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    got, _ = evaluate.policy_config(str(tmp_path), "world", "rule", "judge")
+    assert got.rl.grade_reading == mode
 
 
 def test_evaluate_plays_the_held_out_questions_as_dialogues(tmp_path):

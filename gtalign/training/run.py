@@ -379,9 +379,14 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
                        "version of gtalign.main (pass its export/ directory instead)")
   try:
     with open(path, encoding="utf-8") as f:
-      return ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
   except json.JSONDecodeError as e:
     raise InvalidInput(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+  rl = saved.get("rl") if isinstance(saved, dict) else None
+  if isinstance(rl, dict) and isinstance(rl.get("grade_reading"), bool):
+    # runs of ba2c3aa and 01a8ff2 saved it as a bool: True was today's "group"
+    rl["grade_reading"] = "group" if rl["grade_reading"] else "off"
+  return ml_collections.ConfigDict(saved)
 
 
 def policy_from_workdir(workdir: str, config, model_config, params) -> tuple[Any, int]:
