@@ -135,7 +135,9 @@ def base_config() -> ml_collections.ConfigDict:
                           # is not the question's type; 1 turns it off (rewards/world.py)
       world_unpriced=0.0,  # world only: its factor when the move is not the strict pick of the
                            # trace's own table (key and response); 1 turns it off
-      world_hedge=1.0,  # world only: its factor on an AQ, either type (rewards/world.py)
+      # world only: its factor on an AQ, either type (rewards/world.py); 0.5 gave seed 2 direct
+      # answers (0.00 -> 0.29) and cost seeds 0 and 1 steering (0.72 -> 0.44, 0.50; a0-a2)
+      world_hedge=1.0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...
@@ -148,14 +150,17 @@ def base_config() -> ml_collections.ConfigDict:
       # > 0 (with train_thinking=False): the <thinking> block, which gets no advantage, is held
       # to the starting policy by its KL (kl_estimator), each token weighing this much against
       # a trained token's loss: RL drifted the reading through the weights it shares (seed 1:
-      # definite questions read as vague 0.19 -> 0.31 of the time)
+      # definite questions read as vague 0.19 -> 0.31 of the time); at 1.0, seed 1 read them
+      # so 0.12 of the time and learned both rows (README "The default run", lever tk1)
       thinking_kl=0.0,
       # group | absolute (with train_thinking=False): the <thinking> block trains too, on an
       # advantage of its own: whether it named the question's type (DQ or VQ; world rows),
       # relative within the group or +-0.5 (objective.GRADINGS), not the sample's welfare, so
       # the reading is graded by what it reads and the move stays the table's (with welfare's
       # advantage, lever h1, the reading learned the move: the response followed the
-      # question's type over an edited key); off = the reading is not trained
+      # question's type over an edited key); off = the reading is not trained. Seed 1: group
+      # read better and learned no row more (g1), absolute learned DA on DQ 0.88 and lost CQ on
+      # VQ (1.00 -> 0.75, ab1)
       grade_reading="off",
       entropy_coef=0.0,
       # False: each sample's <thinking> (the question's reading) is left out of the loss, so RL
