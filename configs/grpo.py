@@ -138,6 +138,12 @@ def base_config() -> ml_collections.ConfigDict:
       # world only: its factor on an AQ, either type (rewards/world.py); 0.5 gave seed 2 direct
       # answers (0.00 -> 0.29) and cost seeds 0 and 1 steering (0.72 -> 0.44, 0.50; a0-a2)
       world_hedge=1.0,
+      # > 0: this many groups a step of rl.num_samples continuations of one of the step's own
+      # rollouts, its table edited after </payoff> to select a strategy drawn at random (the
+      # steering metric's edit, eval.steering_edit), each paid 1 for doing the edited key in
+      # <analyze> and <response>, else 0 (gtalign.training.steer_groups): RL's own samples
+      # only show the response keys its own table picked
+      steer_groups=0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

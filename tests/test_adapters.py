@@ -261,7 +261,7 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   from gtalign.models.transformer import logical_axes
   c = ml_collections.ConfigDict(dict(
       rl=dict(algorithm="grpo", trainable="all", prompts_per_step=2, num_samples=2,
-              max_new_tokens=8, num_microbatches=1, max_turns=1, kl_coef=0.0,
+              max_new_tokens=8, num_microbatches=1, max_turns=1, kl_coef=0.0, steer_groups=0,
               thinking_kl=0.1),
       data=dict(max_prompt_length=8)))
   config = get_preset("tiny-llama")

@@ -18,6 +18,7 @@ from gtalign.parallel import distributed
 from gtalign.rewards import tasks
 from gtalign.sampling.sampler import SamplingConfig
 from gtalign.training import heldout, phases, rollout
+from gtalign.training import steer_groups as steer_lib
 from gtalign.training import run as run_lib
 from gtalign.training.run import Run
 from gtalign.utils.errors import InvalidInput
@@ -102,6 +103,25 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
   return run.global_batch(local), float(tokens)
 
 
+def _with_steered(local: dict, steered, run: Run, shape, source_row) -> dict:
+  """The step's batch with the steered groups' rows after its own (groups of G, in order):
+  U = L = whether the continuation followed its edit, the edited prefix in the prompt, the
+  forced (healing) tokens out of the loss; rows no reading or KL mask applies to get zeros."""
+  extra = rollout.sequence_batch(steered.prompts, steered.completions, run.tokenizer.pad_id,
+                                 shape=shape)
+  window = extra["loss_mask_bc"].shape[1]
+  extra["loss_mask_bc"] *= rollout.completion_array(steered.trained, window)
+  extra["old_logp_bc"] = rollout.completion_array(steered.logprobs, window)
+  n = len(steered.follows)
+  extra.update(user_b=steered.follows, llm_b=steered.follows,
+               reward_valid_b=np.ones(n, np.float32),
+               source_b=np.full(n, run.source_ids[source_row["data_source"]], np.int32))
+  for key, value in local.items():
+    if key not in extra:  # the reading's masks and grades: nothing of the prefix trains
+      extra[key] = np.zeros((n, *np.shape(value)[1:]), np.asarray(value).dtype)
+  return {k: np.concatenate([np.asarray(v), np.asarray(extra[k])]) for k, v in local.items()}
+
+
 ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
                        *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
                        "judge_failed", "tokens")
@@ -135,8 +155,21 @@ def rl_rollout(run: Run, params, step: int):
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
   prompts = [run.prompt(r) for r in row_of]
-  local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id,
-                                 shape=_agreed_shape(prompts, out.tokens))
+  steered = None
+  if cfg.steer_groups:  # rollouts whose table the host edited, paid for following it
+    start = time.perf_counter()
+    steered = steer_lib.steer_groups(
+        run.sampler, sampler_params, prompts, out.texts, out.tokens,
+        [(r.get("extra_info") or {}).get("question_type") or "DQ" for r in row_of],
+        cfg.steer_groups, cfg.num_samples,
+        SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                       top_p=cfg.top_p, stop=(trace_lib.RESPONSE_END,), include_stop_str=True,
+                       seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 500_009),
+        seed=run_lib.rl_seed(run.config) * 1_000_003 + step, edit=run.config.eval.steering_edit)
+    sample_seconds += time.perf_counter() - start
+  shape = _agreed_shape(prompts + (steered.prompts if steered else []),
+                        list(out.tokens) + (steered.completions if steered else []))
+  local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id, shape=shape)
   local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
   if not cfg.train_thinking:
     trained_bc = rollout.mask_through(local["loss_mask_bc"], run.tokenizer, out.tokens,
@@ -174,6 +207,10 @@ def rl_rollout(run: Run, params, step: int):
                                prefix="rollout/")
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
+  if steered is not None:
+    local = _with_steered(local, steered, run, shape, row_of[0])
+    stats["rollout/steer_follows"] = (float(steered.follows.mean()) if len(steered.follows)
+                                      else float("nan"))
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
               "question_type": r["extra_info"].get("question_type"),
               "completion": t, "judge_failed": res.judge_failed,

@@ -285,6 +285,10 @@ def check_options(config) -> None:
     if config.rl[key] != off and config.rl.train_thinking:
       raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
                          "leaves out of its welfare's loss; set rl.train_thinking=False")
+  if config.rl.steer_groups < 0 or (config.rl.steer_groups and (
+      config.rl.max_turns > 1 or algorithm != "grpo")):
+    raise InvalidInput(f"rl.steer_groups={config.rl.steer_groups}; expected >= 0, and above 0 "
+                       "only with single-turn rollouts (rl.max_turns=1) and rl.algorithm='grpo'")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
     raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
                        f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "
