@@ -207,8 +207,9 @@ def rl_rollout(run: Run, params, step: int):
                                prefix="rollout/")
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
-  if steered is not None:
-    local = _with_steered(local, steered, run, shape, row_of[0])
+  if steered is not None:  # no rollout of the step wrote a table: no steered group
+    if len(steered.follows):
+      local = _with_steered(local, steered, run, shape, row_of[0])
     stats["rollout/steer_follows"] = (float(steered.follows.mean()) if len(steered.follows)
                                       else float("nan"))
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
