@@ -86,3 +86,38 @@ def test_steered_groups_continue_an_edited_table_and_pay_for_following_it(tokeni
   for r, mask in enumerate(out.trained):
     forced = sampler.plan([sampler.fed[r]], [tokens[[1, 1, 2, 2][r]]])[0].forced
     assert mask[0] == (0.0 if forced else 1.0) and mask[-1] == 1.0
+
+
+def test_steered_rows_join_the_batch_after_the_steps_own_in_groups():
+  """The update batch: the step's rows, then each steered group's G rows, with welfare =
+  follows, the forced tokens out of the loss, and no reading mask on a steered row."""
+  import types
+  from gtalign.training import batches, rollout
+  own_prompts, own_completions = [[1, 2, 3]] * 2, [[4, 5, 6, 7], [4, 5]]
+  steered = steer_groups.SteeredGroups(
+      prompts=[[1, 2, 3, 9, 9], [1, 2, 3, 9, 9]], completions=[np.asarray([8, 6, 7]),
+                                                               np.asarray([8, 6])],
+      logprobs=[np.full(3, -0.2, np.float32), np.full(2, -0.3, np.float32)],
+      trained=[np.asarray([0, 1, 1], np.float32), np.asarray([0, 1], np.float32)],
+      follows=np.asarray([1.0, 0.0], np.float32), targets=["DQ_CQ"])
+  shape = rollout.sequence_shape(own_prompts + steered.prompts,
+                                 own_completions + steered.completions)
+  local = rollout.sequence_batch(own_prompts, own_completions, 0, shape=shape)
+  local.update(old_logp_bc=rollout.completion_array([[-1.0] * 4, [-1.0] * 2], shape[1]),
+               user_b=np.asarray([0.3, 0.4], np.float32), llm_b=np.asarray([0.5, 0.6], np.float32),
+               reward_valid_b=np.ones(2, np.float32), source_b=np.zeros(2, np.int32),
+               reading_mask_bc=np.ones((2, shape[1]), np.float32),
+               read_right_b=np.ones(2, np.float32))
+  run = types.SimpleNamespace(tokenizer=types.SimpleNamespace(pad_id=0),
+                              source_ids={"world": 5})
+  out = batches._with_steered(local, steered, run, shape, {"data_source": "world"})
+  assert {k: v.shape[0] for k, v in out.items()} == {k: 4 for k in local}
+  np.testing.assert_allclose(out["user_b"], [0.3, 0.4, 1.0, 0.0])
+  np.testing.assert_allclose(out["llm_b"], [0.5, 0.6, 1.0, 0.0])
+  np.testing.assert_array_equal(out["source_b"], [0, 0, 5, 5])
+  np.testing.assert_array_equal(out["loss_mask_bc"][2, :4], [0, 1, 1, 0])
+  np.testing.assert_array_equal(out["loss_mask_bc"][3, :3], [0, 1, 0])
+  np.testing.assert_allclose(out["old_logp_bc"][2, :3], [-0.2] * 3)
+  assert out["reading_mask_bc"][2:].sum() == 0 and out["read_right_b"][2:].sum() == 0
+  # the steered row reads its prompt (the edited prefix) and predicts the continuation
+  assert out["window_start_b"][2] == 4 and list(out["targets_bc"][2, :3]) == [8, 6, 7]
