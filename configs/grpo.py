@@ -142,7 +142,8 @@ def base_config() -> ml_collections.ConfigDict:
       # rollouts, its table edited after </payoff> to select a strategy drawn at random (the
       # steering metric's edit, eval.steering_edit), each paid 1 for doing the edited key in
       # <analyze> and <response>, else 0 (gtalign.training.steer_groups): RL's own samples
-      # only show the response keys its own table picked
+      # only show the response keys its own table picked. One group at seed 0 (lever st0): its
+      # samples followed 0.875-1.0 of the edits, steering 0.72 -> 0.69, 30 s more a step
       steer_groups=0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
@@ -157,7 +158,8 @@ def base_config() -> ml_collections.ConfigDict:
       # to the starting policy by its KL (kl_estimator), each token weighing this much against
       # a trained token's loss: RL drifted the reading through the weights it shares (seed 1:
       # definite questions read as vague 0.19 -> 0.31 of the time); at 1.0, seed 1 read them
-      # so 0.12 of the time and learned both rows (README "The default run", lever tk1)
+      # so 0.12 of the time and learned both rows (README "The default run", lever tk1; at
+      # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67)
       thinking_kl=0.0,
       # group | absolute (with train_thinking=False): the <thinking> block trains too, on an
       # advantage of its own: whether it named the question's type (DQ or VQ; world rows),
