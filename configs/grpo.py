@@ -159,7 +159,8 @@ def base_config() -> ml_collections.ConfigDict:
       # a trained token's loss: RL drifted the reading through the weights it shares (seed 1:
       # definite questions read as vague 0.19 -> 0.31 of the time); at 1.0, seed 1 read them
       # so 0.12 of the time and learned both rows (README "The default run", lever tk1; at
-      # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67)
+      # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67), and at
+      # seed 2 (tk2) RL broke the format from its fourth step
       thinking_kl=0.0,
       # group | absolute (with train_thinking=False): the <thinking> block trains too, on an
       # advantage of its own: whether it named the question's type (DQ or VQ; world rows),
