@@ -143,7 +143,8 @@ def base_config() -> ml_collections.ConfigDict:
       # steering metric's edit, eval.steering_edit), each paid 1 for doing the edited key in
       # <analyze> and <response>, else 0 (gtalign.training.steer_groups): RL's own samples
       # only show the response keys its own table picked. One group at seed 0 (lever st0): its
-      # samples followed 0.875-1.0 of the edits, steering 0.72 -> 0.69, 30 s more a step
+      # samples followed 0.875-1.0 of the edits, steering 0.72 -> 0.69, 30 s more a step;
+      # three (st3): steering 0.72, the rows lost (CQ on VQ 0.82 -> 0.29), 75 s more a step
       steer_groups=0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
