@@ -75,6 +75,43 @@ def with_table(text: str, table: payoff.Bimatrix) -> str:
   return text[:start] + table.to_json(trace.payoff_order(text[start:end])) + text[end:]
 
 
+def table_cut(text: str) -> str | None:
+  """The trace through `</payoff>` when it wrote a `<payoff>` block (None otherwise)."""
+  end = text.find(trace.PAYOFF_END)
+  if end < 0 or "<payoff>" not in text[:end]:
+    return None
+  return text[:end + len(trace.PAYOFF_END)]
+
+
+def edited(cut: str, row: str, strategy: str, edit: str = "both"
+           ) -> tuple[str, str, payoff.Bimatrix]:
+  """(the cut with its table priced for `strategy`, the key that table selects in the row the
+  policy read, the table): `row` (DQ or VQ) stands in when the `<thinking>` names no type;
+  `edit` one of EDITS."""
+  if edit not in EDITS:
+    raise ValueError(f"steering edit {edit!r}; expected one of {EDITS}")
+  start = cut.index("<payoff>") + len("<payoff>")
+  written, _ = trace.parse_payoff(cut[start:cut.index(trace.PAYOFF_END, start)],
+                                  mode="lenient")
+  own = payoff.Bimatrix.from_dict(written) if written else None
+  row = reading.read_type(reading.thinking(cut)) or row  # the row the policy will scan
+  table = table_for(own, strategy, ROWS if edit == "both" else (row,))
+  return with_table(cut, table), f"{row}_{strategy}", table
+
+
+def outcome(prefix: str, continuation: str) -> tuple[str | None, str | None]:
+  """(the key the continuation's `<analyze>` names, what its `<response>` does)."""
+  whole = prefix + continuation
+  response = turn.response_text(whole)
+  return (trace.parse_trace(whole).chosen_key,
+          behaviour.classify(response) if response is not None else None)
+
+
+def followed(target: str, key: str | None, action: str | None) -> bool:
+  """Whether a continuation's key and response both carry out the edit's `target`."""
+  return key == target and action == payoff.action(target)
+
+
 @dataclasses.dataclass
 class Steered:
   """One edited table and what the policy then did."""
@@ -96,7 +133,7 @@ class Steered:
 
   @property
   def follows(self) -> bool:
-    return self.key_follows and self.action_follows
+    return followed(self.target, self.chosen_key, self.action)
 
 
 def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
@@ -109,17 +146,13 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
     raise ValueError(f"steering edit {edit!r}; expected one of {EDITS}")
   cases, prefixes, own_ids, ids = [], [], [], []
   for i, (text, row) in enumerate(zip(texts, rows)):
-    end = text.find(trace.PAYOFF_END)
-    if end < 0 or "<payoff>" not in text[:end]:
+    cut = table_cut(text)
+    if cut is None:
       continue
-    cut = text[:end + len(trace.PAYOFF_END)]
-    written, _ = trace.parse_payoff(cut[cut.index("<payoff>") + 8:end], mode="lenient")
-    own = payoff.Bimatrix.from_dict(written) if written else None
-    row = reading.read_type(reading.thinking(cut)) or row  # the row the policy will scan
     for strategy in payoff.ACTIONS:
-      table = table_for(own, strategy, ROWS if edit == "both" else (row,))
-      cases.append((i, f"{row}_{strategy}", table))
-      prefixes.append(with_table(cut, table))
+      prefix, target, table = edited(cut, row, strategy, edit)
+      cases.append((i, target, table))
+      prefixes.append(prefix)
       own_ids.append(tokens[i])
       ids.append(prompts[i])
   if not cases:
@@ -128,13 +161,8 @@ def steer(sampler: Sampler, params, prompts: Sequence[Sequence[int]], texts: Seq
   out = sampler.continue_from(params, ids, prefixes, SamplingConfig(
       max_new_tokens=max_new_tokens, temperature=0.0, stop=(trace.RESPONSE_END,),
       include_stop_str=True), prompt_indices=index, prefix_tokens=own_ids)
-  result = []
-  for (i, target, table), prefix, text in zip(cases, prefixes, out.texts):
-    parsed = trace.parse_trace(prefix + text)
-    response = turn.response_text(prefix + text)
-    result.append(Steered(i, target, table.to_dict(), parsed.chosen_key,
-                          behaviour.classify(response) if response is not None else None, text))
-  return result
+  return [Steered(i, target, table.to_dict(), *outcome(prefix, text), text)
+          for (i, target, table), prefix, text in zip(cases, prefixes, out.texts)]
 
 
 def arrays(steered: Sequence[Steered], num_prompts: int) -> dict[str, np.ndarray]:

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from gtalign.evaluation import reading, steering
-from gtalign.game import behaviour, payoff, trace, turn
+from gtalign.evaluation import steering
+from gtalign.game import payoff
 from gtalign.sampling.sampler import SamplingConfig
 from gtalign.training import rollout
 
@@ -39,19 +39,13 @@ class SteeredGroups:
   targets: list[str]  # per group, the key its edited table selects in the row read
 
 
-def _cut(text: str) -> str | None:
-  end = text.find(trace.PAYOFF_END)
-  if end < 0 or "<payoff>" not in text[:end]:
-    return None
-  return text[:end + len(trace.PAYOFF_END)]
-
-
 def pick_sources(texts: Sequence[str], num_samples: int, groups: int) -> list[int]:
   """Rollout indices to edit: the first rollout with a table of each of the first `groups`
   prompts that have one (prompt-major rows: prompt i's samples at i*G .. i*G+G-1)."""
   out = []
   for start in range(0, len(texts), num_samples):
-    found = next((i for i in range(start, start + num_samples) if _cut(texts[i])), None)
+    found = next((i for i in range(start, start + num_samples)
+                  if steering.table_cut(texts[i])), None)
     if found is not None:
       out.append(found)
     if len(out) == groups:
@@ -69,17 +63,12 @@ def steer_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Seque
   sources = pick_sources(texts, num_samples, groups)
   ids, prefixes, own, targets = [], [], [], []
   for i in sources:
-    cut = _cut(texts[i])
-    written, _ = trace.parse_payoff(cut[cut.index("<payoff>") + 8:-len(trace.PAYOFF_END)],
-                                    mode="lenient")
-    table_own = payoff.Bimatrix.from_dict(written) if written else None
-    row = reading.read_type(reading.thinking(cut)) or kinds[i]
     strategy = payoff.ACTIONS[int(rng.integers(len(payoff.ACTIONS)))]
-    table = steering.table_for(table_own, strategy, steering.ROWS if edit == "both" else (row,))
-    targets.append(f"{row}_{strategy}")
+    prefix, target, _ = steering.edited(steering.table_cut(texts[i]), kinds[i], strategy, edit)
+    targets.append(target)
     for _ in range(num_samples):
       ids.append(list(prompts[i]))
-      prefixes.append(steering.with_table(cut, table))
+      prefixes.append(prefix)
       own.append(tokens[i])
   if not sources:
     return SteeredGroups([], [], [], [], np.zeros(0, np.float32), [])
@@ -89,12 +78,8 @@ def steer_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Seque
       sample_offsets=list(range(len(ids))), prefix_tokens=own)
   follows, trained = [], []
   for r, (prefix, text, resume) in enumerate(zip(prefixes, out.texts, resumes)):
-    target = targets[r // num_samples]
-    whole = prefix + text
-    parsed = trace.parse_trace(whole)
-    response = turn.response_text(whole)
-    did = behaviour.classify(response) if response is not None else None
-    follows.append(float(parsed.chosen_key == target and did == payoff.action(target)))
+    follows.append(float(steering.followed(targets[r // num_samples],
+                                           *steering.outcome(prefix, text))))
     mask = np.ones(len(out.tokens[r]), np.float32)
     forced = len(resume.forced.decode("utf-8", errors="replace"))
     mask[:rollout.tokens_spelling(sampler.tokenizer, out.tokens[r], forced) if forced else 0] = 0
