@@ -285,6 +285,9 @@ def check_options(config) -> None:
     if config.rl[key] != off and config.rl.train_thinking:
       raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
                          "leaves out of its welfare's loss; set rl.train_thinking=False")
+  if config.rl.world_hedge < 0:
+    raise InvalidInput(f"rl.world_hedge={config.rl.world_hedge}; expected a factor >= 0 on "
+                       "an AQ's answer term")
   if config.rl.steer_groups < 0 or (config.rl.steer_groups and (
       config.rl.max_turns > 1 or algorithm != "grpo")):
     raise InvalidInput(f"rl.steer_groups={config.rl.steer_groups}; expected >= 0, and above 0 "
