@@ -163,6 +163,12 @@ def base_config() -> ml_collections.ConfigDict:
       # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67), and at
       # seed 2 (tk2) RL broke the format from its fourth step
       thinking_kl=0.0,
+      # > 0: the cells of the table's row that a sample's key does not read are held to the
+      # starting policy by their KL (kl_estimator), each token weighing this much against a
+      # trained token's loss; with train_other_row=False that KL is all that reaches them. RL
+      # grew a second peak in that row through the weights it shares (README "The default
+      # run", levers b0, o0b, a2), which the scan then copies
+      other_row_kl=0.0,
       # group | absolute (with train_thinking=False): the <thinking> block trains too, on an
       # advantage of its own: whether it named the question's type (DQ or VQ; world rows),
       # relative within the group or +-0.5 (objective.GRADINGS), not the sample's welfare, so

@@ -262,7 +262,7 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   c = ml_collections.ConfigDict(dict(
       rl=dict(algorithm="grpo", trainable="all", prompts_per_step=2, num_samples=2,
               max_new_tokens=8, num_microbatches=1, max_turns=1, kl_coef=0.0, steer_groups=0,
-              thinking_kl=0.1),
+              thinking_kl=0.1, other_row_kl=0.0),
       data=dict(max_prompt_length=8)))
   config = get_preset("tiny-llama")
   adapted = config.replace(lora_rank=4, lora_alpha=8.0, lora_targets=ALL, base_quant="nf4")
@@ -281,7 +281,9 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   full = memory.plan(config, c)
   assert full.reference == sum(x.nbytes for x in jax.tree.leaves(init_params(
       config, jax.random.PRNGKey(0)))) and "KL reference" in full.line()
-  c.rl.thinking_kl = 0.0
+  c.rl.thinking_kl, c.rl.other_row_kl = 0.0, 0.1
+  assert memory.plan(config, c).reference == full.reference
+  c.rl.other_row_kl = 0.0
   assert memory.plan(config, c).reference == 0
 
 

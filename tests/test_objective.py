@@ -4,6 +4,7 @@ import math
 
 import jax
 import numpy as np
+import pytest
 
 from gtalign.rl import objective
 
@@ -36,10 +37,12 @@ def test_kl_in_the_reward_is_subtracted_per_sequence():
   assert math.isclose(float(out["adv_b"][0]), 1.0, abs_tol=1e-4)
 
 
-def test_thinking_kl_holds_only_the_anchored_tokens_to_the_reference():
-  """rl.thinking_kl: the tokens the anchor mask marks (the <thinking> block, out of the policy
-  loss) add their KL to the reference and nothing else; at 0 they do not count at all, and
-  the token mean's count stays the trained tokens'."""
+@pytest.mark.parametrize("name, key", objective.ANCHORS)
+def test_an_anchor_kl_holds_only_the_anchored_tokens_to_the_reference(name, key):
+  """rl.thinking_kl and rl.other_row_kl: the tokens their mask marks (the <thinking> block, or
+  the cells of the row the key does not read, out of the policy loss) add their KL to the
+  reference and nothing else; at 0 they do not count at all, and the token mean's count stays
+  the trained tokens'."""
   import jax.numpy as jnp
   from gtalign.models.config import get_preset
   from gtalign.models.transformer import init_params
@@ -52,7 +55,7 @@ def test_thinking_kl_holds_only_the_anchored_tokens_to_the_reference():
   batch = rollout.sequence_batch(prompts, completions, 0)
   anchor = np.zeros_like(batch["loss_mask_bc"])
   anchor[:, :2] = 1.0  # the first two tokens of each completion: "the reading"
-  batch.update(loss_mask_bc=batch["loss_mask_bc"] - anchor, anchor_mask_bc=anchor,
+  batch.update(loss_mask_bc=batch["loss_mask_bc"] - anchor, **{key: anchor},
                adv_b=np.asarray([1.0, -1.0], np.float32),
                reward_valid_b=np.ones(2, np.float32))
   logp = np.asarray(objective.sequence_logprobs(config, params, batch))
@@ -61,7 +64,7 @@ def test_thinking_kl_holds_only_the_anchored_tokens_to_the_reference():
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
   def loss(coef, b=batch):
-    cfg = objective.ObjectiveConfig(group_size=2, num_sources=1, thinking_kl=coef)
+    cfg = objective.ObjectiveConfig(group_size=2, num_sources=1, **{name: coef})
     return objective.policy_loss(config, cfg, params, b)
 
   plain_sum, plain_count, _ = loss(0.0)
@@ -69,24 +72,24 @@ def test_thinking_kl_holds_only_the_anchored_tokens_to_the_reference():
   assert float(held_count) == float(plain_count) == 4.0  # 3 + 1 trained tokens
   # k3 of a 0.3 log-ratio on each of the 4 anchored tokens, weighed 0.5
   k3 = float(losses.kl_k3(jnp.zeros(()), jnp.asarray(-0.3)))
-  assert math.isclose(float(metrics["thinking_kl"]), k3, rel_tol=1e-4)
+  assert math.isclose(float(metrics[name]), k3, rel_tol=1e-4)
   assert math.isclose(float(held_sum) - float(plain_sum), 0.5 * 4 * k3, rel_tol=1e-3)
   # the policy loss never reads the anchored tokens' advantages or sampler log-probs
-  moved = dict(batch, old_logp_bc=batch["old_logp_bc"] - 2.0 * batch["anchor_mask_bc"])
+  moved = dict(batch, old_logp_bc=batch["old_logp_bc"] - 2.0 * batch[key])
   assert float(loss(0.0, moved)[0]) == float(plain_sum)
   grad = jax.grad(lambda p: objective.policy_loss(
-      config, objective.ObjectiveConfig(group_size=2, num_sources=1, thinking_kl=0.5), p,
+      config, objective.ObjectiveConfig(group_size=2, num_sources=1, **{name: 0.5}), p,
       dict(batch, loss_mask_bc=jnp.zeros_like(batch["loss_mask_bc"])))[0])(params)
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grad))  # the KL alone pulls
 
 
-def test_thinking_kl_is_refused_where_it_cannot_apply():
-  import pytest
-  with pytest.raises(ValueError, match="thinking_kl"):
-    objective.ObjectiveConfig(group_size=2, num_sources=1, thinking_kl=0.1,
-                              loss_agg="seq-mean-token-mean")
-  with pytest.raises(ValueError, match="thinking_kl"):
-    objective.ObjectiveConfig(group_size=2, num_sources=1, thinking_kl=-1.0)
+@pytest.mark.parametrize("name", [name for name, _ in objective.ANCHORS])
+def test_an_anchor_kl_is_refused_where_it_cannot_apply(name):
+  with pytest.raises(ValueError, match=name):
+    objective.ObjectiveConfig(group_size=2, num_sources=1, loss_agg="seq-mean-token-mean",
+                              **{name: 0.1})
+  with pytest.raises(ValueError, match=name):
+    objective.ObjectiveConfig(group_size=2, num_sources=1, **{name: -1.0})
 
 
 def test_grade_reading_trains_the_reading_on_its_own_advantage():

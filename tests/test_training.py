@@ -10,10 +10,12 @@ import time
 
 import pytest
 
-# with a KL term, so that resuming must also bring back the reference policy; with the steering
-# measurement, so that it is in the report and comes back equal after a kill
+# with KL terms (on every token, and on the table's other row), so that resuming must also
+# bring back the reference policy; with the steering measurement, so that it is in the report
+# and comes back equal after a kill
 CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
-       "--config.rl.kl_coef=0.05", "--config.eval.steering=True"]
+       "--config.rl.kl_coef=0.05", "--config.rl.other_row_kl=0.1",
+       "--config.eval.steering=True"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -74,6 +76,8 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   # the KL reference is the policy as RL starts: before the first RL update the two agree
   # (a reference copied before the warm start would be far off, ~1 nat per token)
   assert abs(first_rl["kl"]) < 1e-4 and records[-1]["kl"] > 0
+  # the other row's cells (rl.other_row_kl): measured from the same reference
+  assert abs(first_rl["other_row_kl"]) < 1e-4 and "other_row_kl" in records[-1]
   # temperature 0.5: the trainer's log-probs are the sampler's
   assert first_rl["sampler_logp_gap"] < 1e-3
 

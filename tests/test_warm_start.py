@@ -475,6 +475,17 @@ def test_leaving_blocks_out_is_refused_for_dialogues(key):
     run_lib.check_options(config)
 
 
+def test_the_other_rows_kl_is_refused_for_dialogues():
+  from configs import grpo
+  from gtalign.training import run as run_lib
+  config = grpo.get_config("tiny")
+  config.rl.other_row_kl, config.rl.max_turns = 0.5, 3
+  with pytest.raises(InvalidInput, match="rl.other_row_kl=0.5"):
+    run_lib.check_options(config)
+  config.rl.max_turns = 1
+  run_lib.check_options(config)
+
+
 @pytest.mark.parametrize("key, value, named", [("rows", "all", "sft.rows"),
                                                ("hedge", 1.0, "sft.hedge"),
                                                ("draw", "epoch", "sft.draw")])

@@ -36,7 +36,8 @@ class Plan:
   kv_cache: int  # one rollout's cache: every row, every layer, prompt + completion
   activations: int  # one update microbatch (estimate)
   critic: int = 0  # PPO: the value model, a copy of the policy's tree with its own training
-  reference: int = 0  # a KL to the starting policy (rl.kl_coef, rl.thinking_kl): its copy
+  reference: int = 0  # a KL to the starting policy (rl.kl_coef, rl.thinking_kl,
+                     # rl.other_row_kl): its copy
 
   @property
   def total(self) -> int:
@@ -99,7 +100,7 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
   activations += 2 * micro * window * m.vocab_size * 4
   state = _bytes(frozen) + _bytes(trained) + 12 * n_trained
   # with adapters the reference is the same base with the adapters off: no copy
-  copied = (rl.kl_coef or rl.thinking_kl) and not lora.enabled(model_config)
+  copied = (rl.kl_coef or rl.thinking_kl or rl.other_row_kl) and not lora.enabled(model_config)
   return Plan(base=_bytes(frozen), trained=_bytes(trained), gradients=4 * n_trained,
               optimizer=8 * n_trained, sampler_weights=sampler, kv_cache=kv,
               activations=int(activations), critic=state if rl.algorithm == "ppo" else 0,

@@ -26,6 +26,10 @@ from gtalign.rl import advantages, losses
 GRADINGS = ("off", "group", "absolute")
 
 
+# (coefficient's name, the batch's mask): tokens held to the reference by their KL alone
+ANCHORS = (("thinking_kl", "anchor_mask_bc"), ("other_row_kl", "other_row_mask_bc"))
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
   """Static settings of the RL objective (hashable: part of the compiled program)."""
@@ -47,6 +51,9 @@ class ObjectiveConfig:
   # KL to the reference on the tokens the batch's `anchor_mask_bc` marks (the <thinking> block
   # left out of the policy loss): each weighs this much against a trained token's loss
   thinking_kl: float = 0.0
+  # the same on the tokens `other_row_mask_bc` marks: the cells of the table's row that the
+  # sample's key does not read (rollout.mask_other_row), kept as the starting policy writes them
+  other_row_kl: float = 0.0
   # the tokens the batch's `reading_mask_bc` marks (the <thinking> block) train on an advantage
   # of their own from `read_right_b` (did it name the question's type): GRADINGS
   grade_reading: str = "off"
@@ -75,9 +82,11 @@ class ObjectiveConfig:
     if self.grade_reading == "group" and self.advantage == "gae":
       raise ValueError("grade_reading 'group' needs a group-relative advantage (grpo, drgrpo, "
                        "rloo), not a critic's 'gae'")
-    if self.thinking_kl < 0 or (self.thinking_kl and self.loss_agg != "token-mean"):
-      raise ValueError(f"thinking_kl={self.thinking_kl} needs a value >= 0 and loss_agg "
-                       f"'token-mean'; got loss_agg {self.loss_agg!r}")
+    for name, _ in ANCHORS:
+      coef = getattr(self, name)
+      if coef < 0 or (coef and self.loss_agg != "token-mean"):
+        raise ValueError(f"{name}={coef} needs a value >= 0 and loss_agg 'token-mean'; got "
+                         f"loss_agg {self.loss_agg!r}")
 
 
 def welfare_of(cfg: ObjectiveConfig, user_b, llm_b):
@@ -189,14 +198,16 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
     metrics["entropy"] = jnp.sum(ent_bc * mask_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)
   agg_params = {"norm": cfg.loss_agg_norm} if cfg.loss_agg == "seq-mean-token-sum-norm" else {}
   loss_sum, count = losses.aggregate(cfg.loss_agg, loss_bc, mask_bc, **agg_params)
-  if cfg.thinking_kl:
-    # the reading is held to the warm start's by its KL alone: no advantage reaches it, and
-    # its sum joins the trained tokens' (the token mean's count stays theirs)
-    anchor_bc = mb["anchor_mask_bc"] * mb["reward_valid_b"][:, None]
+  for name, key in ANCHORS:
+    coef = getattr(cfg, name)
+    if not coef:
+      continue
+    # the reading (or the other row) is held to the warm start's by its KL alone: no
+    # advantage reaches it, and its sum joins the trained tokens' (the count stays theirs)
+    anchor_bc = mb[key] * mb["reward_valid_b"][:, None]
     anchor_kl_bc = losses.kl(cfg.kl_estimator, logp_bc, mb["ref_logp_bc"])
-    loss_sum = loss_sum + cfg.thinking_kl * jnp.sum(anchor_kl_bc * anchor_bc)
-    metrics["thinking_kl"] = (jnp.sum(anchor_kl_bc * anchor_bc)
-                              / jnp.maximum(jnp.sum(anchor_bc), 1.0))
+    loss_sum = loss_sum + coef * jnp.sum(anchor_kl_bc * anchor_bc)
+    metrics[name] = jnp.sum(anchor_kl_bc * anchor_bc) / jnp.maximum(jnp.sum(anchor_bc), 1.0)
   # how far the sampler's log-probs are from the trainer's (dtype, kernels): should be ~0
   gap_bc = jnp.abs(jax.lax.stop_gradient(logp_bc) - mb["old_logp_bc"]) * mask_bc
   metrics["sampler_logp_gap"] = jnp.sum(gap_bc) / jnp.maximum(jnp.sum(mask_bc), 1.0)

@@ -181,10 +181,14 @@ def rl_rollout(run: Run, params, step: int):
       local["reading_mask_bc"] = (local["loss_mask_bc"] - trained_bc) * known_b[:, None]
       local["read_right_b"] = right_b
     local["loss_mask_bc"] = trained_bc
-  if not cfg.train_other_row:
-    local["loss_mask_bc"] = rollout.mask_other_row(
+  if not cfg.train_other_row or cfg.other_row_kl:
+    kept_bc = rollout.mask_other_row(
         local["loss_mask_bc"], run.tokenizer, out.tokens,
         [p.chosen_key if p.valid else None for p in scored.parsed])
+    if cfg.other_row_kl:  # the row the key does not read: held to the reference by its KL
+      local["other_row_mask_bc"] = local["loss_mask_bc"] - kept_bc
+    if not cfg.train_other_row:
+      local["loss_mask_bc"] = kept_bc
   if not cfg.train_analyze:
     local["loss_mask_bc"] = rollout.mask_through(local["loss_mask_bc"], run.tokenizer,
                                                  out.tokens, trace_lib.ANALYZE_END,

@@ -121,7 +121,8 @@ def train(config, workdir: str) -> dict[str, Any]:
       objective.sequence_logprobs,
       lora.adapters_off(model_config) if adapters_on else model_config,
       temperature=config.rl.temperature), out_shardings=data_sharding)
-  uses_reference = bool(config.rl.kl_coef or config.rl.thinking_kl)
+  uses_reference = bool(config.rl.kl_coef or config.rl.thinking_kl
+                        or config.rl.other_row_kl)
   keep_reference = uses_reference and not adapters_on
   # the KL reference is the policy as RL starts (after the warm start), kept in checkpoints;
   # a copy, since the update step donates the train state's buffers

@@ -285,6 +285,9 @@ def check_options(config) -> None:
     if config.rl[key] != off and config.rl.train_thinking:
       raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
                          "leaves out of its welfare's loss; set rl.train_thinking=False")
+  if config.rl.other_row_kl and config.rl.max_turns > 1:
+    raise InvalidInput(f"rl.other_row_kl={config.rl.other_row_kl} applies to single-turn "
+                       f"rollouts; with rl.max_turns={config.rl.max_turns} set it to 0")
   if config.rl.world_hedge < 0:
     raise InvalidInput(f"rl.world_hedge={config.rl.world_hedge}; expected a factor >= 0 on "
                        "an AQ's answer term")
@@ -325,7 +328,8 @@ def objective_config(config, num_sources: int) -> objective.ObjectiveConfig:
         welfare=rl.welfare, welfare_alpha=rl.welfare_alpha, normalisation=rl.normalisation,
         clip_low=rl.clip_low, clip_high=rl.clip_high, dual_clip=rl.dual_clip or None,
         kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator, kl_in_reward=rl.kl_in_reward,
-        thinking_kl=rl.thinking_kl, grade_reading=rl.grade_reading,
+        thinking_kl=rl.thinking_kl, other_row_kl=rl.other_row_kl,
+        grade_reading=rl.grade_reading,
         entropy_coef=rl.entropy_coef, adv_std_floor=rl.adv_std_floor,
         temperature=rl.temperature, loss_agg=rl.loss_agg,
         loss_agg_norm=float(rl.max_new_tokens), gamma=rl.gamma, lam=rl.lam,
