@@ -102,6 +102,8 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.rl.parse_mode=loose", "rl.parse_mode"),
                                           ("--config.rl.advantage=grpoo", "advantage"),
                                           ("--config.checkpoint.every=0", "checkpoint.every"),
+                                          ("--config.checkpoint.sft_every=0",
+                                           "checkpoint.sft_every"),
                                           ("--config.rl.updates_per_batch=0",
                                            "rl.updates_per_batch"),
                                           ("--config.sft.tables=fixd", "sft.tables"),

@@ -192,6 +192,18 @@ def test_checkpoint_interval_and_max_to_keep(tmp_path):
   ckpt.close()
 
 
+def test_the_warm_start_saves_at_its_own_interval_and_at_its_end():
+  """checkpoint.sft_every for warm-start steps, checkpoint.every after them; the warm start's
+  last step (where RL starts) and the run's last step are always saved."""
+  from configs import grpo
+  from gtalign.training.checkpoint import due
+  c = grpo.get_config().checkpoint
+  saved = [s for s in range(1, 127) if due(s, 120, 126, c.every, c.sft_every)]
+  assert saved == [20, 40, 60, 80, 100, 120, 124, 126]
+  assert [s for s in range(1, 11) if due(s, 7, 10, 4, 3)] == [3, 6, 7, 8, 10]
+  assert [s for s in range(1, 6) if due(s, 0, 5, 2, 20)] == [2, 4, 5]  # RL only
+
+
 def test_latest_step_ignores_incomplete_checkpoints(tmp_path):
   state = {"x": jnp.ones(3)}
   ckpt = Checkpointer(tmp_path, max_to_keep=3)

@@ -170,6 +170,17 @@ class Checkpointer:
     self.close()
 
 
+def due(step: int, sft_steps: int, total_steps: int, every: int, sft_every: int) -> bool:
+  """Whether the state after `step` steps is saved: every `sft_every` warm-start steps and at
+  the warm start's end (where RL starts), every `every` steps after it, and at the last step.
+  A warm-start step costs a few seconds and a save about two on 2 cores (the step after it
+  shares the cores with the background write: bench/checkpoint_cost.py), so the warm start
+  saves less often than RL, whose steps cost minutes."""
+  if step in (sft_steps, total_steps):
+    return True
+  return step % (sft_every if step < sft_steps else every) == 0
+
+
 def read_latest(directory: str | os.PathLike) -> tuple[int, Any, dict]:
   """(step, state as stored, meta) of the newest committed step in `directory`, read-only: no
   directory is created, renamed or cleaned, so a live run's checkpoints can be read beside it.

@@ -25,6 +25,7 @@ from gtalign.rl import critic as critic_lib
 from gtalign.rl import objective, train_state, update
 from gtalign.training import batches, distill, export, heldout, phases
 from gtalign.training import run as run_lib
+from gtalign.training import checkpoint as checkpoint_lib
 from gtalign.training.checkpoint import Checkpointer
 from gtalign.training.eta import Eta, Phase
 from gtalign.training.metrics import MetricsWriter
@@ -223,8 +224,10 @@ def train(config, workdir: str) -> dict[str, Any]:
     writer.write(step + 1, metrics)
     meta = {"step": step + 1, "evals": heldout.evals_to_json(evals), **adapter_meta}
     phases.enter("checkpoint", step)
-    ckpt.save(step + 1, saved(state, critic["state"] if critic else None, ref_params), meta,
-              force=step + 1 == total_steps)
+    if checkpoint_lib.due(step + 1, sft_steps, total_steps, config.checkpoint.every,
+                          config.checkpoint.sft_every):
+      ckpt.save(step + 1, saved(state, critic["state"] if critic else None, ref_params), meta,
+                force=True)
   ckpt.wait()
   writer.close()
 

@@ -313,8 +313,9 @@ def check_options(config) -> None:
                        "base URL of an OpenAI-compatible server")
   if config.rl.updates_per_batch < 1:
     raise InvalidInput(f"rl.updates_per_batch={config.rl.updates_per_batch}; expected >= 1")
-  if config.checkpoint.every < 1:
-    raise InvalidInput(f"checkpoint.every={config.checkpoint.every}; expected >= 1")
+  for key in ("every", "sft_every"):
+    if config.checkpoint[key] < 1:
+      raise InvalidInput(f"checkpoint.{key}={config.checkpoint[key]}; expected >= 1")
   lora.check(config.model.lora, config.model.base_quant)
   objective_config(config, num_sources=1)
 
