@@ -146,6 +146,13 @@ def base_config() -> ml_collections.ConfigDict:
       # samples followed 0.875-1.0 of the edits, steering 0.72 -> 0.69, 30 s more a step;
       # three (st3): steering 0.72, the rows lost (CQ on VQ 0.82 -> 0.29), 75 s more a step
       steer_groups=0,
+      # > 0: this many groups a step of rl.num_samples rows that keep one rollout's <thinking>
+      # and price its table anew for DA, CQ and AQ in turn (the row it read; the steering
+      # metric's "read" edit), each continued once from </payoff> and paid the run's own
+      # reward; the read row's cells and the continuation train (gtalign.training.
+      # priced_groups): RL can only rank tables its policy samples, and seed 2's warm start
+      # sampled almost no DA on definite questions (README "The default run")
+      priced_groups=0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

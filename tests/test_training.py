@@ -11,11 +11,12 @@ import time
 import pytest
 
 # with KL terms (on every token, and on the table's other row), so that resuming must also
-# bring back the reference policy; with the steering measurement, so that it is in the report
+# bring back the reference policy; with a priced group a step (rows the host re-prices), so
+# that they replay after a kill; with the steering measurement, so that it is in the report
 # and comes back equal after a kill
 CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
        "--config.rl.kl_coef=0.05", "--config.rl.other_row_kl=0.1",
-       "--config.eval.steering=True"]
+       "--config.rl.priced_groups=1", "--config.eval.steering=True"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -78,6 +79,9 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   assert abs(first_rl["kl"]) < 1e-4 and records[-1]["kl"] > 0
   # the other row's cells (rl.other_row_kl): measured from the same reference
   assert abs(first_rl["other_row_kl"]) < 1e-4 and "other_row_kl" in records[-1]
+  # a priced group's rows were scored at some step (a step whose rollouts wrote no table has
+  # none)
+  assert any(k.startswith("rollout/priced_") for r in records for k in r)
   # temperature 0.5: the trainer's log-probs are the sampler's
   assert first_rl["sampler_logp_gap"] < 1e-3
 

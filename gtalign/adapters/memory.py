@@ -77,7 +77,7 @@ def plan(model_config: ModelConfig, config, prompt_length: int | None = None) ->
   plain = lora.plain(model_config)
   sampler = plain.num_params() * compute
   rl, m = config.rl, model_config
-  rows = (rl.prompts_per_step + rl.steer_groups) * rl.num_samples
+  rows = (rl.prompts_per_step + rl.steer_groups + rl.priced_groups) * rl.num_samples
   prompt = prompt_length or config.data.max_prompt_length
   # a dialogue's every later turn adds about a prompt (the user's reply inside the game's
   # instruction) and a completion; all of it after the first prompt is the completion window

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import functools
+
 import jax
 import numpy as np
 
@@ -17,7 +19,9 @@ from gtalign.game import trace as trace_lib
 from gtalign.parallel import distributed
 from gtalign.rewards import tasks
 from gtalign.sampling.sampler import SamplingConfig
+from gtalign.rl import objective
 from gtalign.training import heldout, phases, rollout
+from gtalign.training import priced_groups as priced_lib
 from gtalign.training import steer_groups as steer_lib
 from gtalign.training import run as run_lib
 from gtalign.training.run import Run
@@ -122,6 +126,41 @@ def _with_steered(local: dict, steered, run: Run, shape, source_row) -> dict:
   return {k: np.concatenate([np.asarray(v), np.asarray(extra[k])]) for k, v in local.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _policy_logprobs(model_config, temperature: float):
+  """Jitted teacher-forced log-probs of a batch's completion window under the policy."""
+  return jax.jit(functools.partial(objective.sequence_logprobs, model_config,
+                                   temperature=temperature))
+
+
+def _with_priced(local: dict, priced, scored, run: Run, params, shape, prompts) -> dict:
+  """The step's batch with the priced groups' rows after its own (groups of G, in order): U
+  and L from the run's reward, the trained ids' log-probs under the policy as the old ones
+  (the table was written by the host: the sampler never scored it), rows no reading or KL mask
+  applies to get zeros."""
+  cfg = run.config.rl
+  extra = rollout.sequence_batch([prompts[i] for i in priced.sources], priced.completions,
+                                 run.tokenizer.pad_id, shape=shape)
+  window = extra["loss_mask_bc"].shape[1]
+  extra["loss_mask_bc"] *= rollout.completion_array(priced.trained, window)
+  # the other row was written by the policy and priced nothing the group compares
+  extra["loss_mask_bc"] = rollout.mask_other_row(extra["loss_mask_bc"], run.tokenizer,
+                                                 priced.completions, priced.keys)
+  logp = _policy_logprobs(run.model_config, cfg.temperature)(
+      params, {k: extra[k] for k in ("inputs_bt", "positions_bt", "attention_mask_bt",
+                                     "window_start_b", "targets_bc")})
+  extra["old_logp_bc"] = np.asarray(jax.device_get(logp), np.float32) * extra["loss_mask_bc"]
+  arrays = scored.arrays()
+  extra.update(user_b=arrays["user"], llm_b=arrays["llm"],
+               reward_valid_b=(~scored.judge_failed).astype(np.float32),
+               source_b=np.asarray([local["source_b"][i] for i in priced.sources], np.int32))
+  n = len(priced.sources)
+  for key, value in local.items():
+    if key not in extra:  # the reading's masks and grades: none of it trains here
+      extra[key] = np.zeros((n, *np.shape(value)[1:]), np.asarray(value).dtype)
+  return {k: np.concatenate([np.asarray(v), np.asarray(extra[k])]) for k, v in local.items()}
+
+
 ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
                        *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
                        "judge_failed", "tokens")
@@ -167,8 +206,24 @@ def rl_rollout(run: Run, params, step: int):
                        seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 500_009),
         seed=run_lib.rl_seed(run.config) * 1_000_003 + step, edit=run.config.eval.steering_edit)
     sample_seconds += time.perf_counter() - start
-  shape = _agreed_shape(prompts + (steered.prompts if steered else []),
-                        list(out.tokens) + (steered.completions if steered else []))
+  priced = None
+  if cfg.priced_groups:  # one rollout's reading under a table priced for each strategy
+    start = time.perf_counter()
+    priced = priced_lib.priced_groups(
+        run.sampler, sampler_params, prompts, out.texts, out.tokens,
+        [(r.get("extra_info") or {}).get("question_type") or "DQ" for r in row_of],
+        cfg.priced_groups, cfg.num_samples,
+        SamplingConfig(max_new_tokens=priced_lib.CONTINUATION_TOKENS,
+                       temperature=cfg.temperature, top_p=cfg.top_p,
+                       stop=(trace_lib.RESPONSE_END,), include_stop_str=True,
+                       seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 700_001),
+        seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 300_007)
+    sample_seconds += time.perf_counter() - start
+  extra_prompts = ((steered.prompts if steered else [])
+                   + ([prompts[i] for i in priced.sources] if priced else []))
+  extra_completions = ((steered.completions if steered else [])
+                       + (priced.completions if priced else []))
+  shape = _agreed_shape(prompts + extra_prompts, list(out.tokens) + extra_completions)
   local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id, shape=shape)
   local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
   if not cfg.train_thinking:
@@ -216,6 +271,21 @@ def rl_rollout(run: Run, params, step: int):
       local = _with_steered(local, steered, run, shape, row_of[0])
     stats["rollout/steer_follows"] = (float(steered.follows.mean()) if len(steered.follows)
                                       else float("nan"))
+  if priced is not None and priced.sources:
+    priced_scored = rollout.score_rows(
+        [row_of[i] for i in priced.sources], priced.texts, run.judge, variant=cfg.variant,
+        parse_mode=cfg.parse_mode, on_judge_failure=cfg.on_judge_failure,
+        world_consistency=cfg.world_consistency, world_misread=cfg.world_misread,
+        world_unpriced=cfg.world_unpriced, world_hedge=cfg.world_hedge)
+    local = _with_priced(local, priced, priced_scored, run, params, shape, prompts)
+    welfare_r = priced_scored.arrays()["welfare"]
+    for kind in ("DQ", "VQ"):  # what each priced strategy earned, by the question's type
+      for action in ("DA", "CQ", "AQ"):
+        picked = [w for w, i, key in zip(welfare_r, priced.sources, priced.keys)
+                  if key.endswith(action)
+                  and (row_of[i].get("extra_info") or {}).get("question_type") == kind]
+        stats[f"rollout/priced_{kind}_{action}"] = (float(np.mean(picked)) if picked
+                                                    else float("nan"))
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
               "question_type": r["extra_info"].get("question_type"),
               "completion": t, "judge_failed": res.judge_failed,

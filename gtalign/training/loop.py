@@ -56,8 +56,8 @@ RL_STEP_ROLLOUTS = 16
 def step_costs(config) -> tuple[float, float]:
   """(SFT step, RL step) in units of a default SFT step: the ETA's priors until measured."""
   sft = SFT_DIALOGUE_COST if config.sft.dialogues else 1.0
-  rollouts = ((config.rl.prompts_per_step + config.rl.steer_groups) * config.rl.num_samples
-              / RL_STEP_ROLLOUTS)
+  rollouts = ((config.rl.prompts_per_step + config.rl.steer_groups + config.rl.priced_groups)
+              * config.rl.num_samples / RL_STEP_ROLLOUTS)
   return sft, RL_STEP_COST * rollouts * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
                                          + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
 

@@ -291,15 +291,16 @@ def check_options(config) -> None:
   if config.rl.world_hedge < 0:
     raise InvalidInput(f"rl.world_hedge={config.rl.world_hedge}; expected a factor >= 0 on "
                        "an AQ's answer term")
-  if config.rl.steer_groups < 0 or (config.rl.steer_groups and (
-      config.rl.max_turns > 1 or algorithm != "grpo")):
-    raise InvalidInput(f"rl.steer_groups={config.rl.steer_groups}; expected >= 0, and above 0 "
-                       "only with single-turn rollouts (rl.max_turns=1) and rl.algorithm='grpo'")
-  if config.rl.steer_groups and jax.process_count() > 1:
-    # each process steers its own rollouts; processes whose rollouts wrote fewer tables would
-    # hand the global batch different numbers of rows
-    raise InvalidInput(f"rl.steer_groups={config.rl.steer_groups} runs in one process only; "
-                       f"this run has {jax.process_count()}")
+  for key in ("steer_groups", "priced_groups"):
+    groups = config.rl[key]
+    if groups < 0 or (groups and (config.rl.max_turns > 1 or algorithm != "grpo")):
+      raise InvalidInput(f"rl.{key}={groups}; expected >= 0, and above 0 only with "
+                         "single-turn rollouts (rl.max_turns=1) and rl.algorithm='grpo'")
+    if groups and jax.process_count() > 1:
+      # each process edits its own rollouts; processes whose rollouts wrote fewer tables
+      # would hand the global batch different numbers of rows
+      raise InvalidInput(f"rl.{key}={groups} runs in one process only; this run has "
+                         f"{jax.process_count()}")
   if config.rl.max_turns < 1 or config.eval.dialogue_turns < 0:
     raise InvalidInput(f"rl.max_turns={config.rl.max_turns}, eval.dialogue_turns="
                        f"{config.eval.dialogue_turns}; expected max_turns >= 1 and "

@@ -1,0 +1,110 @@
+"""Priced groups in RL (`rl.priced_groups`): one rollout's reading, continued under tables that
+price each strategy in turn, paid the world's welfare, the table's tokens trained.
+
+RL can only rank the tables its policy samples: a warm start whose definite rows rarely peak on
+DA gives a group of 8 samples no direct answer to prefer (README "The default run": seed 2's
+rollouts held 2, 0, 3, 0, 0, 0 DA samples of 16 over its six steps, and DA on DQ stayed 0.00).
+A priced group takes one of the step's rollouts that wrote a table, keeps its `<thinking>` (the
+reading), and writes its table anew for each row of the group: the row it read priced for
+DA, CQ and AQ in turn (`evaluation.steering.edited`, edit "read"; the other row as the policy
+wrote it), continued once each from `</payoff>` (token-exact, as the steering metric does).
+Each row is scored by the run's own reward, so the group's relative advantages say which
+priced table paid on this question; the table's cells in the row read and the continuation
+train, the reading and the other row do not, nor the bytes the sampler forced to heal the cut.
+The table's ids were written by the host, not sampled: their log-probs under the policy are
+computed before the update (`needs_logp_b`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from gtalign.evaluation import steering
+from gtalign.game import payoff, trace
+from gtalign.training import rollout
+
+
+# new tokens a continuation from </payoff> may take: a warm-start-shaped <analyze> and
+# <response> are about 120 (the steering metric's budget)
+CONTINUATION_TOKENS = 192
+
+
+@dataclasses.dataclass
+class PricedGroups:
+  """G rows per priced group: the source rollout's prompt index, the completion (the source's
+  reading and the priced table as fed, then the continuation), its text, the loss mask (1:
+  trains), and the key each row's table selects in the row its reading read."""
+
+  sources: list[int]  # per row, the index of the rollout it continues
+  completions: list[np.ndarray]
+  texts: list[str]
+  trained: list[np.ndarray]
+  keys: list[str]
+
+
+def pick_sources(texts: Sequence[str], kinds: Sequence[str], num_samples: int,
+                 groups: int) -> list[int]:
+  """Rollout indices to price: the first rollout with a table of a prompt of each question type
+  in turn (DQ, VQ, DQ, ...), `groups` of them at most, each prompt once (prompt-major rows)."""
+  firsts = {}
+  for start in range(0, len(texts), num_samples):
+    found = next((i for i in range(start, start + num_samples)
+                  if steering.table_cut(texts[i])), None)
+    if found is not None:
+      firsts.setdefault(kinds[start], []).append(found)
+  out = []
+  while len(out) < groups and any(firsts.values()):
+    for kind in steering.ROWS:
+      if firsts.get(kind) and len(out) < groups:
+        out.append(firsts[kind].pop(0))
+  return out
+
+
+def strategies(num_samples: int, rng: np.random.Generator) -> list[str]:
+  """A group's strategies: DA, CQ and AQ in turn from a random one, so each is priced
+  num_samples / 3 times (one more for the first num_samples % 3)."""
+  first = int(rng.integers(len(payoff.ACTIONS)))
+  return [payoff.ACTIONS[(first + i) % len(payoff.ACTIONS)] for i in range(num_samples)]
+
+
+def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
+                  tokens: Sequence[Sequence[int]], kinds: Sequence[str], groups: int,
+                  num_samples: int, sampling, seed: int) -> PricedGroups:
+  """`groups` priced groups of `num_samples` rows from this step's rollouts (`prompts`,
+  `texts`, `tokens`, prompt-major; `kinds` each row's question type)."""
+  rng = np.random.default_rng(seed)
+  sources, ids, prefixes, own, priced = [], [], [], [], []
+  for i in pick_sources(texts, kinds, num_samples, groups):
+    for strategy in strategies(num_samples, rng):
+      prefix, key, _ = steering.edited(steering.table_cut(texts[i]), kinds[i], strategy,
+                                     edit="read")
+      sources.append(i)
+      ids.append(list(prompts[i]))
+      prefixes.append(prefix)
+      own.append(tokens[i])
+      priced.append(key)
+  if not sources:
+    return PricedGroups([], [], [], [], [])
+  resumes = sampler.plan(prefixes, own)
+  out = sampler.continue_from(params, ids, prefixes,
+                              dataclasses.replace(sampling, num_samples=1),
+                              sample_offsets=list(range(len(ids))), prefix_tokens=own)
+  tokenizer = sampler.tokenizer
+  completions, trained, whole = [], [], []
+  for r, (prefix, resume) in enumerate(zip(prefixes, resumes)):
+    fed = [int(t) for t in out.prefix_tokens[r]]
+    completion = np.asarray(fed + [int(t) for t in out.tokens[r]], np.int32)
+    mask = np.zeros(len(completion), np.float32)
+    # from the table's first id (after "<payoff>") to the end, but not the healing bytes
+    mask[rollout.tokens_through(tokenizer, fed, trace.PAYOFF_START):] = 1.0
+    forced = len(resume.forced.decode("utf-8", errors="replace"))
+    if forced:
+      mask[len(fed):len(fed) + rollout.tokens_spelling(tokenizer, out.tokens[r], forced)] = 0.0
+    completions.append(completion)
+    trained.append(mask)
+    whole.append(prefix + out.texts[r])
+  return PricedGroups(sources=sources, completions=completions, texts=whole, trained=trained,
+                      keys=priced)
