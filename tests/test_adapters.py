@@ -262,6 +262,7 @@ def test_the_memory_plan_counts_a_real_train_state_to_the_byte():
   c = ml_collections.ConfigDict(dict(
       rl=dict(algorithm="grpo", trainable="all", prompts_per_step=2, num_samples=2,
               max_new_tokens=8, num_microbatches=1, max_turns=1, kl_coef=0.0, steer_groups=0,
+              priced_groups=0,
               thinking_kl=0.1, other_row_kl=0.0),
       data=dict(max_prompt_length=8)))
   config = get_preset("tiny-llama")
