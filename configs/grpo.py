@@ -243,7 +243,10 @@ def base_config() -> ml_collections.ConfigDict:
   # every: RL steps between saves; sft_every: warm-start steps between saves (and its last
   # step), each 20-30x cheaper than an RL step: saving every 4 of them cost the default run
   # about 55 s of its 120 SFT steps on 2 cores (bench/checkpoint_cost.py)
-  c.checkpoint = ml_collections.ConfigDict(dict(every=4, sft_every=20, max_to_keep=2))
+  # keep_warm_start: the warm start's last checkpoint is kept beside the newest max_to_keep,
+  # so RL of other settings can start from it (copy it into a new workdir's checkpoints/)
+  c.checkpoint = ml_collections.ConfigDict(dict(every=4, sft_every=20, max_to_keep=2,
+                                                keep_warm_start=True))
   return c
 
 

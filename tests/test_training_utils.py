@@ -192,6 +192,27 @@ def test_checkpoint_interval_and_max_to_keep(tmp_path):
   ckpt.close()
 
 
+def test_a_kept_step_outlives_max_to_keep_and_survives_a_restart(tmp_path):
+  """`keep` (checkpoint.keep_warm_start: the warm start's last step) is never deleted to make
+  room for newer steps, in this process or a resumed one."""
+  state = {"x": jnp.ones(3)}
+  ckpt = Checkpointer(tmp_path, max_to_keep=2, keep=(3,))
+  for s in range(1, 7):
+    ckpt.save(s, {"x": state["x"] * s}, {"s": s})
+  ckpt.wait()
+  assert ckpt.all_steps() == [3, 5, 6]
+  ckpt.close()
+  again = Checkpointer(tmp_path, max_to_keep=2, keep=(3,))
+  for s in (7, 8):
+    again.save(s, state, {"s": s})
+  again.wait()
+  assert again.all_steps() == [3, 7, 8]
+  restored, meta = again.restore(3, abstract_state={"x": jax.ShapeDtypeStruct((3,), jnp.float32)})
+  np.testing.assert_array_equal(restored["x"], np.full(3, 3.0))
+  assert meta == {"s": 3}
+  again.close()
+
+
 def test_the_warm_start_saves_at_its_own_interval_and_at_its_end():
   """checkpoint.sft_every for warm-start steps, checkpoint.every after them; the warm start's
   last step (where RL starts) and the run's last step are always saved."""

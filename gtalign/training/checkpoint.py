@@ -40,15 +40,22 @@ class Checkpointer:
   """Saves every `save_every` steps, keeps the newest `max_to_keep`, restores into shardings."""
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = 2,
-               save_every: int = 1, *, async_save: bool = True):
+               save_every: int = 1, *, async_save: bool = True, keep: tuple[int, ...] = ()):
+    """`keep`: steps never deleted to make room (the warm start's last step, where RL starts:
+    an RL run of other settings can start from it)."""
     if save_every < 1:
       raise InvalidInput(f"checkpoint.every must be >= 1, got {save_every}")
     self.directory = os.path.abspath(os.fspath(directory))
     self.save_every = save_every
     os.makedirs(self.directory, exist_ok=True)
     _set_aside_uncommitted_steps(self.directory)
+    policy = {}
+    if keep and max_to_keep is not None:
+      from orbax.checkpoint import checkpoint_managers  # pylint: disable=g-import-not-at-top
+      policy = {"preservation_policy": checkpoint_managers.AnyPreservationPolicy([
+          checkpoint_managers.LatestN(max_to_keep), checkpoint_managers.CustomSteps(keep)])}
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
+        **(policy or {"max_to_keep": max_to_keep}),
         save_interval_steps=1,  # the interval is decided in `save`, so `force` means one thing
         create=True,
         cleanup_tmp_directories=True,  # tmp dirs are only ever saves killed before the rename

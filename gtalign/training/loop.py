@@ -133,7 +133,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   init_opt = jax.jit(tx.init, out_shardings=state_shardings.opt_state)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
-                      save_every=config.checkpoint.every)
+                      save_every=config.checkpoint.every,
+                      keep=(sft_steps,) if sft_steps and config.checkpoint.keep_warm_start
+                      else ())
   evals: dict[str, dict[str, np.ndarray]] = {}
   # with adapters a checkpoint holds what trains (adapters, a critic's head), never the base
   policy_mask = trainable if adapters_on else None
