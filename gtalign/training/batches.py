@@ -284,8 +284,8 @@ def rl_rollout(run: Run, params, step: int):
         picked = [w for w, i, key in zip(welfare_r, priced.sources, priced.keys)
                   if key.endswith(action)
                   and (row_of[i].get("extra_info") or {}).get("question_type") == kind]
-        stats[f"rollout/priced_{kind}_{action}"] = (float(np.mean(picked)) if picked
-                                                    else float("nan"))
+        if picked:  # a strategy no row priced on this type this step is not logged
+          stats[f"rollout/priced_{kind}_{action}"] = float(np.mean(picked))
   records = [{"row_id": r["row_id"], "question": r["extra_info"].get("question", ""),
               "question_type": r["extra_info"].get("question_type"),
               "completion": t, "judge_failed": res.judge_failed,
