@@ -45,6 +45,17 @@ def _group(tokenizer, rows, size):
   return group, texts, tokens, prompts, kinds
 
 
+def _priced(tokenizer, rows, size):
+  """`_group`'s rollouts, priced in one group per prompt by a sampler that follows every
+  table: (rows, texts, ids, prompts, the priced groups)."""
+  group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
+  sampler = EditFollower(tokenizer, [group[0]] * size + [group[size]] * size,
+                         obey=lambda r: True)
+  out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
+                                    num_samples=size, sampling=SamplingConfig(), seed=1)
+  return group, texts, tokens, prompts, out
+
+
 def test_sources_alternate_the_question_types_and_strategies_take_turns():
   texts = ["<thinking>x</thinking><payoff>{}</payoff>"] * 8
   texts[0] = "<thinking>no table"  # the first prompt's first rollout wrote none: its second
@@ -65,11 +76,7 @@ def test_priced_rows_keep_the_reading_price_each_strategy_and_rank_them_by_welfa
   the group's advantages say which priced table pays. The reading, the other row and the
   healing bytes are out of the loss; the read row's cells and the continuation are in."""
   size = 3
-  group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
-  sampler = EditFollower(tokenizer, [group[0]] * size + [group[size]] * size,
-                         obey=lambda r: True)
-  out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
-                                    num_samples=size, sampling=SamplingConfig(), seed=1)
+  group, texts, tokens, prompts, out = _priced(tokenizer, rows, size)
   assert out.sources == [0] * size + [size] * size
   assert sorted(out.keys[:size]) == ["DQ_AQ", "DQ_CQ", "DQ_DA"]
   assert sorted(out.keys[size:]) == ["VQ_AQ", "VQ_CQ", "VQ_DA"]
@@ -106,11 +113,7 @@ def test_priced_rows_join_the_batch_with_the_policys_log_probs_of_the_table(toke
   from gtalign.rl import objective
   from gtalign.training import batches
   size = 3
-  group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
-  sampler = EditFollower(tokenizer, [group[0]] * size + [group[size]] * size,
-                         obey=lambda r: True)
-  out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
-                                    num_samples=size, sampling=SamplingConfig(), seed=1)
+  group, texts, tokens, prompts, out = _priced(tokenizer, rows, size)
   scored = rollout.score_rows([group[i] for i in out.sources], out.texts, make_judge("rule"),
                               variant="main", parse_mode="strict", on_judge_failure="mask")
   shape = rollout.sequence_shape(prompts + [prompts[i] for i in out.sources],

@@ -120,8 +120,14 @@ def _with_steered(local: dict, steered, run: Run, shape, source_row) -> dict:
   extra.update(user_b=steered.follows, llm_b=steered.follows,
                reward_valid_b=np.ones(n, np.float32),
                source_b=np.full(n, run.source_ids[source_row["data_source"]], np.int32))
+  return _joined(local, extra, n)
+
+
+def _joined(local: dict, extra: dict, n: int) -> dict:
+  """`local`'s rows, then `extra`'s `n` rows; a key only `local` has (the reading's masks and
+  grades, a KL anchor) is zeros for them: nothing of the host-written prefix trains by it."""
   for key, value in local.items():
-    if key not in extra:  # the reading's masks and grades: nothing of the prefix trains
+    if key not in extra:
       extra[key] = np.zeros((n, *np.shape(value)[1:]), np.asarray(value).dtype)
   return {k: np.concatenate([np.asarray(v), np.asarray(extra[k])]) for k, v in local.items()}
 
@@ -154,11 +160,7 @@ def _with_priced(local: dict, priced, scored, run: Run, params, shape, prompts) 
   extra.update(user_b=arrays["user"], llm_b=arrays["llm"],
                reward_valid_b=(~scored.judge_failed).astype(np.float32),
                source_b=np.asarray([local["source_b"][i] for i in priced.sources], np.int32))
-  n = len(priced.sources)
-  for key, value in local.items():
-    if key not in extra:  # the reading's masks and grades: none of it trains here
-      extra[key] = np.zeros((n, *np.shape(value)[1:]), np.asarray(value).dtype)
-  return {k: np.concatenate([np.asarray(v), np.asarray(extra[k])]) for k, v in local.items()}
+  return _joined(local, extra, len(priced.sources))
 
 
 ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
@@ -194,13 +196,13 @@ def rl_rollout(run: Run, params, step: int):
   judge_seconds = time.perf_counter() - start
   arrays = scored.arrays()
   prompts = [run.prompt(r) for r in row_of]
+  kinds = [(r.get("extra_info") or {}).get("question_type") or "DQ" for r in row_of]
   steered = None
   if cfg.steer_groups:  # rollouts whose table the host edited, paid for following it
     start = time.perf_counter()
     steered = steer_lib.steer_groups(
         run.sampler, sampler_params, prompts, out.texts, out.tokens,
-        [(r.get("extra_info") or {}).get("question_type") or "DQ" for r in row_of],
-        cfg.steer_groups, cfg.num_samples,
+        kinds, cfg.steer_groups, cfg.num_samples,
         SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                        top_p=cfg.top_p, stop=(trace_lib.RESPONSE_END,), include_stop_str=True,
                        seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 500_009),
@@ -211,8 +213,7 @@ def rl_rollout(run: Run, params, step: int):
     start = time.perf_counter()
     priced = priced_lib.priced_groups(
         run.sampler, sampler_params, prompts, out.texts, out.tokens,
-        [(r.get("extra_info") or {}).get("question_type") or "DQ" for r in row_of],
-        cfg.priced_groups, cfg.num_samples,
+        kinds, cfg.priced_groups, cfg.num_samples,
         SamplingConfig(max_new_tokens=priced_lib.CONTINUATION_TOKENS,
                        temperature=cfg.temperature, top_p=cfg.top_p,
                        stop=(trace_lib.RESPONSE_END,), include_stop_str=True,

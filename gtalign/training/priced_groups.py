@@ -24,7 +24,7 @@ import numpy as np
 
 from gtalign.evaluation import steering
 from gtalign.game import payoff, trace
-from gtalign.training import rollout
+from gtalign.training import rollout, steer_groups
 
 
 # new tokens a continuation from </payoff> may take: a warm-start-shaped <analyze> and
@@ -50,11 +50,8 @@ def pick_sources(texts: Sequence[str], kinds: Sequence[str], num_samples: int,
   """Rollout indices to price: the first rollout with a table of a prompt of each question type
   in turn (DQ, VQ, DQ, ...), `groups` of them at most, each prompt once (prompt-major rows)."""
   firsts = {}
-  for start in range(0, len(texts), num_samples):
-    found = next((i for i in range(start, start + num_samples)
-                  if steering.table_cut(texts[i])), None)
-    if found is not None:
-      firsts.setdefault(kinds[start], []).append(found)
+  for found in steer_groups.pick_sources(texts, num_samples, len(texts)):
+    firsts.setdefault(kinds[found], []).append(found)
   out = []
   while len(out) < groups and any(firsts.values()):
     for kind in steering.ROWS:
