@@ -8,6 +8,7 @@ continuation checks on the base model with the trace written up to the tags.
 """
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 from serve_process import ROOT, ServerProcess
 
 from gtalign.evaluation import cuts as cuts_lib
-from gtalign.game import trace, turn
+from gtalign.game import payoff, trace, turn
+from gtalign.game.payoff import select_in_row
 from gtalign.models.checkpoints import load_pretrained
 from gtalign.sample import game_prompt, game_settings
 from gtalign.sampling.sampler import Sampler, SamplingConfig
@@ -209,3 +211,34 @@ def test_evaluate_the_real_weights_policy_from_its_workdir_and_its_export(export
   assert ckpt["summary"]["format_ok"][0] > 0  # the real policy writes the four blocks
   assert all(x is not None for x in ckpt["rows"]["steering"][:2])
   assert len(ckpt["rows"]["welfare"]) == 4
+
+
+def test_priced_groups_continue_the_real_policys_reading_under_each_priced_table(policy):
+  """`rl.priced_groups` on the real weights: each row is the policy's own ids through its
+  reading, a table whose row read selects the row's key, and the policy's continuation; the
+  ids spell the text scored, and only the table onward trains."""
+  from gtalign.training import priced_groups, rollout
+  sampler, params, tokenizer, prompts, whole = policy
+  size = 3
+  keep = [i for i, t in enumerate(whole.texts) if _table_parses(t)]
+  assert keep, whole.texts
+  texts = [whole.texts[i] for i in keep for _ in range(size)]
+  tokens = [whole.tokens[i] for i in keep for _ in range(size)]
+  rows_prompts = [prompts[i] for i in keep for _ in range(size)]
+  out = priced_groups.priced_groups(
+      sampler, params, rows_prompts, texts, tokens, ["DQ"] * len(texts), groups=len(keep),
+      num_samples=size, sampling=dataclasses.replace(GREEDY, max_new_tokens=192), seed=0)
+  assert len(out.sources) == size * len(keep)
+  for r, (completion, text, key) in enumerate(zip(out.completions, out.texts, out.keys)):
+    source = out.sources[r]
+    assert tokenizer.decode(completion) == text
+    reading = texts[source][:texts[source].index(trace.PAYOFF_START)]
+    assert text.startswith(reading)
+    own = list(tokens[source])
+    cut = rollout.tokens_through(tokenizer, own, trace.PAYOFF_START)
+    assert list(completion[:cut]) == own[:cut]  # the model's own ids through the reading
+    table = trace.parse_payoff(trace.extract_block(text, "payoff"), mode="lenient")[0]
+    assert select_in_row(payoff.Bimatrix.from_dict(table), key[:2]) == key
+    mask = out.trained[r]
+    assert not mask[:cut].any() and mask[cut:cut + 4].all()
+  assert sorted({k[3:] for k in out.keys}) == ["AQ", "CQ", "DA"]
