@@ -153,6 +153,11 @@ def base_config() -> ml_collections.ConfigDict:
       # priced_groups): RL can only rank tables its policy samples, and seed 2's warm start
       # sampled almost no DA on definite questions (README "The default run")
       priced_groups=0,
+      # which rows a priced group's table prices (evaluation.steering.EDITS): read, the row
+      # its reading read (the other row as the policy wrote it); both, that row and the other
+      # for the same strategy, as a provider's edit and the steering metric price them (the
+      # default's steering misses are edits of the row it does not read)
+      priced_edit="read",
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

@@ -45,14 +45,15 @@ def _group(tokenizer, rows, size):
   return group, texts, tokens, prompts, kinds
 
 
-def _priced(tokenizer, rows, size):
+def _priced(tokenizer, rows, size, edit="read"):
   """`_group`'s rollouts, priced in one group per prompt by a sampler that follows every
   table: (rows, texts, ids, prompts, the priced groups)."""
   group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
   sampler = EditFollower(tokenizer, [group[0]] * size + [group[size]] * size,
                          obey=lambda r: True)
   out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
-                                    num_samples=size, sampling=SamplingConfig(), seed=1)
+                                    num_samples=size, sampling=SamplingConfig(), seed=1,
+                                    edit=edit)
   return group, texts, tokens, prompts, out
 
 
@@ -100,6 +101,24 @@ def test_priced_rows_keep_the_reading_price_each_strategy_and_rank_them_by_welfa
   welfare = dict(zip(out.keys, scored.arrays()["welfare"]))
   assert welfare["DQ_DA"] > welfare["DQ_AQ"] > welfare["DQ_CQ"]
   assert welfare["VQ_CQ"] > welfare["VQ_AQ"] > welfare["VQ_DA"]
+
+
+def test_priced_edit_both_prices_the_other_row_for_the_same_strategy(tokenizer, rows):
+  """`rl.priced_edit=both`: each row's table selects its strategy in both rows (a provider's
+  edit); with "read" the other row is the policy's own (the source's flat row)."""
+  size = 3
+  for edit in ("both", "read"):
+    _, texts, _, _, out = _priced(tokenizer, rows, size, edit=edit)
+    for r, key in enumerate(out.keys):
+      table = payoff.Bimatrix.from_dict(trace.parse_trace(out.texts[r]).payoff)
+      other = "VQ" if key.startswith("DQ") else "DQ"
+      assert payoff.select_in_row(table, key[:2]) == key
+      own = payoff.Bimatrix.from_dict(trace.parse_trace(texts[out.sources[r]]).payoff)
+      other_cells = [table.points()[f"{other}_{a}"] for a in payoff.ACTIONS]
+      if edit == "both":
+        assert payoff.select_in_row(table, other) == f"{other}_{key[3:]}", (edit, key)
+      else:
+        assert other_cells == [own.points()[f"{other}_{a}"] for a in payoff.ACTIONS]
 
 
 def test_priced_rows_join_the_batch_with_the_policys_log_probs_of_the_table(tokenizer, rows):

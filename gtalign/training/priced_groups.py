@@ -6,8 +6,9 @@ DA gives a group of 8 samples no direct answer to prefer (README "The default ru
 rollouts held 2, 0, 3, 0, 0, 0 DA samples of 16 over its six steps, and DA on DQ stayed 0.00).
 A priced group takes one of the step's rollouts that wrote a table, keeps its `<thinking>` (the
 reading), and writes its table anew for each row of the group: the row it read priced for
-DA, CQ and AQ in turn (`evaluation.steering.edited`, edit "read"; the other row as the policy
-wrote it), continued once each from `</payoff>` (token-exact, as the steering metric does).
+DA, CQ and AQ in turn (`evaluation.steering.edited`; with edit "read" the other row stays as
+the policy wrote it, with "both" it is priced for the same strategy, as a provider's edit and
+the steering metric price it, so RL sees the other rows a provider writes), continued once each from `</payoff>` (token-exact, as the steering metric does).
 Each row is scored by the run's own reward, so the group's relative advantages say which
 priced table paid on this question; the table's cells in the row read and the continuation
 train, the reading and the other row do not, nor the bytes the sampler forced to heal the cut.
@@ -69,15 +70,16 @@ def strategies(num_samples: int, rng: np.random.Generator) -> list[str]:
 
 def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
                   tokens: Sequence[Sequence[int]], kinds: Sequence[str], groups: int,
-                  num_samples: int, sampling, seed: int) -> PricedGroups:
+                  num_samples: int, sampling, seed: int, edit: str = "read") -> PricedGroups:
   """`groups` priced groups of `num_samples` rows from this step's rollouts (`prompts`,
-  `texts`, `tokens`, prompt-major; `kinds` each row's question type)."""
+  `texts`, `tokens`, prompt-major; `kinds` each row's question type); `edit` one of
+  `steering.EDITS` (`rl.priced_edit`)."""
   rng = np.random.default_rng(seed)
   sources, ids, prefixes, own, priced = [], [], [], [], []
   for i in pick_sources(texts, kinds, num_samples, groups):
     for strategy in strategies(num_samples, rng):
       prefix, key, _ = steering.edited(steering.table_cut(texts[i]), kinds[i], strategy,
-                                     edit="read")
+                                     edit=edit)
       sources.append(i)
       ids.append(list(prompts[i]))
       prefixes.append(prefix)

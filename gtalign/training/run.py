@@ -265,7 +265,8 @@ def check_options(config) -> None:
                               ("sft.draw", config.sft.draw, warm_start.DRAWS),
                               ("sft.rows", config.sft.rows, warm_start.ROWS),
                               ("eval.steering_edit", config.eval.steering_edit,
-                               steering.EDITS)):
+                               steering.EDITS),
+                              ("rl.priced_edit", config.rl.priced_edit, steering.EDITS)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
