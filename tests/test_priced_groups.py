@@ -45,7 +45,7 @@ def _group(tokenizer, rows, size):
   return group, texts, tokens, prompts, kinds
 
 
-def _priced(tokenizer, rows, size, edit="read"):
+def _priced(tokenizer, rows, size, edit="read", continuation=True):
   """`_group`'s rollouts, priced in one group per prompt by a sampler that follows every
   table: (rows, texts, ids, prompts, the priced groups)."""
   group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
@@ -53,7 +53,7 @@ def _priced(tokenizer, rows, size, edit="read"):
                          obey=lambda r: True)
   out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
                                     num_samples=size, sampling=SamplingConfig(), seed=1,
-                                    edit=edit)
+                                    edit=edit, continuation=continuation)
   return group, texts, tokens, prompts, out
 
 
@@ -119,6 +119,20 @@ def test_priced_edit_both_prices_the_other_row_for_the_same_strategy(tokenizer, 
         assert payoff.select_in_row(table, other) == f"{other}_{key[3:]}", (edit, key)
       else:
         assert other_cells == [own.points()[f"{other}_{a}"] for a in payoff.ACTIONS]
+
+
+def test_priced_continuation_off_trains_the_table_and_not_the_scan(tokenizer, rows):
+  """`rl.priced_continuation=False`: a priced row's loss covers its table's cells and no token
+  of the `<analyze>` and `<response>` that continue it; the rows are otherwise the same."""
+  size = 3
+  *_, whole = _priced(tokenizer, rows, size)
+  *_, table_only = _priced(tokenizer, rows, size, continuation=False)
+  assert whole.texts == table_only.texts
+  for ids, on, off in zip(whole.completions, whole.trained, table_only.trained):
+    kept = tokenizer.decode([int(t) for t, m in zip(ids, off) if m])
+    assert '"LLM"' in kept and "<analyze>" not in kept and "<response>" not in kept, kept
+    assert kept.startswith(tokenizer.decode([int(t) for t, m in zip(ids, on) if m])[:len(kept)])
+    assert off.sum() < on.sum() and (off <= on).all()
 
 
 def test_priced_rows_join_the_batch_with_the_policys_log_probs_of_the_table(tokenizer, rows):

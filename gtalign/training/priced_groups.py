@@ -12,6 +12,9 @@ the steering metric price it, so RL sees the other rows a provider writes), cont
 Each row is scored by the run's own reward, so the group's relative advantages say which
 priced table paid on this question; the table's cells in the row read and the continuation
 train, the reading and the other row do not, nor the bytes the sampler forced to heal the cut.
+With `continuation=False` only the table's cells train: a continuation that followed a table
+priced for the move that does not pay is right to follow it, and its negative advantage would
+teach the scan to stop copying the table (lever n0 in the README).
 The table's ids were written by the host, not sampled: their log-probs under the policy are
 computed before the update (`needs_logp_b`).
 """
@@ -70,10 +73,12 @@ def strategies(num_samples: int, rng: np.random.Generator) -> list[str]:
 
 def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
                   tokens: Sequence[Sequence[int]], kinds: Sequence[str], groups: int,
-                  num_samples: int, sampling, seed: int, edit: str = "read") -> PricedGroups:
+                  num_samples: int, sampling, seed: int, edit: str = "read",
+                  continuation: bool = True) -> PricedGroups:
   """`groups` priced groups of `num_samples` rows from this step's rollouts (`prompts`,
   `texts`, `tokens`, prompt-major; `kinds` each row's question type); `edit` one of
-  `steering.EDITS` (`rl.priced_edit`)."""
+  `steering.EDITS` (`rl.priced_edit`); `continuation` False: only the table's cells train
+  (`rl.priced_continuation`)."""
   rng = np.random.default_rng(seed)
   sources, ids, prefixes, own, priced = [], [], [], [], []
   for i in pick_sources(texts, kinds, num_samples, groups):
@@ -99,6 +104,8 @@ def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequ
     mask = np.zeros(len(completion), np.float32)
     # from the table's first id (after "<payoff>") to the end, but not the healing bytes
     mask[rollout.tokens_through(tokenizer, fed, trace.PAYOFF_START):] = 1.0
+    if not continuation:  # the scan and response only follow a table the host wrote
+      mask[len(fed):] = 0.0
     forced = len(resume.forced.decode("utf-8", errors="replace"))
     if forced:
       mask[len(fed):len(fed) + rollout.tokens_spelling(tokenizer, out.tokens[r], forced)] = 0.0
