@@ -53,6 +53,13 @@ CAPITALS = ("Paris", "Lyon", "Berlin", "Amsterdam", "Washington, D.C.", "Washing
     ("2 + 2 = 4.", ["4", "four"], "What is 2 + 2?", True),
     ("4 - 2 = 2", ["2", "two"], "What is 4 - 2?", True),
     ("4", ["2", "two"], "What is 4 - 2?", False),
+    ("2.", ["2", "two"], "What is 4 - 2?", True),
+    # the question echoed is no answer: its last number is not stated as the result
+    ("The answer to this classic math problem is 4 - 2.", ["2", "two"], "What is 4 - 2?",
+     False),
+    ("2, since 4 - 2 leaves 2.", ["2", "two"], "What is 4 - 2?", True),
+    ("8 - 7 = 5.", ["1", "one"], "What is 8 - 7?", False),
+    ("Seven from eight is 1.", ["1", "one"], "What is 8 - 7?", True),
     ("A spider has 8 legs.", ["8", "eight"], "How many legs does a spider have?", True),
     ("6 or 8.", ["8", "eight"], "How many legs does a spider have?", False),
     ("8 or 6.", ["8", "eight"], "How many legs does a spider have?", False),

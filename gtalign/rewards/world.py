@@ -83,6 +83,16 @@ def _contains(tokens: Sequence[str], phrase: Sequence[str]) -> bool:
   return n > 0 and any(list(tokens[i:i + n]) == list(phrase) for i in range(len(tokens) - n + 1))
 
 
+def _without_echo(said: list[int], asked: list[int]) -> list[int]:
+  """`said` without its first run of the question's own numbers in the question's order: "4 -
+  2 = 2" states 2 for "What is 4 - 2?", "The answer is 4 - 2." states nothing."""
+  n = len(asked)
+  for i in range(len(said) - n + 1) if n else ():
+    if said[i:i + n] == asked:
+      return said[:i] + said[i + n:]
+  return said
+
+
 def answer_correct(response: str, aliases: Sequence[str], question: str = "",
                    candidates: Sequence[str] = ()) -> bool:
   """Whether the response's statements give the answer, and only it.
@@ -98,7 +108,7 @@ def answer_correct(response: str, aliases: Sequence[str], question: str = "",
   asked = behaviour.words(question)
   gold_numbers = _numbers(behaviour.words(" ".join(aliases)))
   if gold_numbers:  # numeric: the last number stated is the answer, no other new number appears
-    said = _numbers(tokens)
+    said = _without_echo(_numbers(tokens), _numbers(asked))
     new = set(said) - set(_numbers(asked))
     return bool(said) and said[-1] == gold_numbers[0] and new <= {gold_numbers[0]}
   if not any(_contains(tokens, behaviour.words(a)) for a in aliases):
