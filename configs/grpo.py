@@ -160,12 +160,12 @@ def base_config() -> ml_collections.ConfigDict:
       # for the same strategy, as a provider's edit and the steering metric price them (the
       # default's steering misses are edits of the row it does not read)
       priced_edit="read",
-      # False: a priced row trains its table's cells only, not the scan and response that
-      # continue it (they follow a table the host wrote: a continuation that follows a table
-      # priced for the move that does not pay gets a negative advantage for following it; with
-      # 2 own prompts and 2 priced groups a step the scan stopped copying the table, steering
-      # 0.78 -> 0.33 at seed 0, README lever n0)
-      priced_continuation=True,
+      # what a priced row trains (training.priced_groups.TRAINS): all, its table's cells in
+      # the row read and the scan and response that continue it; table, the cells only (the
+      # continuation follows a table the host wrote; trained, it stopped copying the table
+      # with 2 own prompts and 2 priced groups a step, README lever n0); numbers, the cells'
+      # numbers only, where a group's rows differ (pr0's format broke at seed 0)
+      priced_train="all",
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

@@ -117,6 +117,7 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.rl.priced_groups=-1",
                                            "rl.priced_groups"),
                                           ("--config.rl.priced_edit=all", "rl.priced_edit"),
+                                          ("--config.rl.priced_train=cells", "rl.priced_train"),
                                           ("--config.rl.world_hedge=-0.5", "rl.world_hedge")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",

@@ -45,7 +45,7 @@ def _group(tokenizer, rows, size):
   return group, texts, tokens, prompts, kinds
 
 
-def _priced(tokenizer, rows, size, edit="read", continuation=True):
+def _priced(tokenizer, rows, size, edit="read", train="all"):
   """`_group`'s rollouts, priced in one group per prompt by a sampler that follows every
   table: (rows, texts, ids, prompts, the priced groups)."""
   group, texts, tokens, prompts, kinds = _group(tokenizer, rows, size)
@@ -53,7 +53,7 @@ def _priced(tokenizer, rows, size, edit="read", continuation=True):
                          obey=lambda r: True)
   out = priced_groups.priced_groups(sampler, None, prompts, texts, tokens, kinds, groups=2,
                                     num_samples=size, sampling=SamplingConfig(), seed=1,
-                                    edit=edit, continuation=continuation)
+                                    edit=edit, train=train)
   return group, texts, tokens, prompts, out
 
 
@@ -121,18 +121,40 @@ def test_priced_edit_both_prices_the_other_row_for_the_same_strategy(tokenizer, 
         assert other_cells == [own.points()[f"{other}_{a}"] for a in payoff.ACTIONS]
 
 
-def test_priced_continuation_off_trains_the_table_and_not_the_scan(tokenizer, rows):
-  """`rl.priced_continuation=False`: a priced row's loss covers its table's cells and no token
-  of the `<analyze>` and `<response>` that continue it; the rows are otherwise the same."""
+def test_priced_train_table_and_numbers_leave_the_scan_and_the_shared_tokens_out(tokenizer,
+                                                                                  rows):
+  """`rl.priced_train`: "table" trains the table's cells and no token of the `<analyze>` and
+  `<response>` that continue it; "numbers" only the numbers of the read row's cells (where a
+  group's rows differ), not the keys, braces and tags they share."""
   size = 3
   *_, whole = _priced(tokenizer, rows, size)
-  *_, table_only = _priced(tokenizer, rows, size, continuation=False)
-  assert whole.texts == table_only.texts
-  for ids, on, off in zip(whole.completions, whole.trained, table_only.trained):
-    kept = tokenizer.decode([int(t) for t, m in zip(ids, off) if m])
+  *_, table = _priced(tokenizer, rows, size, train="table")
+  *_, numbers = _priced(tokenizer, rows, size, train="numbers")
+  assert whole.texts == table.texts == numbers.texts
+  for ids, key, on, cells, digits in zip(whole.completions, whole.keys, whole.trained,
+                                         table.trained, numbers.trained):
+    kept = tokenizer.decode([int(t) for t, m in zip(ids, cells) if m])
     assert '"LLM"' in kept and "<analyze>" not in kept and "<response>" not in kept, kept
-    assert kept.startswith(tokenizer.decode([int(t) for t, m in zip(ids, on) if m])[:len(kept)])
-    assert off.sum() < on.sum() and (off <= on).all()
+    assert cells.sum() < on.sum() and (cells <= on).all() and (digits <= cells).all()
+    spelled = "".join(tokenizer.decode([int(t)]) for t, m in zip(ids, digits) if m)
+    table_cells = payoff.Bimatrix.from_dict(trace.parse_trace(
+        tokenizer.decode(list(ids))).payoff).points()
+    want = "".join(f"{v:g}" for k in trace.PAYOFF_KEYS if k.startswith(key[:3])
+                   for v in table_cells[k])
+    assert "".join(c for c in spelled if c.isdigit() or c in ".-") == want, (spelled, want)
+    assert not any(c.isalpha() for c in spelled), spelled
+
+
+def test_row_numbers_marks_the_digits_of_one_row(tokenizer):
+  text = ('<thinking>x</thinking><payoff>{"DQ_AQ":{"LLM":1,"user":2},"DQ_CQ":{"LLM":4.5,'
+          '"user":-1},"DQ_DA":{"LLM":0,"user":2},"VQ_AQ":{"LLM":7,"user":8},"VQ_CQ":{"LLM":'
+          '9,"user":3},"VQ_DA":{"LLM":6,"user":5}}</payoff><analyze>')
+  ids = tokenizer.encode(text)
+  for row, want in (("DQ", "124.5-102"), ("VQ", "789365")):
+    marks = priced_groups.row_numbers(tokenizer, ids, row)
+    spelled = "".join(tokenizer.decode([t]) for t, m in zip(ids, marks) if m)
+    assert "".join(c for c in spelled if c.isdigit() or c in ".-") == want, spelled
+  assert not priced_groups.row_numbers(tokenizer, tokenizer.encode("no table"), "DQ").any()
 
 
 def test_priced_rows_join_the_batch_with_the_policys_log_probs_of_the_table(tokenizer, rows):

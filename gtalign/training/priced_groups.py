@@ -12,9 +12,13 @@ the steering metric price it, so RL sees the other rows a provider writes), cont
 Each row is scored by the run's own reward, so the group's relative advantages say which
 priced table paid on this question; the table's cells in the row read and the continuation
 train, the reading and the other row do not, nor the bytes the sampler forced to heal the cut.
-With `continuation=False` only the table's cells train: a continuation that followed a table
-priced for the move that does not pay is right to follow it, and its negative advantage would
-teach the scan to stop copying the table (lever n0 in the README).
+What trains is `rl.priced_train` (TRAINS): "all", the table's cells in the row read and the
+continuation; "table", only those cells: a continuation that followed a table priced for the
+move that does not pay is right to follow it, and its negative advantage taught the scan to
+stop copying the table (lever n0 in the README); "numbers", only the numbers of those cells,
+the tokens in which a group's rows differ: every row of a group writes the same keys, braces
+and tags, and the rows priced for the move that does not pay pushed those down in their own
+contexts until the table lost its shape (lever pr0).
 The table's ids were written by the host, not sampled: their log-probs under the policy are
 computed before the update (`needs_logp_b`).
 """
@@ -22,6 +26,7 @@ computed before the update (`needs_logp_b`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +36,9 @@ from gtalign.game import payoff, trace
 from gtalign.training import rollout, steer_groups
 
 
+TRAINS = ("all", "table", "numbers")  # what a priced row trains (`rl.priced_train`)
+_CELL = r'"%s"\s*:\s*\{[^{}]*\}'
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # new tokens a continuation from </payoff> may take: a warm-start-shaped <analyze> and
 # <response> are about 120 (the steering metric's budget)
 CONTINUATION_TOKENS = 192
@@ -74,11 +82,12 @@ def strategies(num_samples: int, rng: np.random.Generator) -> list[str]:
 def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
                   tokens: Sequence[Sequence[int]], kinds: Sequence[str], groups: int,
                   num_samples: int, sampling, seed: int, edit: str = "read",
-                  continuation: bool = True) -> PricedGroups:
+                  train: str = "all") -> PricedGroups:
   """`groups` priced groups of `num_samples` rows from this step's rollouts (`prompts`,
   `texts`, `tokens`, prompt-major; `kinds` each row's question type); `edit` one of
-  `steering.EDITS` (`rl.priced_edit`); `continuation` False: only the table's cells train
-  (`rl.priced_continuation`)."""
+  `steering.EDITS` (`rl.priced_edit`); `train` one of TRAINS (`rl.priced_train`)."""
+  if train not in TRAINS:
+    raise ValueError(f"priced rows train {train!r}; expected one of {TRAINS}")
   rng = np.random.default_rng(seed)
   sources, ids, prefixes, own, priced = [], [], [], [], []
   for i in pick_sources(texts, kinds, num_samples, groups):
@@ -104,8 +113,10 @@ def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequ
     mask = np.zeros(len(completion), np.float32)
     # from the table's first id (after "<payoff>") to the end, but not the healing bytes
     mask[rollout.tokens_through(tokenizer, fed, trace.PAYOFF_START):] = 1.0
-    if not continuation:  # the scan and response only follow a table the host wrote
+    if train != "all":  # the scan and response only follow a table the host wrote
       mask[len(fed):] = 0.0
+    if train == "numbers":
+      mask *= row_numbers(tokenizer, completion, priced[r][:2])
     forced = len(resume.forced.decode("utf-8", errors="replace"))
     if forced:
       mask[len(fed):len(fed) + rollout.tokens_spelling(tokenizer, out.tokens[r], forced)] = 0.0
@@ -114,3 +125,24 @@ def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequ
     whole.append(prefix + out.texts[r])
   return PricedGroups(sources=sources, completions=completions, texts=whole, trained=trained,
                       keys=priced)
+
+
+def row_numbers(tokenizer, ids: Sequence[int], row: str) -> np.ndarray:
+  """1 on the ids that spell a number inside a cell of `row` (DQ or VQ) of the payoff block
+  `ids` write, 0 elsewhere."""
+  out = np.zeros(len(ids), np.float32)
+  text = tokenizer.decode(list(ids))
+  start = text.find(trace.PAYOFF_START)
+  end = text.find(trace.PAYOFF_END, start)
+  if start < 0 or end < 0:
+    return out
+  for name in (k for k in trace.PAYOFF_KEYS if k.startswith(f"{row}_")):
+    cell = re.compile(_CELL % name).search(text, start, end)
+    if not cell:
+      continue
+    body = cell.group(0)
+    for number in _NUMBER.finditer(body, body.index("{")):
+      first = rollout.tokens_spelling(tokenizer, ids, cell.start() + number.start() + 1) - 1
+      last = rollout.tokens_spelling(tokenizer, ids, cell.start() + number.end())
+      out[first:last] = 1.0
+  return out

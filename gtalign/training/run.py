@@ -38,7 +38,7 @@ from gtalign.rewards import tasks
 from gtalign.rewards.judges import make_judge
 from gtalign.rl import objective
 from gtalign.sampling.sampler import Sampler
-from gtalign.training import phases
+from gtalign.training import phases, priced_groups
 from gtalign.training.checkpoint import read_latest
 from gtalign.utils.errors import InvalidInput
 
@@ -266,7 +266,9 @@ def check_options(config) -> None:
                               ("sft.rows", config.sft.rows, warm_start.ROWS),
                               ("eval.steering_edit", config.eval.steering_edit,
                                steering.EDITS),
-                              ("rl.priced_edit", config.rl.priced_edit, steering.EDITS)):
+                              ("rl.priced_edit", config.rl.priced_edit, steering.EDITS),
+                              ("rl.priced_train", config.rl.priced_train,
+                               priced_groups.TRAINS)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
