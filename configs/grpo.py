@@ -164,7 +164,8 @@ def base_config() -> ml_collections.ConfigDict:
       # the row read and the scan and response that continue it; table, the cells only (the
       # continuation follows a table the host wrote; trained, it stopped copying the table
       # with 2 own prompts and 2 priced groups a step, README lever n0); numbers, the cells'
-      # numbers only, where a group's rows differ (pr0's format broke at seed 0)
+      # numbers only, where a group's rows differ (pr0's format broke at seed 0; prn0 kept
+      # it, DA on DQ 0.84, and lost the vague row, CQ on VQ 0.00)
       priced_train="all",
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
