@@ -37,7 +37,6 @@ from gtalign.training import rollout, steer_groups
 
 
 TRAINS = ("all", "table", "numbers")  # what a priced row trains (`rl.priced_train`)
-_CELL = r'"%s"\s*:\s*\{[^{}]*\}'
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # new tokens a continuation from </payoff> may take: a warm-start-shaped <analyze> and
 # <response> are about 120 (the steering metric's budget)
@@ -137,7 +136,7 @@ def row_numbers(tokenizer, ids: Sequence[int], row: str) -> np.ndarray:
   if start < 0 or end < 0:
     return out
   for name in (k for k in trace.PAYOFF_KEYS if k.startswith(f"{row}_")):
-    cell = re.compile(_CELL % name).search(text, start, end)
+    cell = re.compile(rollout.CELL_PATTERN % name).search(text, start, end)
     if not cell:
       continue
     body = cell.group(0)

@@ -235,6 +235,9 @@ def mask_through(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequ
   return out
 
 
+CELL_PATTERN = r'"%s"\s*:\s*\{[^{}]*\}'  # one cell of a payoff block, by its key
+
+
 def mask_other_row(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Sequence[int]],
                    keys: Sequence[str | None]) -> np.ndarray:
   """The loss mask with the cells of the table's other row left out (`rl.train_other_row=
@@ -255,7 +258,7 @@ def mask_other_row(loss_mask_bc: np.ndarray, tokenizer, completions: Sequence[Se
       continue
     other = "VQ_" if key.startswith("DQ_") else "DQ_"
     for name in (k for k in PAYOFF_KEYS if k.startswith(other)):
-      cell = re.compile(r'"%s"\s*:\s*\{[^{}]*\}' % name).search(text, start, end)
+      cell = re.compile(CELL_PATTERN % name).search(text, start, end)
       if cell:
         out[i, tokens_spelling(tokenizer, ids, cell.start()):
             tokens_spelling(tokenizer, ids, cell.end())] = 0.0
