@@ -167,6 +167,12 @@ def base_config() -> ml_collections.ConfigDict:
       # numbers only, where a group's rows differ (pr0's format broke at seed 0; prn0 kept
       # it, DA on DQ 0.84, and lost the vague row, CQ on VQ 0.00)
       priced_train="all",
+      # > 0: this many of a step's rollouts, their tables edited as eval.steering_edit edits
+      # (the steering metric's edit), taught the warm start's scan of the edited table by its
+      # likelihood, in an update after each policy update (gtalign.training.scan_rows): the
+      # default's steering misses are scans that write the cells the policy would have
+      # written instead of the edited ones
+      scan_rows=0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
       normalisation="none",  # none | zscore | minmax | robustz | cdf | quantile | james | ...

@@ -22,6 +22,7 @@ from gtalign.sampling.sampler import SamplingConfig
 from gtalign.rl import objective
 from gtalign.training import heldout, phases, rollout
 from gtalign.training import priced_groups as priced_lib
+from gtalign.training import scan_rows as scan_lib
 from gtalign.training import steer_groups as steer_lib
 from gtalign.training import run as run_lib
 from gtalign.training.run import Run
@@ -163,6 +164,7 @@ def _with_priced(local: dict, priced, scored, run: Run, params, shape, prompts) 
   return _joined(local, extra, len(priced.sources))
 
 
+SCAN_KEY = "scan"  # the rollout batch's entry holding `rl.scan_rows`' batch (training.loop)
 ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
                        *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
                        "judge_failed", "tokens")
@@ -300,5 +302,21 @@ def rl_rollout(run: Run, params, step: int):
                              if isinstance(v, (int, float, bool))
                              and (not res.judge_failed or k in tasks.UNJUDGED_COMPONENTS)}}
              for r, t, res, p in zip(row_of, out.texts, scored.results, scored.parsed)]
-  return run.global_batch(local), stats, records
+  batch = run.global_batch(local)
+  if cfg.scan_rows:  # the step's tables edited, their scans taught (a batch of their own)
+    batch[SCAN_KEY] = _scan_batch(run, prompts, out.texts, out.tokens, kinds, step)
+  return batch, stats, records
+
+
+def _scan_batch(run: Run, prompts, texts, tokens, kinds, step: int) -> dict:
+  """The global batch of `rl.scan_rows` rows (`training.scan_rows`): the scan's ids trained."""
+  scan = scan_lib.scan_rows(run.tokenizer, texts, tokens, kinds, run.config.rl.scan_rows,
+                            seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 900_007,
+                            edit=run.config.eval.steering_edit)
+  scan_prompts = [prompts[i] for i in scan.sources]
+  local = rollout.sequence_batch(scan_prompts, scan.completions, run.tokenizer.pad_id,
+                                 shape=_agreed_shape(scan_prompts, scan.completions))
+  local["loss_mask_bc"] *= rollout.completion_array(scan.trained,
+                                                    local["loss_mask_bc"].shape[1])
+  return run.global_batch(local)
 

@@ -58,8 +58,11 @@ def step_costs(config) -> tuple[float, float]:
   sft = SFT_DIALOGUE_COST if config.sft.dialogues else 1.0
   rollouts = ((config.rl.prompts_per_step + config.rl.steer_groups + config.rl.priced_groups)
               * config.rl.num_samples / RL_STEP_ROLLOUTS)
-  return sft, RL_STEP_COST * rollouts * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
-                                         + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
+  # rl.scan_rows: an update on those rows after each policy update, no sampling
+  scans = config.rl.scan_rows / RL_STEP_ROLLOUTS * UPDATE_SHARE * config.rl.updates_per_batch
+  return sft, RL_STEP_COST * (rollouts * (1.0 + DIALOGUE_TURN_COST * (config.rl.max_turns - 1)
+                                          + UPDATE_SHARE * (config.rl.updates_per_batch - 1))
+                              + scans)
 
 
 def phase_optimizer(config, phase: str, trainable) -> optax.GradientTransformation:
@@ -114,6 +117,10 @@ def train(config, workdir: str) -> dict[str, Any]:
       functools.partial(objective.policy_loss, model_config, ocfg), tx, state_shardings,
       data_sharding, num_microbatches=config.rl.num_microbatches, trainable=trainable,
       prepare_batch=functools.partial(prepare, ocfg))
+  # rl.scan_rows: the scans of edited tables, taught by their likelihood with the RL optimizer
+  scan_update = (update.make_update_step(
+      functools.partial(objective.sft_loss, model_config), tx, state_shardings, data_sharding,
+      num_microbatches=1, trainable=trainable) if config.rl.scan_rows else None)
   critic = (critic_lib.make_critic(config, model_config, host_params, ocfg, mesh,
                                     data_sharding, trainable) if ppo else None)
   del host_params
@@ -198,6 +205,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       if step == sft_steps and keep_reference:
         ref_params = copy_params(state.params)
       batch, stats, records = rollout_step(run, state.params, step - sft_steps)
+      scan_batch = batch.pop(batches.SCAN_KEY, None)
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
       elif adapters_on and uses_reference:
@@ -212,6 +220,9 @@ def train(config, workdir: str) -> dict[str, Any]:
       # log-probs, so the ratio leaves 1 and the clip bounds how far the batch moves the policy
       for _ in range(config.rl.updates_per_batch):
         state, metrics = rl_update(state, batch)
+        if scan_batch is not None:  # after each policy update, one on the scans (rl.scan_rows)
+          state, scan_metrics = scan_update(state, scan_batch)
+          stats["scan/loss"] = float(jax.device_get(scan_metrics)["loss"])
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics.update(stats, step_seconds=time.perf_counter() - begin)
     if records:  # every process's rows, logged by process 0

@@ -294,6 +294,9 @@ def check_options(config) -> None:
   if config.rl.world_hedge < 0:
     raise InvalidInput(f"rl.world_hedge={config.rl.world_hedge}; expected a factor >= 0 on "
                        "an AQ's answer term")
+  if config.rl.scan_rows < 0 or (config.rl.scan_rows and config.rl.max_turns > 1):
+    raise InvalidInput(f"rl.scan_rows={config.rl.scan_rows}; expected >= 0, and above 0 only "
+                       "with single-turn rollouts (rl.max_turns=1)")
   for key in ("steer_groups", "priced_groups"):
     groups = config.rl[key]
     if groups < 0 or (groups and (config.rl.max_turns > 1 or algorithm != "grpo")):

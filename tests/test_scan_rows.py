@@ -1,0 +1,90 @@
+"""Scan rows (`rl.scan_rows`): a step's rollouts with their tables edited, the scan of the edited
+table taught by its likelihood."""
+
+import numpy as np
+import pytest
+
+from gtalign.data import warm_start, world
+from gtalign.evaluation import steering
+from gtalign.game import payoff, prompt as prompt_lib, trace
+from gtalign.models.tokenizer import load_tokenizer
+from gtalign.training import scan_rows
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_gguf_path):
+  return load_tokenizer(smollm2_gguf_path)
+
+
+@pytest.fixture(scope="module")
+def rollouts(tokenizer):
+  """Four rollouts of two prompts, each hedging (AQ) as a warm start's traces do, one of them
+  cut before its table."""
+  test = world.make_world(seed=0, num_train=0, num_test=12, build_messages=lambda q, s: (
+      prompt_lib.build_messages(q, s, style="compact")))["test"]
+  definite = next(r for r in test if r["extra_info"]["question_type"] == "DQ")
+  vague = next(r for r in test if r["extra_info"]["question_type"] == "VQ")
+  group = [definite, definite, vague, vague]
+  texts = [warm_start.format_trace(r, "AQ", tables="fixed") for r in group]
+  texts[1] = texts[1][:texts[1].index("<payoff>")]  # wrote no table
+  tokens = [tokenizer.encode(t) for t in texts]
+  kinds = [r["extra_info"]["question_type"] for r in group]
+  return texts, tokens, kinds
+
+
+def test_each_row_keeps_the_reading_edits_the_table_and_trains_only_its_scan(tokenizer,
+                                                                             rollouts):
+  """A row is the rollout's own ids through `<payoff>`, then the table edited to select the
+  row's key, then the warm start's scan of that table; the ids that train spell exactly the
+  `<analyze>` block, whose scan names the edited table's pick and copies its cells."""
+  texts, tokens, kinds = rollouts
+  out = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=6, seed=3)
+  assert len(out.sources) == 6 and 1 not in out.sources  # the tableless rollout never
+  assert set(out.sources) == {0, 2, 3}
+  for i, ids, mask, key in zip(out.sources, out.completions, out.trained, out.keys):
+    cut = texts[i].index("<payoff>") + len("<payoff>")
+    assert list(ids[:len(tokenizer.encode(texts[i][:cut]))]) == tokenizer.encode(
+        texts[i][:cut])  # the rollout's own ids through the reading
+    text = tokenizer.decode(list(ids))
+    trained = tokenizer.decode([int(t) for t, m in zip(ids, mask) if m])
+    scan = text[text.index("</payoff>") + len("</payoff>"):]
+    # the scan, and at most the end of </payoff> where one id spells both
+    assert trained.endswith(scan) and "</payoff>".endswith(trained[:-len(scan)] or ">")
+    assert scan.startswith("<analyze>") and scan.endswith(trace.ANALYZE_END)
+    parsed = trace.parse_trace(text + "<response>x</response>")
+    assert parsed.chosen_key == key == payoff.select_in_row(
+        payoff.Bimatrix.from_dict(parsed.payoff), key[:2])
+    assert key[:2] == kinds[i]
+    for cell in (k for k in trace.PAYOFF_KEYS if k.startswith(key[:2])):
+      llm, user = payoff.Bimatrix.from_dict(parsed.payoff)[cell]
+      assert f'"{cell}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' in scan
+  # the edits move the peak: some rows select another strategy than the AQ the rollouts wrote
+  assert any(not k.endswith("AQ") for k in out.keys)
+
+
+def test_the_scan_of_an_edited_table_is_the_one_the_warm_start_writes(tokenizer, rollouts):
+  """The taught scan of a table is the warm start's `analysis` of it, number for number, with
+  the edit the steering metric makes."""
+  texts, tokens, kinds = rollouts
+  out = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=3, seed=0)
+  for i, ids, key in zip(out.sources, out.completions, out.keys):
+    prefix, want_key, table = steering.edited(steering.table_cut(texts[i]), kinds[i],
+                                              key[3:])
+    assert want_key == key
+    assert tokenizer.decode(list(ids)) == (
+        prefix + f"<analyze>{warm_start.analysis(key[:2], table.points())}</analyze>")
+
+
+def test_without_a_table_the_rows_train_nothing_and_keep_the_shape(tokenizer, rollouts):
+  texts, tokens, kinds = rollouts
+  out = scan_rows.scan_rows(tokenizer, texts[1:2], tokens[1:2], kinds[1:2], count=4, seed=0)
+  assert len(out.completions) == 4
+  assert all(not m.any() for m in out.trained)
+
+
+def test_draws_are_a_function_of_the_seed(tokenizer, rollouts):
+  texts, tokens, kinds = rollouts
+  a = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=5, seed=7)
+  b = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=5, seed=7)
+  assert a.keys == b.keys and a.sources == b.sources
+  assert all(np.array_equal(x, y) for x, y in zip(a.completions, b.completions))
