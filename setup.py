@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=8.0",
+    "pytest-xdist>=3.5",  # the suite runs a worker a core (pytest.ini)
     # The CPU build the local package index serves; an unpinned torch pulls a multi-GB CUDA build.
     "torch==2.13.0",
     "transformers>=5.0",

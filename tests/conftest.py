@@ -26,9 +26,26 @@ def gtalign_data_dir():
   return DATA_DIR
 
 
+# the modules that take minutes (each, on a 2-core CPU), longest first: the suite runs on
+# pytest-xdist workers (pytest.ini), which take whole modules in collection order, and a long one
+# taken last would finish last while the other workers idle
+LONG_MODULES = ("test_training.py", "test_training_variants.py", "test_adapters_run.py",
+                "test_multiprocess.py", "test_compare.py", "test_dialogue.py",
+                "test_notebooks.py", "test_continuation.py")
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: a worker a core, at most 4 (each may hold two copies of SmolLM2 and its
+  reference model in memory)."""
+  return max(1, min(4, os.cpu_count() or 1))
+
+
 def pytest_collection_modifyitems(config, items):
-  """Tests marked `slow` run with GTALIGN_SLOW=1 (or when picked with -m slow); the default run,
-  CI's, runs their quick variants (e.g. 2 kill-and-resume trials instead of 10)."""
+  """The long modules first (LONG_MODULES). Tests marked `slow` run with GTALIGN_SLOW=1 (or when
+  picked with -m slow); the default run, CI's, runs their quick variants (e.g. 2
+  kill-and-resume trials instead of 10)."""
+  rank = {name: i for i, name in enumerate(LONG_MODULES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: module order kept
   if os.environ.get("GTALIGN_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
     return
   skip = pytest.mark.skip(reason="slow: set GTALIGN_SLOW=1 to run it")

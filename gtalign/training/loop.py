@@ -206,6 +206,8 @@ def train(config, workdir: str) -> dict[str, Any]:
         ref_params = copy_params(state.params)
       batch, stats, records = rollout_step(run, state.params, step - sft_steps)
       scan_batch = batch.pop(batches.SCAN_KEY, None)
+      if scan_batch is not None and not float(jnp.sum(scan_batch["loss_mask_bc"])):
+        scan_batch = None  # no rollout wrote a table to edit: nothing to teach this step
       if ref_params is not None:
         batch["ref_logp_bc"] = ref_logprobs(ref_params, batch)
       elif adapters_on and uses_reference:
