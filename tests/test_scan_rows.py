@@ -47,10 +47,14 @@ def test_each_row_keeps_the_reading_edits_the_table_and_trains_only_its_scan(tok
         texts[i][:cut])  # the rollout's own ids through the reading
     text = tokenizer.decode(list(ids))
     trained = tokenizer.decode([int(t) for t, m in zip(ids, mask) if m])
-    scan = text[text.index("</payoff>") + len("</payoff>"):]
-    # the scan, and at most the end of </payoff> where one id spells both
-    assert trained.endswith(scan) and "</payoff>".endswith(trained[:-len(scan)] or ">")
-    assert scan.startswith("<analyze>") and scan.endswith(trace.ANALYZE_END)
+    after = text[text.index("</payoff>") + len("</payoff>"):]
+    scan = after[:after.index(trace.ANALYZE_END) + len(trace.ANALYZE_END)]
+    # the scan; at most the end of </payoff> and the start of <response> where one id spells
+    # both tags, as in a whole trace (the row ends with the id that closes the scan)
+    assert trained.endswith(after) and "</payoff>".endswith(trained[:-len(after)] or ">")
+    assert scan.startswith("<analyze>") and trace.RESPONSE_START.startswith(after[len(scan):])
+    whole = tokenizer.encode(text[:len(text) - len(after)] + scan + trace.RESPONSE_START)
+    assert list(ids) == whole[:len(ids)]  # the ids a whole trace has there
     parsed = trace.parse_trace(text + "<response>x</response>")
     assert parsed.chosen_key == key == payoff.select_in_row(
         payoff.Bimatrix.from_dict(parsed.payoff), key[:2])
@@ -71,8 +75,10 @@ def test_the_scan_of_an_edited_table_is_the_one_the_warm_start_writes(tokenizer,
     prefix, want_key, table = steering.edited(steering.table_cut(texts[i]), kinds[i],
                                               key[3:])
     assert want_key == key
-    assert tokenizer.decode(list(ids)) == (
-        prefix + f"<analyze>{warm_start.analysis(key[:2], table.points())}</analyze>")
+    text = tokenizer.decode(list(ids))
+    scan = f"<analyze>{warm_start.analysis(key[:2], table.points())}</analyze>"
+    assert text.startswith(prefix + scan)
+    assert trace.RESPONSE_START.startswith(text[len(prefix + scan):])
 
 
 def test_without_a_table_the_rows_train_nothing_and_keep_the_shape(tokenizer, rollouts):

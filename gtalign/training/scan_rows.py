@@ -29,7 +29,8 @@ from gtalign.training import rollout
 @dataclasses.dataclass
 class ScanRows:
   """One row per taught scan: the source rollout's index, the completion ids (the rollout's own
-  reading, the edited table and its scan), the loss mask (1 on the scan) and the row's key."""
+  reading, the edited table and its scan, through the id that closes it), the loss mask (1 on
+  the scan) and the row's key."""
 
   sources: list[int]
   completions: list[np.ndarray]
@@ -66,7 +67,12 @@ def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
     if not prefix.startswith(head_text):  # the rollout's text is not its ids' (never seen)
       continue
     table_text = prefix[len(head_text):]  # the edited table through </payoff>
-    tail = list(tokenizer.encode(table_text + scan_text(key[:2], table)))
+    scan = scan_text(key[:2], table)
+    # the response's tag after the scan, so the ids are the ones a whole trace has where the
+    # two meet ("><" spells the end of one tag and the start of the next): a lone ">" closing
+    # the scan, trained, is an id the policy never wrote there, and after it it wrote EOS
+    tail = list(tokenizer.encode(table_text + scan + trace.RESPONSE_START))
+    tail = tail[:rollout.tokens_spelling(tokenizer, tail, len(table_text) + len(scan))]
     mask = np.zeros(len(head) + len(tail), np.float32)
     # from the id that spells the scan's first character (one may close the table too)
     mask[len(head) + rollout.tokens_spelling(tokenizer, tail, len(table_text) + 1) - 1:] = 1.0
