@@ -119,6 +119,7 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.rl.priced_edit=all", "rl.priced_edit"),
                                           ("--config.rl.priced_train=cells", "rl.priced_train"),
                                           ("--config.rl.scan_rows=-2", "rl.scan_rows"),
+                                          ("--config.rl.scan_weight=0", "rl.scan_weight"),
                                           ("--config.rl.world_hedge=-0.5", "rl.world_hedge")])
 def test_main_bad_option_values_name_the_key(override, key, tmp_path):
   line = _one_error_line("gtalign.main", "--config=configs/grpo.py:tiny",

@@ -94,3 +94,20 @@ def test_draws_are_a_function_of_the_seed(tokenizer, rollouts):
   b = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=5, seed=7)
   assert a.keys == b.keys and a.sources == b.sources
   assert all(np.array_equal(x, y) for x, y in zip(a.completions, b.completions))
+
+
+def test_the_scan_weight_scales_the_sum_not_the_count(monkeypatch):
+  """`rl.scan_weight`: the scan rows' NLL sum is scaled and their token count is not, so the
+  update's mean (sum over count) is that much smaller, as is the pull on shared moments."""
+  import math
+
+  import jax.numpy as jnp
+
+  from gtalign.rl import objective
+  logits = jnp.array([[[0.0, math.log(3.0)], [0.0, 0.0]]])
+  monkeypatch.setattr(objective, "window_logits", lambda *a, **k: logits)
+  mb = {"targets_bc": jnp.array([[1, 0]]), "loss_mask_bc": jnp.array([[1.0, 1.0]])}
+  plain, count, _ = objective.sft_loss(None, None, mb)
+  scaled, scaled_count, _ = objective.sft_loss(None, None, mb, scale=0.25)
+  assert float(plain) == pytest.approx(math.log(8.0 / 3.0), abs=1e-6)
+  assert float(scaled) == pytest.approx(0.25 * float(plain)) and float(scaled_count) == 2.0

@@ -214,11 +214,13 @@ def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dic
   return loss_sum, count, metrics
 
 
-def sft_loss(model_config: ModelConfig, params, mb: dict):
-  """(token NLL sum, token count, metrics) of one microbatch of teacher-forced traces."""
+def sft_loss(model_config: ModelConfig, params, mb: dict, scale: float = 1.0):
+  """(token NLL sum, token count, metrics) of one microbatch of teacher-forced traces; `scale`
+  multiplies the sum (not the count): a term that shares an optimizer's moments with another
+  loss (`rl.scan_weight`) pulls on them this much less."""
   logits_bcv = window_logits(model_config, params, mb)
   loss_sum, count = losses.sft_loss(logits_bcv, mb["targets_bc"], mb["loss_mask_bc"])
-  return loss_sum, count, {}
+  return scale * loss_sum, count, {}
 
 
 def sequence_logprobs(model_config: ModelConfig, params, batch: dict, temperature: float = 1.0):

@@ -119,8 +119,9 @@ def train(config, workdir: str) -> dict[str, Any]:
       prepare_batch=functools.partial(prepare, ocfg))
   # rl.scan_rows: the scans of edited tables, taught by their likelihood with the RL optimizer
   scan_update = (update.make_update_step(
-      functools.partial(objective.sft_loss, model_config), tx, state_shardings, data_sharding,
-      num_microbatches=1, trainable=trainable) if config.rl.scan_rows else None)
+      functools.partial(objective.sft_loss, model_config, scale=config.rl.scan_weight), tx,
+      state_shardings, data_sharding, num_microbatches=1, trainable=trainable)
+                 if config.rl.scan_rows else None)
   critic = (critic_lib.make_critic(config, model_config, host_params, ocfg, mesh,
                                     data_sharding, trainable) if ppo else None)
   del host_params
@@ -224,7 +225,9 @@ def train(config, workdir: str) -> dict[str, Any]:
         state, metrics = rl_update(state, batch)
         if scan_batch is not None:  # after each policy update, one on the scans (rl.scan_rows)
           state, scan_metrics = scan_update(state, scan_batch)
-          stats["scan/loss"] = float(jax.device_get(scan_metrics)["loss"])
+          scan_metrics = jax.device_get(scan_metrics)
+          stats["scan/loss"] = float(scan_metrics["loss"]) / config.rl.scan_weight
+          stats["scan/grad_norm"] = float(scan_metrics["grad_norm"])
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     metrics.update(stats, step_seconds=time.perf_counter() - begin)
     if records:  # every process's rows, logged by process 0

@@ -297,6 +297,9 @@ def check_options(config) -> None:
   if config.rl.scan_rows < 0 or (config.rl.scan_rows and config.rl.max_turns > 1):
     raise InvalidInput(f"rl.scan_rows={config.rl.scan_rows}; expected >= 0, and above 0 only "
                        "with single-turn rollouts (rl.max_turns=1)")
+  if config.rl.scan_weight <= 0:
+    raise InvalidInput(f"rl.scan_weight={config.rl.scan_weight}; expected > 0 (rl.scan_rows=0 "
+                       "turns scan rows off)")
   for key in ("steer_groups", "priced_groups"):
     groups = config.rl[key]
     if groups < 0 or (groups and (config.rl.max_turns > 1 or algorithm != "grpo")):
