@@ -171,13 +171,15 @@ def base_config() -> ml_collections.ConfigDict:
       # (the steering metric's edit), taught the warm start's scan of the edited table by its
       # likelihood, in an update after each policy update (gtalign.training.scan_rows): the
       # default's steering misses are scans that write the cells the policy would have
-      # written instead of the edited ones
+      # written instead of the edited ones. Not the default: 16 rows at seed 0 (README "The
+      # default run", lever sc0) steered 0.72 -> 0.83 with no scan miscopying an edit, but
+      # RL's own tables lost their strict pick (0.66 -> 0.06 of a step's rollouts) and it
+      # learned neither row; at seed 1 (sc1) it steered no better than the warm start (0.58)
       scan_rows=0,
       # the scan rows' loss is multiplied by this: it shares AdamW's moments with the policy
       # loss, so a smaller weight pulls the shared moments less (every update's step is about
-      # the learning rate whatever the gradient's scale); 1 at seed 0 (lever sc0): steering
-      # 0.72 -> 0.83 and no scan miscopied an edit, but RL's own tables went flat in the row
-      # read (a strict pick in 0.06 of the last step's rollouts) and it learned neither row
+      # the learning rate whatever the gradient's scale); 0.1 at seed 0 (sw0): the tables
+      # lost their pick as with 1 (key = pick 0.61), steering 0.75
       scan_weight=1.0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
