@@ -30,8 +30,8 @@ def gtalign_data_dir():
 # pytest-xdist workers (pytest.ini), which take whole modules in collection order, and a long one
 # taken last would finish last while the other workers idle
 LONG_MODULES = ("test_training.py", "test_training_variants.py", "test_adapters_run.py",
-                "test_multiprocess.py", "test_compare.py", "test_dialogue.py",
-                "test_notebooks.py", "test_continuation.py")
+                "test_compare.py", "test_dialogue.py", "test_notebooks.py",
+                "test_continuation.py")
 
 
 def pytest_xdist_auto_num_workers(config):

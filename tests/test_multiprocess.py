@@ -25,6 +25,8 @@ import sys
 import numpy as np
 import pytest
 
+# run alone, after the rest of the suite (pytest.ini; the README's test command)
+pytestmark = pytest.mark.multiprocess
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = pathlib.Path(__file__).with_name("multiprocess_worker.py")
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
