@@ -178,8 +178,8 @@ def base_config() -> ml_collections.ConfigDict:
       scan_rows=0,
       # the scan rows' loss is multiplied by this: it shares AdamW's moments with the policy
       # loss, so a smaller weight pulls the shared moments less (every update's step is about
-      # the learning rate whatever the gradient's scale); 0.1 at seed 0 (sw0): the tables
-      # lost their pick as with 1 (key = pick 0.61), steering 0.75
+      # the learning rate whatever the gradient's scale); 0.1 and 0.02 at seed 0 (sw0, sx0):
+      # the tables lost their pick as with 1 (key = pick 0.61, 0.17), steering 0.75, 0.39
       scan_weight=1.0,
       welfare="cobb_douglas",  # cobb_douglas | linear | user_only | llm_only | nash | min
       welfare_alpha=0.5,  # cobb_douglas exponent on U
