@@ -52,8 +52,9 @@ def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
   `steering.EDITS`. No rollout with a table: `count` rows of the first rollout with nothing
   trained, so every step's batch has the same shape."""
   rng = np.random.default_rng(seed)
-  candidates = [i for i, t in enumerate(texts)
-                if steering.table_cut(t) and _cut_ids(tokenizer, tokens[i]) is not None]
+  cuts = {i: _cut_ids(tokenizer, tokens[i]) for i, t in enumerate(texts)
+          if steering.table_cut(t)}  # each rollout's ids through <payoff>, found once
+  candidates = [i for i, n in cuts.items() if n is not None]
   picks: list[int] = []
   while candidates and len(picks) < count:
     picks += list(rng.permutation(candidates)[:count - len(picks)])
@@ -62,7 +63,7 @@ def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
     strategy = payoff.ACTIONS[int(rng.integers(len(payoff.ACTIONS)))]
     prefix, key, table = steering.edited(steering.table_cut(texts[i]), kinds[i], strategy,
                                          edit=edit)
-    head = list(tokens[i][:_cut_ids(tokenizer, tokens[i])])
+    head = list(tokens[i][:cuts[i]])
     head_text = tokenizer.decode(head)
     if not prefix.startswith(head_text):  # the rollout's text is not its ids' (never seen)
       continue
