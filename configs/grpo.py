@@ -82,6 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
       # the table's JSON leads with the chosen cell: the decision is one key's tokens, not a
       # peak placed cell by cell (warm_start.payoff_json)
       chosen_first=False,
+      # how <analyze> restates each cell it compares (data/warm_start.SCANS): copy = as the
+      # table writes it ("DQ_DA":{"LLM":4,"user":3}), restate = in the scan's own words
+      # (DQ_DA: LLM 4, user 3); a copied cell repeats the table's tokens, so what RL teaches the
+      # table to write there, the scan writes too, whatever an edit put in the table
+      scan="copy",
       response_weight=5.0,  # a <response> token's weight in the SFT loss's mean (1: plain): the
                             # few tokens that carry the key out, among ~270 templated ones
       # a fraction of the vague warm-start rows taught as two-turn dialogues (ask for the

@@ -107,6 +107,7 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                           ("--config.rl.updates_per_batch=0",
                                            "rl.updates_per_batch"),
                                           ("--config.sft.tables=fixd", "sft.tables"),
+                                          ("--config.sft.scan=copied", "sft.scan"),
                                           ("--config.eval.steering_edit=one",
                                            "eval.steering_edit"),
                                           # tiny trains its <thinking>: nothing to hold

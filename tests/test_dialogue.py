@@ -303,7 +303,7 @@ def test_sft_dialogue_rows_mask_the_users_reply_and_name_no_strategy_before_the_
   config = types.SimpleNamespace(
       sft=types.SimpleNamespace(dialogues=0.5, warm_start="random", tables="fixed",
                                 chosen_first=False, response_weight=5.0, draw="visit",
-                                hedge=0.6, rows="both"),
+                                hedge=0.6, rows="both", scan="copy"),
       data=types.SimpleNamespace(prompt_style=STYLE))
   from gtalign.training import distill
   draw = warm_start.draw_of(config.sft)  # the default's: redrawn, both rows priced

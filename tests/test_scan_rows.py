@@ -81,6 +81,18 @@ def test_the_scan_of_an_edited_table_is_the_one_the_warm_start_writes(tokenizer,
     assert trace.RESPONSE_START.startswith(text[len(prefix + scan):])
 
 
+def test_a_restated_scan_is_taught_in_the_runs_form(tokenizer, rollouts):
+  """With `sft.scan=restate` the taught scan is the warm start's restated one, so RL's scan rows
+  teach the form the warm start taught, not the copied one."""
+  texts, tokens, kinds = rollouts
+  out = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=3, seed=0, scan="restate")
+  for i, ids, key in zip(out.sources, out.completions, out.keys):
+    prefix, _, table = steering.edited(steering.table_cut(texts[i]), kinds[i], key[3:])
+    text = tokenizer.decode(list(ids))
+    scan = f"<analyze>{warm_start.analysis(key[:2], table.points(), 'restate')}</analyze>"
+    assert text.startswith(prefix + scan) and "sums to" not in text
+
+
 def test_without_a_table_the_rows_train_nothing_and_keep_the_shape(tokenizer, rollouts):
   texts, tokens, kinds = rollouts
   out = scan_rows.scan_rows(tokenizer, texts[1:2], tokens[1:2], kinds[1:2], count=4, seed=0)

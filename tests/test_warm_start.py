@@ -134,15 +134,37 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     {"DQ_AQ": (-1, 2), "DQ_CQ": (0, 0), "DQ_DA": (0.5, 0.4)},
     {"DQ_AQ": (1, 2), "DQ_CQ": (2, 1), "DQ_DA": (1, 2)},  # ties: the larger user payoff wins
 ])
-def test_the_analysis_names_the_tables_pick_for_any_table(cells):
+@pytest.mark.parametrize("scan", warm_start.SCANS)
+def test_the_analysis_names_the_tables_pick_for_any_table(cells, scan):
   table = {**cells, "VQ_AQ": (0, 0), "VQ_CQ": (0, 0), "VQ_DA": (0, 0)}
-  text = warm_start.analysis("DQ", table)
+  text = warm_start.analysis("DQ", table, scan)
   best = max(cells, key=lambda k: sum(cells[k]))
   assert text.endswith(f"Best LLM + user: {best}")
-  for k, (llm, user) in cells.items():  # each cell copied as a table writes it, and its sum
-    assert f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' in text
+  for k, (llm, user) in cells.items():  # each cell restated, and its sum
+    if scan == "copy":  # as a table writes it
+      assert f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' in text
+    else:  # in words the table's JSON never uses: no span of it repeats
+      assert f"{k}: LLM {llm:g}, user {user:g}, sum {llm + user:g}" in text
+      assert '"LLM"' not in text and '{' not in text and f'"{k}"' not in text
+  assert parse_trace(f"<analyze>{text}</analyze>").chosen_key == best
   as_dict = {k: {"LLM": l, "user": u} for k, (l, u) in table.items()}
   assert select_sum(as_dict) == best  # the scan agrees with the selector, ties included
+
+
+def test_the_scan_form_reaches_every_trace_and_a_bad_one_is_named():
+  """`sft.scan` decides the `<analyze>` of single-turn and dialogue traces alike; the table and
+  response are the same under either form."""
+  rows, _ = _rows()
+  row = next(r for r in rows if r["extra_info"]["question_type"] == "VQ")
+  copy, restate = (warm_start.reference_trace(row, "random", tables="fixed", strategy="CQ",
+                                              scan=s) for s in ("copy", "restate"))
+  assert copy.split("<analyze>")[0] == restate.split("<analyze>")[0]
+  assert copy.split("</analyze>")[1] == restate.split("</analyze>")[1]
+  assert "sums to" in copy and "sums to" not in restate and ", sum " in restate
+  turns = warm_start.dialogue_turns(row, "random", None, "fixed", False, scan="restate")
+  assert all(", sum " in text and "sums to" not in text for text, _ in turns)
+  with pytest.raises(ValueError, match="scan 'json'"):
+    warm_start.analysis("DQ", {k: (1, 2) for k in PAYOFF_KEYS}, "json")
 
 
 def test_a_trace_without_the_models_answer_uses_the_gold_one_or_says_why_not():

@@ -224,21 +224,35 @@ def reading(row: Mapping[str, Any]) -> str:
   return f"The question names no {slot}. Vague question (VQ)."
 
 
-def analysis(question_type: str, table: Mapping[str, tuple[float, float]]) -> str:
+# how <analyze> restates each cell it compares (`sft.scan`): copy = as the table writes it
+# ("DQ_AQ":{"LLM":1,"user":2}); restate = in words of the scan's own (DQ_AQ: LLM 1, user 2)
+SCANS = ("copy", "restate")
+
+
+def analysis(question_type: str, table: Mapping[str, tuple[float, float]],
+             scan: str = "copy") -> str:
   """The `<analyze>` of a warm-start trace: a scan along the question's row keeping the best
   key so far, then that key, named last (what `trace.chosen_key` reads).
 
   Every step is local, so a small model can learn it from a few hundred traces and apply it to
-  any table: each cell is copied as the table writes it (copying an earlier span is what a
-  pretrained model does best), its LLM + user compared with the best so far, written just
-  before, and the best key carried on. Ties keep the earlier key unless the user payoff, then
-  the LLM payoff, is larger, as `payoff.select_sum` decides.
+  any table: each cell is restated from the table, its LLM + user compared with the best so
+  far, written just before, and the best key carried on. Ties keep the earlier key unless the
+  user payoff, then the LLM payoff, is larger, as `payoff.select_sum` decides.
+
+  `scan` (SCANS): copy writes each cell as the table writes it (copying an earlier span is what
+  a pretrained model does best); restate writes it in words the table does not use. Why
+  restate: a copied cell repeats the table's own tokens ("DQ_DA":{"LLM": then a number), so
+  when RL teaches the table to write 1 after them, the scan writes 1 after them too, whatever
+  an edited table says there (the default run's steering misses, README "The default run").
   """
+  if scan not in SCANS:
+    raise ValueError(f"unknown scan {scan!r}; expected one of {SCANS}")
   keys = [f"{question_type}_{s}" for s in ("AQ", "CQ", "DA")]
   steps, best = [], None
   for k in keys:
     llm, user = table[k]
-    cell = f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}'
+    cell = (f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' if scan == "copy"
+            else f"{k}: LLM {llm:g}, user {user:g}, sum {llm + user:g}")
     if best is not None:
       b_llm, b_user = table[best]
       sign = ">" if llm + user > b_llm + b_user else "<" if llm + user < b_llm + b_user else "="
@@ -285,9 +299,10 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
                  tables: str = "varied", chosen_first: bool = False,
-                 other: str | None = None, bump: Bump | None = None) -> str:
+                 other: str | None = None, bump: Bump | None = None, scan: str = "copy") -> str:
   """The four blocks for a row carrying out `strategy`, the row's type read correctly; `other`:
-  the strategy the other type's row peaks on (none: that row is flat, or `bump`ed).
+  the strategy the other type's row peaks on (none: that row is flat, or `bump`ed); `scan`:
+  how `<analyze>` restates the cells (SCANS).
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
   `plain_question(row)`); by default the row's gold answer. The strategy appears first as the
@@ -310,7 +325,7 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   follow_up = "Do you want another one?" if kind == "DQ" else question
   response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]
   return (f"<thinking>{reading(row)}</thinking><payoff>{payoff}</payoff>"
-          f"<analyze>{analysis(kind, table)}</analyze><response>{response}</response>")
+          f"<analyze>{analysis(kind, table, scan)}</analyze><response>{response}</response>")
 
 
 def response_token_start(encode: Callable[[str], list[int]], text: str) -> int | None:
@@ -396,7 +411,7 @@ def detail_reply(row: Mapping[str, Any]) -> str:
 
 def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str] | None,
                    tables: str, chosen_first: bool, visit: int = 0,
-                   strategy: str | None = None, draw: Draw = ROW_DRAW
+                   strategy: str | None = None, draw: Draw = ROW_DRAW, scan: str = "copy"
                    ) -> list[tuple[str, str | None]]:
   """A vague row as a dialogue: (trace, the user's reply) per turn. Turn 1's table selects CQ
   and asks for the detail; the user gives it; turn 2 reads the now definite question and its
@@ -410,23 +425,24 @@ def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str]
   answer = (answers or {}).get(plain_question(row))
   return [(format_trace(row, "CQ", None, tables, chosen_first,
                         other_row_strategy(row, mode, visit, draw),
-                        other_row_bump(row, visit, draw)), detail_reply(row)),
+                        other_row_bump(row, visit, draw), scan), detail_reply(row)),
           (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
                         chosen_first, other_row_strategy(second, mode, visit, draw),
-                        other_row_bump(second, visit, draw)), None)]
+                        other_row_bump(second, visit, draw), scan), None)]
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
                     answers: Mapping[str, str] | None = None, tables: str = "varied",
                     chosen_first: bool = False, visit: int = 0,
-                    strategy: str | None = None, draw: Draw = ROW_DRAW) -> str:
+                    strategy: str | None = None, draw: Draw = ROW_DRAW, scan: str = "copy"
+                    ) -> str:
   """The SFT target for a row under warm-start `mode` at SFT pass `visit` (or for `strategy`);
   `answers` maps `plain_question(row)` to the base model's answer (the gold answer where it has
   none)."""
   answer = (answers or {}).get(plain_question(row))
   return format_trace(row, strategy or warm_start_strategy(row, mode, visit, draw), answer,
                       tables, chosen_first, other_row_strategy(row, mode, visit, draw),
-                      other_row_bump(row, visit, draw))
+                      other_row_bump(row, visit, draw), scan)
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

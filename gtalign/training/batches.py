@@ -51,10 +51,11 @@ def sft_completion(run: Run, row, visit: int = 0, strategy: str | None = None
   draw = warm_start.draw_of(cfg)
   if warm_start.is_dialogue(row, cfg.dialogues):
     turns = warm_start.dialogue_turns(row, cfg.warm_start, run.warm_answers, cfg.tables,
-                                      cfg.chosen_first, visit, strategy, draw)
+                                      cfg.chosen_first, visit, strategy, draw, cfg.scan)
   else:
     turns = [(warm_start.reference_trace(row, cfg.warm_start, run.warm_answers, cfg.tables,
-                                         cfg.chosen_first, visit, strategy, draw), None)]
+                                         cfg.chosen_first, visit, strategy, draw, cfg.scan),
+              None)]
   ids: list[int] = []
   weights: list[np.ndarray] = []
   for text, reply in turns:
@@ -312,7 +313,7 @@ def _scan_batch(run: Run, prompts, texts, tokens, kinds, step: int) -> dict:
   """The global batch of `rl.scan_rows` rows (`training.scan_rows`): the scan's ids trained."""
   scan = scan_lib.scan_rows(run.tokenizer, texts, tokens, kinds, run.config.rl.scan_rows,
                             seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 900_007,
-                            edit=run.config.eval.steering_edit)
+                            edit=run.config.eval.steering_edit, scan=run.config.sft.scan)
   scan_prompts = [prompts[i] for i in scan.sources]
   local = rollout.sequence_batch(scan_prompts, scan.completions, run.tokenizer.pad_id,
                                  shape=_agreed_shape(scan_prompts, scan.completions))

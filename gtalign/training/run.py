@@ -262,6 +262,7 @@ def check_options(config) -> None:
                               ("rl.parse_mode", config.rl.parse_mode, trace_lib.MODES),
                               ("sft.warm_start", config.sft.warm_start, warm_start.WARM_STARTS),
                               ("sft.tables", config.sft.tables, warm_start.TABLES),
+                              ("sft.scan", config.sft.scan, warm_start.SCANS),
                               ("sft.draw", config.sft.draw, warm_start.DRAWS),
                               ("sft.rows", config.sft.rows, warm_start.ROWS),
                               ("eval.steering_edit", config.eval.steering_edit,

@@ -38,19 +38,21 @@ class ScanRows:
   keys: list[str]
 
 
-def scan_text(row: str, table: payoff.Bimatrix) -> str:
+def scan_text(row: str, table: payoff.Bimatrix, scan: str = "copy") -> str:
   """The `<analyze>` block a table gets, scanned along `row` (DQ or VQ) as the warm start
-  scans."""
-  return f"<analyze>{warm_start.analysis(row, table.points())}{trace.ANALYZE_END}"
+  scans (`scan`: warm_start.SCANS, the run's sft.scan)."""
+  return f"<analyze>{warm_start.analysis(row, table.points(), scan)}{trace.ANALYZE_END}"
 
 
 def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
-              kinds: Sequence[str], count: int, seed: int, edit: str = "both") -> ScanRows:
+              kinds: Sequence[str], count: int, seed: int, edit: str = "both",
+              scan: str = "copy") -> ScanRows:
   """`count` rows from this step's rollouts (`texts`, their ids `tokens`, `kinds` each one's
   question type): rollouts that wrote a table, drawn without replacement while there are
   enough (then again), each edited to select a strategy drawn at random; `edit` one of
-  `steering.EDITS`. No rollout with a table: `count` rows of the first rollout with nothing
-  trained, so every step's batch has the same shape."""
+  `steering.EDITS`; `scan` the warm start's form of the scan (warm_start.SCANS). No rollout
+  with a table: `count` rows of the first rollout with nothing trained, so every step's batch
+  has the same shape."""
   rng = np.random.default_rng(seed)
   cuts = {i: _cut_ids(tokenizer, tokens[i]) for i, t in enumerate(texts)
           if steering.table_cut(t)}  # each rollout's ids through <payoff>, found once
@@ -68,12 +70,12 @@ def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
     if not prefix.startswith(head_text):  # the rollout's text is not its ids' (never seen)
       continue
     table_text = prefix[len(head_text):]  # the edited table through </payoff>
-    scan = scan_text(key[:2], table)
+    scanned = scan_text(key[:2], table, scan)
     # the response's tag after the scan, so the ids are the ones a whole trace has where the
     # two meet ("><" spells the end of one tag and the start of the next): a lone ">" closing
     # the scan, trained, is an id the policy never wrote there, and after it it wrote EOS
-    tail = list(tokenizer.encode(table_text + scan + trace.RESPONSE_START))
-    tail = tail[:rollout.tokens_spelling(tokenizer, tail, len(table_text) + len(scan))]
+    tail = list(tokenizer.encode(table_text + scanned + trace.RESPONSE_START))
+    tail = tail[:rollout.tokens_spelling(tokenizer, tail, len(table_text) + len(scanned))]
     mask = np.zeros(len(head) + len(tail), np.float32)
     # from the id that spells the scan's first character (one may close the table too)
     mask[len(head) + rollout.tokens_spelling(tokenizer, tail, len(table_text) + 1) - 1:] = 1.0
