@@ -172,6 +172,11 @@ def base_config() -> ml_collections.ConfigDict:
       # numbers only, where a group's rows differ (pr0's format broke at seed 0; prn0 kept
       # it, DA on DQ 0.84, and lost the vague row, CQ on VQ 0.00)
       priced_train="all",
+      # whose rollouts a step prices (training.priced_groups.TYPES): both, definite and vague
+      # prompts in turn; DQ or VQ, that type's only. Every priced arm with vague groups lost
+      # the vague row the default's own rollouts learn (c0, prn0), while the row RL cannot
+      # sample (seed 2's DA on definite questions) is a definite one
+      priced_types="both",
       # > 0: this many of a step's rollouts, their tables edited as eval.steering_edit edits
       # (the steering metric's edit), taught the warm start's scan of the edited table by its
       # likelihood, in an update after each policy update (gtalign.training.scan_rows): the

@@ -119,6 +119,8 @@ def test_non_utf8_batch_file_and_bad_world_seed(tmp_path):
                                            "rl.priced_groups"),
                                           ("--config.rl.priced_edit=all", "rl.priced_edit"),
                                           ("--config.rl.priced_train=cells", "rl.priced_train"),
+                                          ("--config.rl.priced_types=definite",
+                                           "rl.priced_types"),
                                           ("--config.rl.scan_rows=-2", "rl.scan_rows"),
                                           ("--config.rl.scan_weight=0", "rl.scan_weight"),
                                           ("--config.rl.world_hedge=-0.5", "rl.world_hedge")])

@@ -64,6 +64,11 @@ def test_sources_alternate_the_question_types_and_strategies_take_turns():
   assert priced_groups.pick_sources(texts, kinds, 2, 3) == [1, 4, 2]
   assert priced_groups.pick_sources(texts, kinds, 2, 9) == [1, 4, 2, 6]
   assert priced_groups.pick_sources(texts, kinds, 2, 1) == [1]
+  # `rl.priced_types`: one type's prompts only, as many as there are
+  assert priced_groups.pick_sources(texts, kinds, 2, 3, "DQ") == [1, 2, 6]
+  assert priced_groups.pick_sources(texts, kinds, 2, 3, "VQ") == [4]
+  with pytest.raises(ValueError, match="priced types 'dq'"):
+    priced_groups.pick_sources(texts, kinds, 2, 3, "dq")
   chosen = priced_groups.strategies(8, np.random.default_rng(0))
   assert sorted(chosen[:6]) == sorted(payoff.ACTIONS * 2)
   assert all(a != b for a, b in zip(chosen, chosen[1:]))

@@ -222,7 +222,7 @@ def rl_rollout(run: Run, params, step: int):
                        stop=(trace_lib.RESPONSE_END,), include_stop_str=True,
                        seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 700_001),
         seed=run_lib.rl_seed(run.config) * 1_000_003 + step + 300_007, edit=cfg.priced_edit,
-        train=cfg.priced_train)
+        train=cfg.priced_train, types=cfg.priced_types)
     sample_seconds += time.perf_counter() - start
   extra_prompts = ((steered.prompts if steered else [])
                    + ([prompts[i] for i in priced.sources] if priced else []))

@@ -37,6 +37,8 @@ from gtalign.training import rollout, steer_groups
 
 
 TRAINS = ("all", "table", "numbers")  # what a priced row trains (`rl.priced_train`)
+# the question types whose rollouts a step prices (`rl.priced_types`): both in turn, or one
+TYPES = ("both", "DQ", "VQ")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # new tokens a continuation from </payoff> may take: a warm-start-shaped <analyze> and
 # <response> are about 120 (the steering metric's budget)
@@ -57,15 +59,19 @@ class PricedGroups:
 
 
 def pick_sources(texts: Sequence[str], kinds: Sequence[str], num_samples: int,
-                 groups: int) -> list[int]:
+                 groups: int, types: str = "both") -> list[int]:
   """Rollout indices to price: the first rollout with a table of a prompt of each question type
-  in turn (DQ, VQ, DQ, ...), `groups` of them at most, each prompt once (prompt-major rows)."""
+  in turn (DQ, VQ, DQ, ...; `types` DQ or VQ: of that type only), `groups` of them at most,
+  each prompt once (prompt-major rows)."""
+  if types not in TYPES:
+    raise ValueError(f"priced types {types!r}; expected one of {TYPES}")
+  rows = steering.ROWS if types == "both" else (types,)
   firsts = {}
   for found in steer_groups.pick_sources(texts, num_samples, len(texts)):
     firsts.setdefault(kinds[found], []).append(found)
   out = []
-  while len(out) < groups and any(firsts.values()):
-    for kind in steering.ROWS:
+  while len(out) < groups and any(firsts.get(kind) for kind in rows):
+    for kind in rows:
       if firsts.get(kind) and len(out) < groups:
         out.append(firsts[kind].pop(0))
   return out
@@ -81,15 +87,16 @@ def strategies(num_samples: int, rng: np.random.Generator) -> list[str]:
 def priced_groups(sampler, params, prompts: Sequence[Sequence[int]], texts: Sequence[str],
                   tokens: Sequence[Sequence[int]], kinds: Sequence[str], groups: int,
                   num_samples: int, sampling, seed: int, edit: str = "read",
-                  train: str = "all") -> PricedGroups:
+                  train: str = "all", types: str = "both") -> PricedGroups:
   """`groups` priced groups of `num_samples` rows from this step's rollouts (`prompts`,
   `texts`, `tokens`, prompt-major; `kinds` each row's question type); `edit` one of
-  `steering.EDITS` (`rl.priced_edit`); `train` one of TRAINS (`rl.priced_train`)."""
+  `steering.EDITS` (`rl.priced_edit`); `train` one of TRAINS (`rl.priced_train`); `types` one
+  of TYPES (`rl.priced_types`)."""
   if train not in TRAINS:
     raise ValueError(f"priced rows train {train!r}; expected one of {TRAINS}")
   rng = np.random.default_rng(seed)
   sources, ids, prefixes, own, priced = [], [], [], [], []
-  for i in pick_sources(texts, kinds, num_samples, groups):
+  for i in pick_sources(texts, kinds, num_samples, groups, types):
     for strategy in strategies(num_samples, rng):
       prefix, key, _ = steering.edited(steering.table_cut(texts[i]), kinds[i], strategy,
                                      edit=edit)

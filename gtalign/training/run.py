@@ -269,7 +269,9 @@ def check_options(config) -> None:
                                steering.EDITS),
                               ("rl.priced_edit", config.rl.priced_edit, steering.EDITS),
                               ("rl.priced_train", config.rl.priced_train,
-                               priced_groups.TRAINS)):
+                               priced_groups.TRAINS),
+                              ("rl.priced_types", config.rl.priced_types,
+                               priced_groups.TYPES)):
     if value not in allowed:
       raise InvalidInput(f"{key}={value!r}; expected one of {', '.join(allowed)}")
   algorithm, advantage = config.rl.algorithm, config.rl.advantage
