@@ -36,10 +36,12 @@ def test_updates_per_batch_moves_the_policy_off_its_samples(tmp_path):
   them); its RL steps write one metrics row each."""
   def rl_rows(workdir, updates):
     proc = subprocess.run([sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
-                           f"--workdir={workdir}", "--config.sft.steps=10",
+                           f"--workdir={workdir}", "--config.sft.steps=2",
                            "--config.rl.steps=3", "--config.rl.lr=3e-3",
                            f"--config.rl.updates_per_batch={updates}",
+                           "--config.rl.max_new_tokens=64",  # the ratio needs no long trace
                            "--config.eval.num_prompts=2", "--config.eval.steering=False",
+                           "--config.eval.at_start=False", "--config.eval.max_new_tokens=16",
                            "--config.eval.base_plain=False", "--config.eval.phrasings=False"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
