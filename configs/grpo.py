@@ -85,7 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
       # how <analyze> restates each cell it compares (data/warm_start.SCANS): copy = as the
       # table writes it ("DQ_DA":{"LLM":4,"user":3}), restate = in the scan's own words
       # (DQ_DA: LLM 4, user 3); a copied cell repeats the table's tokens, so what RL teaches the
-      # table to write there, the scan writes too, whatever an edit put in the table
+      # table to write there, the scan writes too, whatever an edit put in the table. restate
+      # at seed 0 (README "The default run", lever rs0): RL no longer bent a scan, but the warm
+      # start steered 0.69 (copy 0.78) and RL learned only the vague row (DA on DQ 0.00)
       scan="copy",
       response_weight=5.0,  # a <response> token's weight in the SFT loss's mean (1: plain): the
                             # few tokens that carry the key out, among ~270 templated ones
@@ -175,7 +177,8 @@ def base_config() -> ml_collections.ConfigDict:
       # whose rollouts a step prices (training.priced_groups.TYPES): both, definite and vague
       # prompts in turn; DQ or VQ, that type's only. Every priced arm with vague groups lost
       # the vague row the default's own rollouts learn (c0, prn0), while the row RL cannot
-      # sample (seed 2's DA on definite questions) is a definite one
+      # sample (seed 2's DA on definite questions) is a definite one. DQ with 2 groups a step
+      # (numbers trained) at seed 0 (lever pd0): both rows learned (0.95, 0.88), steering 0.69
       priced_types="both",
       # > 0: this many of a step's rollouts, their tables edited as eval.steering_edit edits
       # (the steering metric's edit), taught the warm start's scan of the edited table by its
