@@ -178,7 +178,8 @@ def base_config() -> ml_collections.ConfigDict:
       # prompts in turn; DQ or VQ, that type's only. Every priced arm with vague groups lost
       # the vague row the default's own rollouts learn (c0, prn0), while the row RL cannot
       # sample (seed 2's DA on definite questions) is a definite one. DQ with 2 groups a step
-      # (numbers trained) at seed 0 (lever pd0): both rows learned (0.95, 0.88), steering 0.69
+      # (numbers trained) at seed 0 (lever pd0): both rows learned (0.95, 0.88), steering 0.69;
+      # at seed 2 (pd2) the definite row did not move (DA on DQ 0.00), steering 0.56
       priced_types="both",
       # > 0: this many of a step's rollouts, their tables edited as eval.steering_edit edits
       # (the steering metric's edit), taught the warm start's scan of the edited table by its
