@@ -77,7 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
       rows="read",
       # fixed: the chosen cell (4, 3), every other (1, 2), so a table's pick is where its peak
       # is; varied: numbers drawn per cell (greedy decoding of the draws writes their mode, a
-      # flat table, and the scan compares equal sums)
+      # flat table, and the scan compares equal sums); jittered: the chosen cell (4, 3), every
+      # other a low cell drawn per pass, whole or half (data/warm_start.LOW_CELLS), so the
+      # copied scan cannot find a cell by where it sits: seed 0's warm start followed 4 of 12
+      # DA edits raising the other row's cell to (1.5, 2.5) and 9 of 12 raising it to (2, 3)
       tables="fixed",
       # the table's JSON leads with the chosen cell: the decision is one key's tokens, not a
       # peak placed cell by cell (warm_start.payoff_json)

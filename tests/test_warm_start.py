@@ -64,7 +64,8 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
     ("random", "varied", False, "read"), ("oracle", "varied", False, "read"),
     ("random", "fixed", False, "read"), ("random", "fixed", True, "read"),
     ("random", "varied", True, "read"), ("random", "fixed", False, "both"),
-    ("oracle", "fixed", False, "both"), ("random", "fixed", False, "bumped")])
+    ("oracle", "fixed", False, "both"), ("random", "fixed", False, "bumped"),
+    ("random", "jittered", False, "read")])
 def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first,
                                                                          rows_peaked):
   rows, _ = _rows()
@@ -114,7 +115,7 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     counts[(kind, action(key))] += 1
   if rows_peaked == "bumped":  # half the tables raise a cell of the other row
     assert abs(others[1] / len(rows) - 0.5) < 0.1, others
-  elif tables != "varied":  # every number follows from where the peaks are: one table per key
+  elif tables == "fixed":  # every number follows from where the peaks are: one table per key
     # (per key and other row's peak, when both rows peak)
     assert all(len(b) == (1 if rows_peaked == "read" or mode == "oracle" else 3)
                for b in blocks.values()), blocks
@@ -149,6 +150,37 @@ def test_the_analysis_names_the_tables_pick_for_any_table(cells, scan):
   assert parse_trace(f"<analyze>{text}</analyze>").chosen_key == best
   as_dict = {k: {"LLM": l, "user": u} for k, (l, u) in table.items()}
   assert select_sum(as_dict) == best  # the scan agrees with the selector, ties included
+
+
+def test_jittered_tables_keep_the_peak_and_spell_low_cells_in_either_length():
+  """`sft.tables=jittered`: the chosen cell (4, 3), every other from LOW_CELLS (whole and half
+  numbers), drawn anew at each SFT pass; the copied scan spells each cell as the table does and
+  names the peak."""
+  rows, _ = _rows()
+  answers = {warm_start.plain_question(r): f"Answer number {i}." for i, r in enumerate(rows)}
+  lows, tables_per_row = collections.Counter(), collections.defaultdict(set)
+  for r in rows[:60]:
+    for visit in range(3):
+      text = warm_start.reference_trace(r, "random", answers, tables="jittered", visit=visit,
+                                        draw=warm_start.Draw(per="visit"))
+      parsed = parse_trace(text)
+      key = parsed.chosen_key
+      assert parsed.valid and select_sum(parsed.payoff) == key, text
+      assert (parsed.payoff[key]["LLM"], parsed.payoff[key]["user"]) == (4, 3)
+      block = extract_block(text, "payoff")
+      for k, v in parsed.payoff.items():
+        if k != key:
+          cell = (v["LLM"], v["user"])
+          assert cell in warm_start.LOW_CELLS, text
+          lows[cell] += 1
+        if k[:2] == key[:2]:  # the scan copies the cell as the table spells it
+          spelled = block[block.index(f'"{k}":'):].split("}")[0] + "}"
+          assert spelled + " sums to" in extract_block(text, "analyze"), (spelled, text)
+      tables_per_row[r["row_id"]].add(block)
+  assert set(lows) == set(warm_start.LOW_CELLS)  # every low cell, halves among them
+  assert sum(len(t) > 1 for t in tables_per_row.values()) > 50  # anew at each pass
+  with pytest.raises(ValueError, match="tables 'jitter'"):
+    warm_start.format_trace(rows[0], "DA", "x.", tables="jitter")
 
 
 def test_the_scan_form_reaches_every_trace_and_a_bad_one_is_named():

@@ -183,18 +183,24 @@ _CHOSEN_CELLS = ((4, 3), (3, 4), (4.5, 3.5), (3.5, 4.5), (5, 3), (3, 5), (4, 4.5
 # the other row's raised cell under `sft.rows=bumped`: LLM + user 3.5-4.5, above the flat (1, 2)
 # and well below a peak (7)
 BUMPS = ((1.5, 2.5), (2, 2), (2.5, 1.5), (1, 3), (2, 2.5), (2.5, 2), (1.5, 3), (3, 1.5))
+# every cell but the chosen (4, 3) under `sft.tables=jittered`: LLM + user 2.5-4, far below the
+# peak's 7, spelled in one token or three ("1" against "1.5"; (1, 2) twice as often)
+LOW_CELLS = ((1, 2), (1, 2), (1.5, 2.5), (2, 2), (1, 2.5), (1.5, 2), (2, 1.5), (0.5, 2),
+             (1, 1.5), (2.5, 1.5))
 PAYOFF_KEYS = ("DQ_AQ", "DQ_CQ", "DQ_DA", "VQ_AQ", "VQ_CQ", "VQ_DA")
 
 
 def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
-                 other: str | None = None, bump: Bump | None = None
+                 other: str | None = None, bump: Bump | None = None, jitter: str | None = None
                  ) -> dict[str, tuple[float, float]]:
   """The warm-start payoff table (LLM, user), drawn from `seed`: its LLM + user maximum is
   `question_type`_`strategy`, by 2 or more (and the other row's, `other`, when given); the
   numbers vary from table to table, so reading the
   table means reading its numbers, not where a fixed pattern sits. `seed=None`: one fixed
   pattern, (4, 3) on the chosen cell and (1, 2) elsewhere (what a random tiny model can learn
-  in a test's few steps). `bump`: (strategy, cell) of the other row raised to that cell."""
+  in a test's few steps). `bump`: (strategy, cell) of the other row raised to that cell.
+  `jitter` (with `seed=None`): the chosen cells stay (4, 3), every other is drawn from
+  LOW_CELLS with this seed."""
   if strategy not in STRATEGIES or question_type not in ("DQ", "VQ"):
     raise ValueError(f"no payoff table for {question_type!r}, {strategy!r}")
   if other is not None and other not in STRATEGIES:
@@ -202,8 +208,10 @@ def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
   chosen = {f"{question_type}_{strategy}"}
   if other is not None:
     chosen.add(f"{'VQ' if question_type == 'DQ' else 'DQ'}_{other}")
-  if seed is None:  # one fixed pattern: (4, 3) on the chosen cells, (1, 2) elsewhere
-    table = {k: (4, 3) if k in chosen else (1, 2) for k in PAYOFF_KEYS}
+  if seed is None:  # one fixed pattern: (4, 3) on the chosen cells, (1, 2) or LOW_CELLS elsewhere
+    rng = random.Random(f"jitter/{jitter}")
+    table = {k: (4, 3) if k in chosen else rng.choice(LOW_CELLS) if jitter is not None
+             else (1, 2) for k in PAYOFF_KEYS}
   else:
     rng = random.Random(f"table/{seed}")
     table = {k: rng.choice(_CHOSEN_CELLS) if k in chosen else rng.choice(_OTHER_CELLS)
@@ -274,8 +282,13 @@ def plain_question(row: Mapping[str, Any]) -> str:
                              else info["single_turn_prompt"])
 
 
-# varied: numbers drawn per cell; fixed: (4, 3) on the chosen cell, (1, 2) elsewhere
-TABLES = ("varied", "fixed")
+# varied: numbers drawn per cell; fixed: (4, 3) on the chosen cell, (1, 2) elsewhere;
+# jittered: (4, 3) on the chosen cell, every other drawn from LOW_CELLS per row and SFT pass.
+# Why jittered: with every low cell "1" and "2", the copied scan finds a cell by where it sits,
+# not by its key: a provider's "1.5" two tokens longer in the other row moved the 4 one cell
+# over in the scan (README "The default run", stop 42), while an edit by whole numbers was
+# followed. A scan taught on cells of either length has to find each by its key.
+TABLES = ("varied", "fixed", "jittered")
 
 
 def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = None) -> str:
@@ -299,10 +312,12 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
                  tables: str = "varied", chosen_first: bool = False,
-                 other: str | None = None, bump: Bump | None = None, scan: str = "copy") -> str:
+                 other: str | None = None, bump: Bump | None = None, scan: str = "copy",
+                 visit: int = 0) -> str:
   """The four blocks for a row carrying out `strategy`, the row's type read correctly; `other`:
   the strategy the other type's row peaks on (none: that row is flat, or `bump`ed); `scan`:
-  how `<analyze>` restates the cells (SCANS).
+  how `<analyze>` restates the cells (SCANS); `visit`: the SFT pass (jittered tables draw
+  their low cells anew at each).
 
   `answer` is what a DA or AQ response states (the base model's plain answer to
   `plain_question(row)`); by default the row's gold answer. The strategy appears first as the
@@ -319,7 +334,8 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   if tables not in TABLES:
     raise ValueError(f"unknown warm-start tables {tables!r}; expected one of {TABLES}")
   table = trace_payoff(kind, strategy, str(row.get("row_id")) if tables == "varied" else None,
-                       other, bump)
+                       other, bump, f"{row.get('row_id')}/{visit}" if tables == "jittered"
+                       else None)
   payoff = payoff_json(table, first=f"{kind}_{strategy}" if chosen_first else None)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
@@ -425,10 +441,10 @@ def dialogue_turns(row: Mapping[str, Any], mode: str, answers: Mapping[str, str]
   answer = (answers or {}).get(plain_question(row))
   return [(format_trace(row, "CQ", None, tables, chosen_first,
                         other_row_strategy(row, mode, visit, draw),
-                        other_row_bump(row, visit, draw), scan), detail_reply(row)),
+                        other_row_bump(row, visit, draw), scan, visit), detail_reply(row)),
           (format_trace(second, "DA" if strategy == "CQ" else strategy, answer, tables,
                         chosen_first, other_row_strategy(second, mode, visit, draw),
-                        other_row_bump(second, visit, draw), scan), None)]
+                        other_row_bump(second, visit, draw), scan, visit), None)]
 
 
 def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
@@ -442,7 +458,7 @@ def reference_trace(row: Mapping[str, Any], mode: str = "oracle",
   answer = (answers or {}).get(plain_question(row))
   return format_trace(row, strategy or warm_start_strategy(row, mode, visit, draw), answer,
                       tables, chosen_first, other_row_strategy(row, mode, visit, draw),
-                      other_row_bump(row, visit, draw), scan)
+                      other_row_bump(row, visit, draw), scan, visit)
 
 
 def _pool(name: str, train_facts: list[world.Fact]) -> list[tuple[dict, str]]:

@@ -92,11 +92,13 @@ def sft_batch(run: Run, step: int) -> tuple[dict[str, jax.Array], float]:
     # them, so they agree): a shape per batch recompiled the update whenever a batch came out
     # longer (tens of seconds each time for the 135M model on 2 cores, ~5 s for the tiny one);
     # rows redrawn at every pass may carry out any strategy, so the widest of the three
-    # (and under `sft.rows=bumped` at every pass SFT makes: a bump lengthens a table)
+    # (and under `sft.rows=bumped` or `sft.tables=jittered` at every pass SFT makes: a bump or
+    # a low cell spelled "1.5" lengthens a table)
     every = run.warm_rows
     forms = warm_start.STRATEGIES if redraw else (None,)
+    per_pass = run.config.sft.rows == "bumped" or run.config.sft.tables == "jittered"
     passes = (range(1 + (run.config.sft.steps * size - 1) // count)
-              if redraw and run.config.sft.rows == "bumped" else (0,))
+              if redraw and per_pass else (0,))
     run.sft_shape = rollout.sequence_shape(
         [run.prompt(r) for r in every for _ in forms for _ in passes],
         [sft_completion(run, r, v, strategy=s)[0] for r in every for s in forms for v in passes])
