@@ -81,6 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
       # other a low cell drawn per pass, whole or half (data/warm_start.LOW_CELLS), so the
       # copied scan cannot find a cell by where it sits: seed 0's warm start followed 4 of 12
       # DA edits raising the other row's cell to (1.5, 2.5) and 9 of 12 raising it to (2, 3)
+      # (lever j0: the scan then copied every edit, but the response no longer followed the
+      # key, key = pick 0.86, and RL learned neither row); decimal: fixed, every number spelled
+      # "4.0", so a provider's "1.5" is as long in tokens as the "1.0" it replaces (an edit
+      # keeps the policy's spelling, steering.with_table)
       tables="fixed",
       # the table's JSON leads with the chosen cell: the decision is one key's tokens, not a
       # peak placed cell by cell (warm_start.payoff_json)

@@ -216,16 +216,19 @@ def test_edit_payoff_block_partial_round_trip():
   t = parse_trace(full)
   assert t.valid and t.format_ok, t.reason
   assert Bimatrix.from_dict(t.payoff) == pricing.llm_shift(REF, -2.0)
-  # identity policy: same matrix back, now in compact one-decimal JSON
+  # identity policy: same matrix back, now in compact JSON, spelled as written ("2.0" stays)
   assert pricing.edit_payoff_block(PARTIAL, "free") == \
-      PARTIAL.split("<payoff>")[0] + "<payoff>" + Bimatrix.from_dict(REF).to_json()
+      PARTIAL.split("<payoff>")[0] + "<payoff>" + Bimatrix.from_dict(REF).to_json(
+          one_decimal=True)
+  whole = PARTIAL.replace("2.0", "2")  # a table that writes whole numbers bare gets them bare
+  assert '"LLM":2,' in pricing.edit_payoff_block(whole, "free")
 
 
 def test_edit_payoff_block_complete_text_and_errors():
   tail = "</payoff><analyze>x</analyze><response>y</response>"
   text = "<payoff>" + repr(REF) + tail  # a Python-literal payoff is read, written back as JSON
   edited = pricing.edit_payoff_block(text, lambda b: pricing.user_shift(b, 1.0))
-  assert edited == "<payoff>" + pricing.user_shift(REF, 1.0).to_json() + tail
+  assert edited == "<payoff>" + pricing.user_shift(REF, 1.0).to_json(one_decimal=True) + tail
   with pytest.raises(ValueError, match="no <payoff>"):
     pricing.edit_payoff_block("<thinking>x</thinking>", "free")
   with pytest.raises(ValueError, match="missing key DQ_AQ"):

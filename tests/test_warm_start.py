@@ -11,7 +11,7 @@ import pytest
 
 from gtalign.data import warm_start, world
 from gtalign.evaluation import plain, reading
-from gtalign.game import behaviour
+from gtalign.game import behaviour, payoff
 from gtalign.game.payoff import action, select_in_row, select_sum
 from gtalign.game.trace import PAYOFF_KEYS, extract_block, parse_trace, payoff_order
 from gtalign.training import distill
@@ -65,7 +65,7 @@ def test_warm_rows_hold_out_every_test_fact_phrasing_and_rl_prompt(seed):
     ("random", "fixed", False, "read"), ("random", "fixed", True, "read"),
     ("random", "varied", True, "read"), ("random", "fixed", False, "both"),
     ("oracle", "fixed", False, "both"), ("random", "fixed", False, "bumped"),
-    ("random", "jittered", False, "read")])
+    ("random", "jittered", False, "read"), ("random", "decimal", False, "read")])
 def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, tables, first,
                                                                          rows_peaked):
   rows, _ = _rows()
@@ -115,7 +115,8 @@ def test_traces_name_no_strategy_before_the_table_and_carry_out_its_pick(mode, t
     counts[(kind, action(key))] += 1
   if rows_peaked == "bumped":  # half the tables raise a cell of the other row
     assert abs(others[1] / len(rows) - 0.5) < 0.1, others
-  elif tables == "fixed":  # every number follows from where the peaks are: one table per key
+  elif tables in ("fixed", "decimal"):  # every number follows from where the peaks are: one
+    # table per key
     # (per key and other row's peak, when both rows peak)
     assert all(len(b) == (1 if rows_peaked == "read" or mode == "oracle" else 3)
                for b in blocks.values()), blocks
@@ -181,6 +182,48 @@ def test_jittered_tables_keep_the_peak_and_spell_low_cells_in_either_length():
   assert sum(len(t) > 1 for t in tables_per_row.values()) > 50  # anew at each pass
   with pytest.raises(ValueError, match="tables 'jitter'"):
     warm_start.format_trace(rows[0], "DA", "x.", tables="jitter")
+
+
+def test_decimal_tables_spell_every_number_with_one_decimal_and_edits_keep_it(
+    smollm2_gguf_path):
+  """`sft.tables=decimal`: the fixed tables with every number spelled "4.0", the scan copying
+  that spelling; the steering metric's edit (and a provider's pricing) of such a table spells
+  its numbers the same way, so on the real tokenizer the edited table, raised cell "1.5"
+  included, is as many ids as the policy's own and every cell starts where it started. A
+  whole-number table is edited in whole numbers, as before."""
+  from gtalign.evaluation import steering
+  from gtalign.game import pricing
+  from gtalign.models.tokenizer import load_tokenizer
+  tok = load_tokenizer(smollm2_gguf_path)
+  rows, _ = _rows()
+  answers = {warm_start.plain_question(r): f"Answer number {i}." for i, r in enumerate(rows)}
+  for r in rows[:12]:
+    text = warm_start.reference_trace(r, "random", answers, tables="decimal")
+    fixed = warm_start.reference_trace(r, "random", answers, tables="fixed")
+    assert parse_trace(text).payoff == parse_trace(fixed).payoff  # the same numbers
+    block = extract_block(text, "payoff")
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", block)
+    assert len(numbers) == 12 and all(re.fullmatch(r"-?\d+\.\d", n) for n in numbers), block
+    kind = r["extra_info"]["question_type"]
+    for k in (f"{kind}_AQ", f"{kind}_CQ", f"{kind}_DA"):  # copied as spelled
+      spelled = block[block.index(f'"{k}":'):].split("}")[0] + "}"
+      assert spelled + " sums to" in extract_block(text, "analyze")
+    cut = steering.table_cut(text)
+    for strategy in ("DA", "CQ", "AQ"):
+      for source in (cut, steering.table_cut(fixed)):
+        edited, key, table = steering.edited(cut if source is cut else source, kind, strategy)
+        new_block = extract_block(edited + "</analyze>", "payoff")
+        assert payoff.spelled_one_decimal(new_block) == (source is cut), new_block
+        assert select_in_row(parse_trace(edited).payoff, kind) == key
+        if source is cut:  # "1.5" as long as the "1.0" it replaced: each cell where it was
+          old_ids, new_ids = tok.encode(block), tok.encode(new_block)
+          assert len(old_ids) == len(new_ids)
+          assert ([i for i, t in enumerate(old_ids) if tok.decode([t]) == "user"] ==
+                  [i for i, t in enumerate(new_ids) if tok.decode([t]) == "user"])
+          assert "1.5" in new_block or "2.5" in new_block or strategy == action(
+              parse_trace(text).chosen_key)
+  priced = pricing.edit_payoff_block(text, "free")
+  assert payoff.spelled_one_decimal(extract_block(priced + "</analyze>", "payoff"))
 
 
 def test_the_scan_form_reaches_every_trace_and_a_bad_one_is_named():

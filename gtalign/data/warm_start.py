@@ -238,7 +238,7 @@ SCANS = ("copy", "restate")
 
 
 def analysis(question_type: str, table: Mapping[str, tuple[float, float]],
-             scan: str = "copy") -> str:
+             scan: str = "copy", one_decimal: bool = False) -> str:
   """The `<analyze>` of a warm-start trace: a scan along the question's row keeping the best
   key so far, then that key, named last (what `trace.chosen_key` reads).
 
@@ -252,6 +252,7 @@ def analysis(question_type: str, table: Mapping[str, tuple[float, float]],
   restate: a copied cell repeats the table's own tokens ("DQ_DA":{"LLM": then a number), so
   when RL teaches the table to write 1 after them, the scan writes 1 after them too, whatever
   an edited table says there (the default run's steering misses, README "The default run").
+  `one_decimal`: a copied cell spells its numbers as a `decimal` table does ("4.0").
   """
   if scan not in SCANS:
     raise ValueError(f"unknown scan {scan!r}; expected one of {SCANS}")
@@ -259,7 +260,9 @@ def analysis(question_type: str, table: Mapping[str, tuple[float, float]],
   steps, best = [], None
   for k in keys:
     llm, user = table[k]
-    cell = (f'"{k}":{{"LLM":{llm:g},"user":{user:g}}} sums to {llm + user:g}' if scan == "copy"
+    num = (lambda v: payoff.spell(v, True)) if one_decimal else (lambda v: f"{v:g}")
+    cell = (f'"{k}":{{"LLM":{num(llm)},"user":{num(user)}}} sums to {llm + user:g}'
+            if scan == "copy"
             else f"{k}: LLM {llm:g}, user {user:g}, sum {llm + user:g}")
     if best is not None:
       b_llm, b_user = table[best]
@@ -288,10 +291,14 @@ def plain_question(row: Mapping[str, Any]) -> str:
 # not by its key: a provider's "1.5" two tokens longer in the other row moved the 4 one cell
 # over in the scan (README "The default run", stop 42), while an edit by whole numbers was
 # followed. A scan taught on cells of either length has to find each by its key.
-TABLES = ("varied", "fixed", "jittered")
+# decimal: fixed, every number spelled with one decimal ("4.0", "1.0"), so a provider's "1.5"
+# is as long in tokens as the "1.0" it replaces and a scan that finds cells by where they sit
+# still finds them (steering.with_table keeps the policy's spelling).
+TABLES = ("varied", "fixed", "jittered", "decimal")
 
 
-def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = None) -> str:
+def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = None,
+                one_decimal: bool = False) -> str:
   """The `<payoff>` block's JSON: cells in PAYOFF_KEYS order, or with `first` leading.
 
   Why lead with the chosen cell: in PAYOFF_KEYS order a table whose peak sits on a random cell
@@ -307,7 +314,7 @@ def payoff_json(table: Mapping[str, tuple[float, float]], first: str | None = No
     keys.remove(first)
     keys.insert(0, first)
   cells = {k: {"LLM": llm, "user": user} for k, (llm, user) in table.items()}
-  return payoff.Bimatrix.from_dict(cells).to_json(keys)
+  return payoff.Bimatrix.from_dict(cells).to_json(keys, one_decimal)
 
 
 def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = None,
@@ -336,12 +343,14 @@ def format_trace(row: Mapping[str, Any], strategy: str, answer: str | None = Non
   table = trace_payoff(kind, strategy, str(row.get("row_id")) if tables == "varied" else None,
                        other, bump, f"{row.get('row_id')}/{visit}" if tables == "jittered"
                        else None)
-  payoff = payoff_json(table, first=f"{kind}_{strategy}" if chosen_first else None)
+  decimal = tables == "decimal"
+  block = payoff_json(table, f"{kind}_{strategy}" if chosen_first else None, decimal)
   question = f"Which {category(info['category']).missing_slot} do you mean?"
   follow_up = "Do you want another one?" if kind == "DQ" else question
   response = {"DA": answer, "CQ": question, "AQ": f"{answer} {follow_up}"}[strategy]
-  return (f"<thinking>{reading(row)}</thinking><payoff>{payoff}</payoff>"
-          f"<analyze>{analysis(kind, table, scan)}</analyze><response>{response}</response>")
+  return (f"<thinking>{reading(row)}</thinking><payoff>{block}</payoff>"
+          f"<analyze>{analysis(kind, table, scan, decimal)}</analyze>"
+          f"<response>{response}</response>")
 
 
 def response_token_start(encode: Callable[[str], list[int]], text: str) -> int | None:

@@ -69,10 +69,13 @@ row_pick = payoff.select_in_row  # the key of a row with the largest LLM + user
 def with_table(text: str, table: payoff.Bimatrix) -> str:
   """`text` (a trace through `</payoff>`) with its table replaced by `table`, whatever the
   model wrote inside the block; the cells in the order the model wrote them (when its block
-  is JSON with the six keys), as a provider edits numbers in place."""
+  is JSON with the six keys) and its numbers spelled as the model spelled them ("4" or "4.0"),
+  as a provider edits numbers in place."""
   start = text.index("<payoff>") + len("<payoff>")
   end = text.index(trace.PAYOFF_END, start)
-  return text[:start] + table.to_json(trace.payoff_order(text[start:end])) + text[end:]
+  block = text[start:end]
+  return (text[:start] + table.to_json(trace.payoff_order(block),
+                                       payoff.spelled_one_decimal(block)) + text[end:])
 
 
 def table_cut(text: str) -> str | None:

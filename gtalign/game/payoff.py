@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from gtalign.game.trace import PAYOFF_KEYS
@@ -42,21 +43,18 @@ class Bimatrix:
   def to_dict(self) -> dict[str, dict[str, float]]:
     return {k: {"LLM": l, "user": u} for k, l, u in zip(PAYOFF_KEYS, self.llm, self.user)}
 
-  def to_json(self, order: Sequence[str] | None = None) -> str:
+  def to_json(self, order: Sequence[str] | None = None, one_decimal: bool = False) -> str:
     """Compact strict JSON with at most one decimal, the form the prompt asks the model to
     write; whole numbers without one ("4", as a policy writes them), so an edited table reads
-    like the policy's own. `order`: the keys in the order to write them (PAYOFF_KEYS by
-    default; an edit keeps the order the policy wrote its table in)."""
-    def num(v: float) -> str:
-      if not math.isfinite(v):
-        raise ValueError(f"strict JSON cannot hold {v}")
-      r = round(v, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-      return f"{r:.0f}" if r == int(r) else f"{r:.1f}"
+    like the policy's own, or, `one_decimal`, every number with exactly one ("4.0", as a policy
+    taught that spelling writes them; `spelled_one_decimal`). `order`: the keys in the order to
+    write them (PAYOFF_KEYS by default; an edit keeps the order the policy wrote its table
+    in)."""
     order = tuple(order) if order is not None else PAYOFF_KEYS
     if sorted(order) != sorted(PAYOFF_KEYS):
       raise ValueError(f"a table's key order must hold each of {PAYOFF_KEYS} once, got {order}")
-    body = ",".join(f'"{k}":{{"LLM":{num(self[k][0])},"user":{num(self[k][1])}}}'
-                    for k in order)
+    body = ",".join(f'"{k}":{{"LLM":{spell(self[k][0], one_decimal)},'
+                    f'"user":{spell(self[k][1], one_decimal)}}}' for k in order)
     return "{" + body + "}"
 
   def points(self) -> dict[str, tuple[float, float]]:
@@ -168,3 +166,23 @@ def distinctness(b: Bimatrix | Mapping) -> float:
   for l, u in as_bimatrix(b).points().values():
     count += (u != l) + (abs(u - l) / max(abs(u), abs(l), 1e-8) > 0.1)
   return count / 12
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def spell(v: float, one_decimal: bool = False) -> str:
+  """A payoff as a table writes it: rounded to one decimal, whole numbers without one ("4")
+  unless `one_decimal` ("4.0", "1.5": every number the same length in tokens)."""
+  if not math.isfinite(v):
+    raise ValueError(f"strict JSON cannot hold {v}")
+  r = round(v, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+  return f"{r:.1f}" if one_decimal or r != int(r) else f"{r:.0f}"
+
+
+def spelled_one_decimal(block: str) -> bool:
+  """Whether a written `<payoff>` block spells every number with one decimal ("4.0"), so an
+  edit writes its numbers the same way (a "1.5" among "1"s is two tokens longer, and a scan
+  that finds cells by where they sit copies the wrong one; README "The default run")."""
+  numbers = _NUMBER.findall(block)  # a whole number among them says which: "4.0" or "4"
+  return any(re.fullmatch(r"-?\d+\.0+", n) for n in numbers) and all("." in n for n in numbers)

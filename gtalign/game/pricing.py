@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gtalign.game.payoff import Bimatrix, action, as_bimatrix
+from gtalign.game.payoff import Bimatrix, action, as_bimatrix, spelled_one_decimal
 from gtalign.game.trace import PAYOFF_END, PAYOFF_KEYS, PAYOFF_START, parse_payoff
 
 EXTRA_UNITS = {"DA": 0.0, "AQ": 1.0, "CQ": 2.0}  # extra tokens/turns beyond a direct answer
@@ -146,4 +146,5 @@ def edit_payoff_block(text: str, policy: str | Callable[[Bimatrix], Bimatrix],
     raise ValueError(reason)
   b = Bimatrix.from_dict(payoff)
   priced = policy(b, **params) if callable(policy) else apply_pricing(b, policy, **params)
-  return text[:start] + priced.to_json() + text[end:]
+  spelled = spelled_one_decimal(text[start:end])  # "4.0" stays "4.0", "4" stays "4"
+  return text[:start] + priced.to_json(one_decimal=spelled) + text[end:]

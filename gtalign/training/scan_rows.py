@@ -38,10 +38,12 @@ class ScanRows:
   keys: list[str]
 
 
-def scan_text(row: str, table: payoff.Bimatrix, scan: str = "copy") -> str:
+def scan_text(row: str, table: payoff.Bimatrix, scan: str = "copy",
+              one_decimal: bool = False) -> str:
   """The `<analyze>` block a table gets, scanned along `row` (DQ or VQ) as the warm start
-  scans (`scan`: warm_start.SCANS, the run's sft.scan)."""
-  return f"<analyze>{warm_start.analysis(row, table.points(), scan)}{trace.ANALYZE_END}"
+  scans (`scan`: warm_start.SCANS, the run's sft.scan; `one_decimal`: the table's spelling)."""
+  return (f"<analyze>{warm_start.analysis(row, table.points(), scan, one_decimal)}"
+          f"{trace.ANALYZE_END}")
 
 
 def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
@@ -70,7 +72,7 @@ def scan_rows(tokenizer, texts: Sequence[str], tokens: Sequence[Sequence[int]],
     if not prefix.startswith(head_text):  # the rollout's text is not its ids' (never seen)
       continue
     table_text = prefix[len(head_text):]  # the edited table through </payoff>
-    scanned = scan_text(key[:2], table, scan)
+    scanned = scan_text(key[:2], table, scan, payoff.spelled_one_decimal(table_text))
     # the response's tag after the scan, so the ids are the ones a whole trace has where the
     # two meet ("><" spells the end of one tag and the start of the next): a lone ">" closing
     # the scan, trained, is an id the policy never wrote there, and after it it wrote EOS
