@@ -86,7 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
       # "4.0", so a provider's "1.5" is as long in tokens as the "1.0" it replaces (an edit
       # keeps the policy's spelling, steering.with_table). decimal at seed 0 (lever dec0):
       # steering after the warm start 0.78 -> 0.97, trained DA on DQ 0.84, CQ on VQ 0.94,
-      # steering 0.94, every bar met; not yet the default: its other seeds are to be measured
+      # steering 0.94, every bar met; at seed 1 (dec1) the warm start steered 0.86 (whole
+      # numbers: 0.58) but RL learned neither row (DA on DQ 0.00, CQ on VQ 0.50): not yet the
+      # default
       tables="fixed",
       # the table's JSON leads with the chosen cell: the decision is one key's tokens, not a
       # peak placed cell by cell (warm_start.payoff_json)
