@@ -1,6 +1,8 @@
 """Scan rows (`rl.scan_rows`): a step's rollouts with their tables edited, the scan of the edited
 table taught by its likelihood."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,23 @@ def test_the_scan_weight_scales_the_sum_not_the_count(monkeypatch):
   scaled, scaled_count, _ = objective.sft_loss(None, None, mb, scale=0.25)
   assert float(plain) == pytest.approx(math.log(8.0 / 3.0), abs=1e-6)
   assert float(scaled) == pytest.approx(0.25 * float(plain)) and float(scaled_count) == 2.0
+
+
+def test_scan_rows_of_a_decimal_table_copy_its_one_decimal_spelling(tokenizer):
+  """Rollouts whose tables spell "4.0" (`sft.tables=decimal`) get edited tables and taught
+  scans spelled the same way, never a bare "4"."""
+  test = world.make_world(seed=0, num_train=0, num_test=12, build_messages=lambda q, s: (
+      prompt_lib.build_messages(q, s, style="compact")))["test"]
+  group = test[:4]
+  texts = [warm_start.format_trace(r, "AQ", "x.", tables="decimal") for r in group]
+  tokens = [tokenizer.encode(t) for t in texts]
+  kinds = [r["extra_info"]["question_type"] for r in group]
+  out = scan_rows.scan_rows(tokenizer, texts, tokens, kinds, count=4, seed=3)
+  assert len(out.sources) == 4
+  for ids in out.completions:
+    text = tokenizer.decode(list(ids))
+    block = text[text.index("<payoff>"):text.index("</payoff>")]
+    scan = text[text.index("<analyze>"):]
+    cells = re.findall(r'"(?:LLM|user)":(-?[\d.]+)', scan)  # the copied cells (sums stay bare)
+    assert payoff.spelled_one_decimal(block) and len(cells) == 6, text
+    assert all(re.fullmatch(r"-?\d+\.\d", c) for c in cells), text

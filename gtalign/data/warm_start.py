@@ -209,9 +209,9 @@ def trace_payoff(question_type: str, strategy: str, seed: str | None = "",
   if other is not None:
     chosen.add(f"{'VQ' if question_type == 'DQ' else 'DQ'}_{other}")
   if seed is None:  # one fixed pattern: (4, 3) on the chosen cells, (1, 2) or LOW_CELLS elsewhere
-    rng = random.Random(f"jitter/{jitter}")
-    table = {k: (4, 3) if k in chosen else rng.choice(LOW_CELLS) if jitter is not None
-             else (1, 2) for k in PAYOFF_KEYS}
+    low = (random.Random(f"jitter/{jitter}").choice if jitter is not None
+           else lambda _: (1, 2))
+    table = {k: (4, 3) if k in chosen else low(LOW_CELLS) for k in PAYOFF_KEYS}
   else:
     rng = random.Random(f"table/{seed}")
     table = {k: rng.choice(_CHOSEN_CELLS) if k in chosen else rng.choice(_OTHER_CELLS)
@@ -257,10 +257,10 @@ def analysis(question_type: str, table: Mapping[str, tuple[float, float]],
   if scan not in SCANS:
     raise ValueError(f"unknown scan {scan!r}; expected one of {SCANS}")
   keys = [f"{question_type}_{s}" for s in ("AQ", "CQ", "DA")]
+  num = (lambda v: payoff.spell(v, True)) if one_decimal else (lambda v: f"{v:g}")
   steps, best = [], None
   for k in keys:
     llm, user = table[k]
-    num = (lambda v: payoff.spell(v, True)) if one_decimal else (lambda v: f"{v:g}")
     cell = (f'"{k}":{{"LLM":{num(llm)},"user":{num(user)}}} sums to {llm + user:g}'
             if scan == "copy"
             else f"{k}: LLM {llm:g}, user {user:g}, sum {llm + user:g}")
