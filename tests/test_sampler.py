@@ -343,7 +343,57 @@ def test_prefill_never_holds_logits_for_every_prompt_position(sampler, params):
   b, t = 16, 256
   args = (np.zeros((b, t), np.int32), np.ones((b, t), bool), np.arange(b, dtype=np.int32),
           np.zeros(b, np.int32), jax.random.PRNGKey(0), sampler._table, np.zeros((b, 0), np.uint8),
-          np.zeros(b, np.int32), np.zeros((b, prog.window), np.uint8))
+          np.zeros(b, np.int32), np.zeros((b, prog.window), np.uint8), np.zeros(b, bool))
   compiled = sampler_lib._prefill.lower(prog, big, *args).compile()
   every_position = b * t * config.vocab_size * 4
   assert compiled.memory_analysis().temp_size_in_bytes < every_position / 4
+
+
+def _span_flags(tokens, open_id, close_id):
+  """The span rule on the host: a token is hot once `open` was written, through `close`."""
+  hot, flags = False, []
+  for t in tokens:
+    flags.append(hot)
+    hot = (hot and t != close_id) or t == open_id
+  return flags
+
+
+def test_span_temperature_draws_the_span_hot_and_logs_its_logprobs(sampler, params):
+  """Tokens after the span's opening string through its closing one are drawn at the span's T:
+  the flags mark exactly them, their log-probs are of logits / T (what the trainer recomputes
+  with `hot_bc`), and with T equal to the sampler's the draws do not change."""
+  sc = SamplingConfig(max_new_tokens=40, temperature=1.0, seed=5, num_samples=2)
+  base = sampler.generate(params, PROMPTS, sc)
+  counts = np.bincount(np.concatenate(base.tokens), minlength=256)[:128]
+  open_id, close_id = (int(i) for i in np.argsort(counts)[::-1][:2])
+  span = (chr(open_id), chr(close_id))
+  same = sampler.generate(params, PROMPTS, dataclasses_replace(sc, span_temperature=(*span, 1.0)))
+  for b, s in zip(base.tokens, same.tokens):
+    np.testing.assert_array_equal(b, s)
+  flags = [_span_flags(t.tolist(), open_id, close_id) for t in same.tokens]
+  assert [f.tolist() for f in same.hot] == flags and sum(map(sum, flags)) >= 5
+  assert base.hot is None
+  hot = sampler.generate(params, PROMPTS, dataclasses_replace(sc, span_temperature=(*span, 4.0)))
+  for row, tokens in enumerate(hot.tokens):
+    flags = _span_flags(tokens.tolist(), open_id, close_id)
+    assert hot.hot[row].tolist() == flags
+    first = flags.index(True) if True in flags else len(flags)
+    np.testing.assert_array_equal(tokens[:first], base.tokens[row][:first])  # cold: same draws
+    prompt = PROMPTS[hot.prompt_index[row]]
+    logits = _full_logits(params, list(prompt) + tokens.tolist())
+    step_logits = logits[np.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))]
+    t_n = np.where(flags, 4.0, 1.0)[:, None]
+    expected = np.asarray(jax.nn.log_softmax(step_logits / t_n, axis=-1))
+    np.testing.assert_allclose(hot.logprobs[row],
+                               np.take_along_axis(expected, tokens[:, None], -1)[:, 0], atol=1e-5)
+  assert sum(map(sum, hot.hot)) >= 5
+
+
+def test_span_temperature_continues_hot_inside_the_span(sampler, params):
+  """A row continued from a prefix that opened the span and did not close it is hot from its
+  first token; one that closed it, or never opened it, is not."""
+  sc = SamplingConfig(max_new_tokens=4, temperature=1.0, span_temperature=("<p>", "</p>", 2.0))
+  out = sampler.continue_from(params, PROMPTS, ["x<p>1", "<p>1</p>ok", "none"], sc)
+  assert [bool(h[0]) for h in out.hot] == [True, False, False]
+  with pytest.raises(ValueError, match="span_temperature"):
+    SamplingConfig(span_temperature=("<p>", "", 2.0))

@@ -15,10 +15,12 @@ import pytest
 # bring back the reference policy; with a priced group a step (rows the host re-prices), so
 # that they replay after a kill; with the steering measurement, so that it is in the report
 # and comes back equal after a kill; with scan rows (an update of their own after each policy
-# update), so that they replay too
+# update), so that they replay too; with the table's tokens drawn at a temperature of their
+# own, so that the trainer must divide their logits by it to get the sampler's log-probs
 CMD = [sys.executable, "-m", "gtalign.main", "--config=configs/grpo.py:tiny",
        "--config.rl.kl_coef=0.05", "--config.rl.other_row_kl=0.1",
-       "--config.rl.priced_groups=1", "--config.eval.steering=True", "--config.rl.scan_rows=2"]
+       "--config.rl.priced_groups=1", "--config.eval.steering=True", "--config.rl.scan_rows=2",
+       "--config.rl.table_temperature=0.8"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -89,8 +91,9 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
   scans = [r["scan/loss"] for r in records if "scan/loss" in r]
   assert scans and np.isfinite(scans).all() and all(r["phase"] == 1.0 for r in records
                                                      if "scan/loss" in r)
-  # temperature 0.5: the trainer's log-probs are the sampler's
+  # temperature 0.5, the table's tokens 0.8: the trainer's log-probs are the sampler's
   assert first_rl["sampler_logp_gap"] < 1e-3
+  assert min(r["rollout/hot_tokens"] for r in records if r.get("phase") == 1.0) > 20
 
 
 # ---------------------------------------------------------------------------------------------

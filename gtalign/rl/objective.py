@@ -39,6 +39,9 @@ class ObjectiveConfig:
   advantage: str = "grpo"
   adv_std_floor: float = 0.0  # grpo only: divide by max(group std, floor)
   temperature: float = 1.0  # the sampler's: log-probs compared with its own are of logits / T
+  # > 0: the sampler's T on the tokens the batch's `hot_bc` marks (its span_temperature's span,
+  # rl.table_temperature): their log-probs are of logits / this
+  span_temperature: float = 0.0
   welfare: str = "cobb_douglas"
   welfare_alpha: float = 0.5
   normalisation: str = "none"
@@ -77,6 +80,9 @@ class ObjectiveConfig:
                        f">= 0; got advantage {self.advantage!r}")
     if self.temperature < 0:
       raise ValueError(f"temperature={self.temperature}; expected >= 0")
+    if self.span_temperature < 0 or (self.span_temperature and not self.temperature):
+      raise ValueError(f"span_temperature={self.span_temperature}; expected >= 0, and a "
+                       f"sampling temperature > 0 (got {self.temperature})")
     if self.grade_reading not in GRADINGS:
       raise ValueError(f"unknown grade_reading {self.grade_reading!r}; known: {list(GRADINGS)}")
     if self.grade_reading == "group" and self.advantage == "gae":
@@ -120,13 +126,15 @@ def welfare_advantages(cfg: ObjectiveConfig, batch: dict) -> dict:
   return out
 
 
-def window_logits(model_config: ModelConfig, params, mb: dict, temperature: float = 1.0):
+def window_logits(model_config: ModelConfig, params, mb: dict, temperature: float = 1.0,
+                  span_temperature: float = 0.0):
   """Logits [batch, window, vocab] predicting each completion token (see rollout.sequence_batch).
 
   Only the completion window goes through the vocabulary projection; the prompt's positions
   need hidden states for attention but no logits. With a sampling `temperature` T > 0 they are
   divided by T: the sampler stores log_softmax(logits / T) (strategies.trainer_logprobs), and
   the policy ratio, KL and entropy must compare the same distribution (T = 0, greedy: unscaled).
+  With a `span_temperature`, the tokens `mb["hot_bc"]` marks were drawn at it instead.
   """
   hidden_bte, _ = Decoder(model_config).apply(
       {"params": params}, mb["inputs_bt"], mb["positions_bt"],
@@ -135,6 +143,9 @@ def window_logits(model_config: ModelConfig, params, mb: dict, temperature: floa
   index_bc = mb["window_start_b"][:, None] + jnp.arange(window)[None, :]
   hidden_bce = jnp.take_along_axis(hidden_bte, index_bc[:, :, None], axis=1)
   logits_bcv = lm_head(model_config, params, hidden_bce)
+  if span_temperature and "hot_bc" in mb:
+    temperature_bc = jnp.where(mb["hot_bc"] > 0, span_temperature, temperature or 1.0)
+    return logits_bcv / temperature_bc[:, :, None].astype(logits_bcv.dtype)
   return logits_bcv if temperature in (0.0, 1.0) else logits_bcv / temperature
 
 
@@ -177,7 +188,7 @@ def critic_loss(model_config: ModelConfig, cfg: ObjectiveConfig, critic_params, 
 
 def policy_loss(model_config: ModelConfig, cfg: ObjectiveConfig, params, mb: dict):
   """(loss_sum, count, metrics) of one microbatch; rows with a failed judge are masked out."""
-  logits_bcv = window_logits(model_config, params, mb, cfg.temperature)
+  logits_bcv = window_logits(model_config, params, mb, cfg.temperature, cfg.span_temperature)
   logp_bc = losses.token_logprobs(logits_bcv, mb["targets_bc"])
   mask_bc = mb["loss_mask_bc"] * mb["reward_valid_b"][:, None]
   adv_bc = (mb["adv_bc"] if "adv_bc" in mb  # PPO: per-token GAE advantages
@@ -223,8 +234,10 @@ def sft_loss(model_config: ModelConfig, params, mb: dict, scale: float = 1.0):
   return scale * loss_sum, count, {}
 
 
-def sequence_logprobs(model_config: ModelConfig, params, batch: dict, temperature: float = 1.0):
+def sequence_logprobs(model_config: ModelConfig, params, batch: dict, temperature: float = 1.0,
+                      span_temperature: float = 0.0):
   """Teacher-forced log-probs of the completion window (the KL reference), at the sampler's
-  temperature so they compare with the policy's and the sampler's."""
-  return losses.token_logprobs(window_logits(model_config, params, batch, temperature),
-                               batch["targets_bc"])
+  temperature (per token, with a span's) so they compare with the policy's and the sampler's."""
+  return losses.token_logprobs(
+      window_logits(model_config, params, batch, temperature, span_temperature),
+      batch["targets_bc"])

@@ -53,6 +53,11 @@ class SamplingConfig:
   seed: int = 0
   prompt_buckets: tuple[int, ...] = DEFAULT_BUCKETS
   num_cache_windows: int = 4
+  # (open, close, T): tokens drawn after `open` has been written and through the token that
+  # ends `close` are drawn at T instead of `temperature` (and their log-probs are of logits /
+  # T, `SampleOutput.hot` marks them): exploration where a few tokens decide, e.g. the table
+  # of a game turn (rl.table_temperature). Ignored when greedy.
+  span_temperature: tuple[str, str, float] | None = None
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -66,6 +71,11 @@ class SamplingConfig:
                        "and num_samples >= 1")
     if any(not s for s in self.stop):
       raise ValueError("stop strings must be non-empty")
+    if self.span_temperature is not None:
+      open_, close, temperature = self.span_temperature
+      if not open_ or not close or not temperature > 0:
+        raise ValueError(f"span_temperature={self.span_temperature}; expected (open, close, T) "
+                         "with non-empty strings and T > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +91,8 @@ class _Program:
   eos_ids: tuple[int, ...]
   pad_id: int
   stops: tuple[bytes, ...]
-  window: int  # stop-string byte window
+  span: tuple[bytes, bytes, float] | None  # SamplingConfig.span_temperature, encoded
+  window: int  # stop-string (and span-string) byte window
   capacity: int
   cache_windows: tuple[int, ...]
 
@@ -104,6 +115,8 @@ class SamplerState(flax.struct.PyTreeNode):
   key: jax.Array  # base PRNG key of the seed
   forced_rf: jax.Array  # uint8 [rows, F] bytes a continued row must spell first (F = 0: none)
   forced_len_r: jax.Array  # int32 how many of them are still to spell
+  hot_r: jax.Array  # bool: the row's next token is inside SamplingConfig.span_temperature's span
+  hot_rn: jax.Array  # bool [rows, max_new_tokens]: drawn inside it
 
 
 @dataclasses.dataclass
@@ -121,6 +134,8 @@ class SampleOutput:
   # continued rows only: the completion ids fed before `tokens` (the model's own up to the
   # edit, re-encoded after it), so prefix_tokens[r] + tokens[r] is the whole completion
   prefix_tokens: list[np.ndarray] | None = None
+  # with SamplingConfig.span_temperature: per token, drawn at the span's T (bool)
+  hot: list[np.ndarray] | None = None
 
   @property
   def lengths(self) -> np.ndarray:
@@ -149,10 +164,14 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
                                           table.len_v)
       return jnp.where(ok_rv, x_rv, -jnp.inf)
     logits_rv = jax.lax.cond(jnp.any(state.forced_len_r > 0), constrain, lambda x: x, logits_rv)
-  token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p)
+  temperature_r = (jnp.where(state.hot_r, prog.span[2], prog.temperature)
+                   if prog.span else None)
+  token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p,
+                              temperature_r)
   logits_rv = free_rv  # log-probs over the whole vocabulary, as the trainer recomputes them
-  logprob_r = jnp.take_along_axis(strategies.trainer_logprobs(logits_rv, prog.temperature),
-                                  token_r[:, None], axis=-1)[:, 0]
+  logprob_r = jnp.take_along_axis(
+      strategies.trainer_logprobs(logits_rv, prog.temperature, temperature_r),
+      token_r[:, None], axis=-1)[:, 0]
   running_r = ~state.done_r
   token_r = jnp.where(running_r, token_r, prog.pad_id)
   logprob_r = jnp.where(running_r, logprob_r, 0.0)
@@ -161,10 +180,15 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
 
   eos_r = jnp.isin(token_r, jnp.asarray(prog.eos_ids, jnp.int32)) & running_r
   stop_window_rw, stop_r = state.stop_window_rw, jnp.zeros_like(eos_r)
-  if prog.stops:
-    stop_window_rw, stop_r = stop_lib.append_and_match(state.stop_window_rw, token_r, table,
-                                                       prog.stops)
-    stop_r = stop_r & running_r & ~eos_r
+  hot_r, hot_rn = state.hot_r, state.hot_rn
+  if prog.stops or prog.span:
+    stop_window_rw, new_r = stop_lib.append(state.stop_window_rw, token_r, table)
+    stop_r = stop_lib.ends_in_new(stop_window_rw, new_r, prog.stops) & running_r & ~eos_r
+  if prog.span:  # this token was drawn hot or not; the next is hot once `open` ends, until
+    hot_rn = jax.lax.dynamic_update_slice(hot_rn, (hot_r & running_r)[:, None], (0, step))
+    opened_r = stop_lib.ends_in_new(stop_window_rw, new_r, (prog.span[0],))
+    closed_r = stop_lib.ends_in_new(stop_window_rw, new_r, (prog.span[1],))
+    hot_r = (hot_r & ~closed_r) | opened_r
   length_r = running_r & ~eos_r & ~stop_r & (step + 1 >= prog.max_new_tokens)
   finish_r = jnp.select([eos_r, stop_r, length_r], [_EOS, _STOP, _LENGTH], state.finish_r)
   forced_rf, forced_len_r = state.forced_rf, state.forced_len_r
@@ -175,12 +199,13 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
       tokens_rn=tokens_rn, logprobs_rn=logprobs_rn, last_token_r=token_r,
       done_r=state.done_r | eos_r | stop_r | length_r, finish_r=finish_r,
       length_r=state.length_r + running_r.astype(jnp.int32), step=step + 1,
-      stop_window_rw=stop_window_rw)
+      stop_window_rw=stop_window_rw, hot_r=hot_r, hot_rn=hot_rn)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_offset_b, key,
-             table: stop_lib.TokenBytes, forced_bf, forced_len_b, window_bw) -> SamplerState:
+             table: stop_lib.TokenBytes, forced_bf, forced_len_b, window_bw,
+             hot_b) -> SamplerState:
   """Prefill each prompt once, repeat the cache for its samples, emit the first tokens."""
   b, t = tokens_bt.shape
   g = prog.num_samples
@@ -209,7 +234,8 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
       stop_window_rw=repeat(window_bw),
       prompt_index_r=repeat(prompt_index_b),
       sample_index_r=repeat(sample_offset_b) + jnp.tile(jnp.arange(g, dtype=jnp.int32), b),
-      key=key, forced_rf=repeat(forced_bf), forced_len_r=repeat(forced_len_b))
+      key=key, forced_rf=repeat(forced_bf), forced_len_r=repeat(forced_len_b),
+      hot_r=repeat(hot_b), hot_rn=jnp.zeros((rows, prog.max_new_tokens), bool))
   return _emit(state, repeat(logits_bv), prog, table)
 
 
@@ -258,14 +284,18 @@ class Sampler:
 
   def _program(self, sampling: SamplingConfig, prompt_len: int) -> _Program:
     stops = tuple(s.encode("utf-8") for s in sampling.stop)
+    span = sampling.span_temperature
+    span = ((span[0].encode("utf-8"), span[1].encode("utf-8"), float(span[2]))
+            if span and sampling.temperature > 0 else None)
     capacity = prompt_len + sampling.max_new_tokens
     return _Program(
         model=self.model_config, max_new_tokens=sampling.max_new_tokens,
         temperature=float(sampling.temperature), top_k=sampling.top_k,
         top_p=float(sampling.top_p), num_samples=sampling.num_samples,
         eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids),
-        pad_id=self.tokenizer.pad_id, stops=stops,
-        window=max(1, stop_lib.window_size(stops, self._table.max_len)), capacity=capacity,
+        pad_id=self.tokenizer.pad_id, stops=stops, span=span,
+        window=max(1, stop_lib.window_size(stops + (span[:2] if span else ()),
+                                           self._table.max_len)), capacity=capacity,
         cache_windows=_cache_windows(capacity, sampling.num_cache_windows))
 
   def generate(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
@@ -312,15 +342,19 @@ class Sampler:
     forced_bf, forced_len_b = continuation.forced_array(
         [r or continuation.Resume((), b"", 0, "") for r in resumes])
     window_bw = np.zeros((b, prog.window), np.uint8)
+    hot_b = np.zeros((b,), bool)
     for i, r in enumerate(resumes):  # a stop string may begin in the text continued from
-      tail = self._spell(r.ids)[-prog.window:] if r else b""
+      spelled = self._spell(r.ids) if r else b""
+      tail = spelled[-prog.window:]
       window_bw[i, prog.window - len(tail):] = np.frombuffer(tail, np.uint8)
+      if prog.span:  # continued from inside the span: still hot
+        hot_b[i] = spelled.rfind(prog.span[0]) > spelled.rfind(prog.span[1])
     key = jax.random.PRNGKey(sampling.seed)
 
     start = time.perf_counter()
     state = _prefill(prog, params, tokens_bt, mask_bt, prompt_indices.astype(np.int32),
                      sample_offsets.astype(np.int32), key, self._table, forced_bf, forced_len_b,
-                     window_bw)
+                     window_bw, hot_b)
     jax.block_until_ready(state.done_r)
     row_resumes = [r for r in resumes for _ in range(sampling.num_samples)]
     return Generation(self, prog, params, state, sampling, time.perf_counter() - start,
@@ -437,9 +471,10 @@ class Generation:
 
   def result(self) -> SampleOutput:
     start = time.perf_counter()
-    tokens_rn, logprobs_rn, length_r, finish_r, prompt_r, sample_r = jax.device_get(
+    tokens_rn, logprobs_rn, length_r, finish_r, prompt_r, sample_r, hot_rn = jax.device_get(
         (self._state.tokens_rn, self._state.logprobs_rn, self._state.length_r,
-         self._state.finish_r, self._state.prompt_index_r, self._state.sample_index_r))
+         self._state.finish_r, self._state.prompt_index_r, self._state.sample_index_r,
+         self._state.hot_rn))
     self.decode_seconds += time.perf_counter() - start
     tokens = [tokens_rn[r, :length_r[r]] for r in range(len(length_r))]
     finish = [FINISH_REASONS[f] for f in finish_r]
@@ -450,4 +485,6 @@ class Generation:
                                                  for r in range(len(length_r))],
                         texts=texts, finish_reasons=finish, prompt_index=prompt_r,
                         sample_index=sample_r, prefill_seconds=self.prefill_seconds,
-                        decode_seconds=self.decode_seconds, prefix_tokens=prefix)
+                        decode_seconds=self.decode_seconds, prefix_tokens=prefix,
+                        hot=([hot_rn[r, :length_r[r]] for r in range(len(length_r))]
+                             if self._prog.span else None))

@@ -40,15 +40,28 @@ def window_size(stops: tuple[bytes, ...], max_token_len: int) -> int:
   return max((len(s) for s in stops), default=0) + max_token_len
 
 
-def append_and_match(window_rw: jax.Array, token_r: jax.Array, table: TokenBytes,
-                     stops: tuple[bytes, ...]) -> tuple[jax.Array, jax.Array]:
-  """Appends each row's token bytes to its window; True where a stop string ends in them."""
-  rows, width = window_rw.shape
+def append(window_rw: jax.Array, token_r: jax.Array,
+           table: TokenBytes) -> tuple[jax.Array, jax.Array]:
+  """(each row's window with its token's bytes appended, how many bytes were appended)."""
+  width = window_rw.shape[1]
   n_r = table.len_v[token_r]
   new_rl = table.bytes_vl[token_r]
   # [old window | n new bytes | padding]: the last `width` real bytes are joined[n : n + width]
   joined = jnp.concatenate([window_rw, new_rl], axis=1)
   shifted = jnp.take_along_axis(joined, jnp.arange(width)[None, :] + n_r[:, None], axis=1)
+  return shifted, n_r
+
+
+def append_and_match(window_rw: jax.Array, token_r: jax.Array, table: TokenBytes,
+                     stops: tuple[bytes, ...]) -> tuple[jax.Array, jax.Array]:
+  """Appends each row's token bytes to its window; True where a stop string ends in them."""
+  shifted, n_r = append(window_rw, token_r, table)
+  return shifted, ends_in_new(shifted, n_r, stops)
+
+
+def ends_in_new(window_rw: jax.Array, n_r: jax.Array, stops: tuple[bytes, ...]) -> jax.Array:
+  """True where one of `stops` ends inside the last `n_r` bytes of each row's window."""
+  rows, width = window_rw.shape
   hit_r = jnp.zeros((rows,), bool)
   for stop in stops:
     m = len(stop)
@@ -56,8 +69,8 @@ def append_and_match(window_rw: jax.Array, token_r: jax.Array, table: TokenBytes
     # a match ending at window position e (inclusive) must end inside the n new bytes
     ends = jnp.arange(m - 1, width)
     starts = ends - (m - 1)
-    windows_rem = jnp.stack([shifted[:, starts + i] for i in range(m)], axis=-1)
+    windows_rem = jnp.stack([window_rw[:, starts + i] for i in range(m)], axis=-1)
     match_re = jnp.all(windows_rem == pattern, axis=-1)
     fresh_re = ends[None, :] >= (width - n_r[:, None])
     hit_r = hit_r | jnp.any(match_re & fresh_re, axis=1)
-  return shifted, hit_r
+  return hit_r

@@ -14,9 +14,13 @@ import jax.numpy as jnp
 _NEG_INF = -jnp.inf
 
 
-def trainer_logprobs(logits_rv: jax.Array, temperature: float) -> jax.Array:
-  """log_softmax(logits / T) in float32; greedy (T = 0) uses T = 1."""
-  scale = 1.0 if temperature == 0.0 else 1.0 / temperature
+def trainer_logprobs(logits_rv: jax.Array, temperature: float,
+                     temperature_r: jax.Array | None = None) -> jax.Array:
+  """log_softmax(logits / T) in float32; greedy (T = 0) uses T = 1; `temperature_r`, when
+  given (and T > 0), is each row's own T."""
+  if temperature == 0.0:
+    return jax.nn.log_softmax(logits_rv.astype(jnp.float32), axis=-1)
+  scale = 1.0 / (temperature if temperature_r is None else temperature_r[:, None])
   return jax.nn.log_softmax(logits_rv.astype(jnp.float32) * scale, axis=-1)
 
 
@@ -59,15 +63,17 @@ def _inverse_cdf(probs_rv: jax.Array, uniform_r: jax.Array, block: int = 256) ->
 
 
 def sample(logits_rv: jax.Array, uniform_r: jax.Array, temperature: float, top_k: int,
-           top_p: float) -> jax.Array:
+           top_p: float, temperature_r: jax.Array | None = None) -> jax.Array:
   """One token per row by inverse-CDF sampling with one uniform draw per row.
 
   One draw per row (instead of a Gumbel draw per vocabulary entry) keeps sampling cheap and
   makes each row's token a function of its own logits and its own random number only.
+  `temperature_r`, when given (and T > 0), is each row's own T.
   """
   if temperature == 0.0:
     return jnp.argmax(logits_rv, axis=-1).astype(jnp.int32)
-  logits_rv = truncate(logits_rv.astype(jnp.float32) / temperature, top_k, top_p)
+  divisor = temperature if temperature_r is None else temperature_r[:, None]
+  logits_rv = truncate(logits_rv.astype(jnp.float32) / divisor, top_k, top_p)
   probs_rv = jax.nn.softmax(logits_rv, axis=-1)
   token_r = _inverse_cdf(probs_rv, uniform_r)
   # rounding can land on a masked (zero-mass) token at a boundary: fall back to the mode

@@ -167,6 +167,14 @@ def _with_priced(local: dict, priced, scored, run: Run, params, shape, prompts) 
   return _joined(local, extra, len(priced.sources))
 
 
+def table_span(cfg) -> tuple[str, str, float] | None:
+  """rl.table_temperature as the sampler's span: the <payoff> block's tokens, where a few
+  numbers decide the move, drawn at their own temperature (None: at rl.temperature)."""
+  if not cfg.table_temperature:
+    return None
+  return (trace_lib.PAYOFF_START, trace_lib.PAYOFF_END, float(cfg.table_temperature))
+
+
 SCAN_KEY = "scan"  # the rollout batch's entry holding `rl.scan_rows`' batch (training.loop)
 ROLLOUT_ROW_METRICS = ("user", "llm", "welfare", "format_ok", "valid", "completion_tokens",
                        *rollout.BEHAVIOUR_KEYS[1:], "response_tokens", "reasoning_tokens",
@@ -187,7 +195,8 @@ def rl_rollout(run: Run, params, step: int):
       sampler_params, [run.prompt(r) for r in rows],
       SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                      top_p=cfg.top_p, num_samples=cfg.num_samples, stop=(trace_lib.RESPONSE_END,),
-                     include_stop_str=True, seed=run_lib.rl_seed(run.config) * 1_000_003 + step),
+                     include_stop_str=True, seed=run_lib.rl_seed(run.config) * 1_000_003 + step,
+                     span_temperature=table_span(cfg)),
       prompt_indices=np.arange(part.start, part.stop))
   sample_seconds = time.perf_counter() - start
   row_of = [rows[i - part.start] for i in out.prompt_index]  # global prompt index -> row
@@ -233,6 +242,8 @@ def rl_rollout(run: Run, params, step: int):
   shape = _agreed_shape(prompts + extra_prompts, list(out.tokens) + extra_completions)
   local = rollout.sequence_batch(prompts, out.tokens, run.tokenizer.pad_id, shape=shape)
   local["old_logp_bc"] = rollout.completion_array(out.logprobs, local["targets_bc"].shape[1])
+  if out.hot is not None:  # drawn at rl.table_temperature: the loss divides their logits by it
+    local["hot_bc"] = rollout.completion_array(out.hot, local["targets_bc"].shape[1])
   if not cfg.train_thinking:
     trained_bc = rollout.mask_through(local["loss_mask_bc"], run.tokenizer, out.tokens,
                                       trace_lib.THINKING_END)
@@ -265,12 +276,16 @@ def rl_rollout(run: Run, params, step: int):
                  judge_failed=np.asarray([r.components.get("judge_failures", 0) > 0
                                           for r in scored.results], np.float32),
                  tokens=(out.lengths + local["attention_mask_bt"].sum(1)).astype(np.float32))
+  if out.hot is not None:  # tokens drawn at rl.table_temperature (the table's, ~90 a trace)
+    per_row["hot_tokens"] = np.asarray([h.sum() for h in out.hot], np.float32)
   per_row = distributed.gather_rows(per_row, cfg.prompts_per_step * cfg.num_samples)
   # the step waits for its slowest process
   handoff_s, sample_s, judge_s = distributed.agree_max([handoff_seconds, sample_seconds,
                                                         judge_seconds])
   stats = heldout.finite_means({k: per_row[k] for k in ROLLOUT_ROW_METRICS if k != "tokens"},
                                prefix="rollout/")
+  if "hot_tokens" in per_row:
+    stats["rollout/hot_tokens"] = float(np.mean(per_row["hot_tokens"]))
   stats.update({"time/handoff_s": float(handoff_s), "time/sample_s": float(sample_s),
                 "time/judge_s": float(judge_s), "tokens": float(per_row["tokens"].sum())})
   if steered is not None:  # no rollout of the step wrote a table: no steered group

@@ -129,7 +129,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   ref_logprobs = jax.jit(functools.partial(
       objective.sequence_logprobs,
       lora.adapters_off(model_config) if adapters_on else model_config,
-      temperature=config.rl.temperature), out_shardings=data_sharding)
+      temperature=config.rl.temperature, span_temperature=config.rl.table_temperature),
+      out_shardings=data_sharding)
   uses_reference = bool(config.rl.kl_coef or config.rl.thinking_kl
                         or config.rl.other_row_kl)
   keep_reference = uses_reference and not adapters_on

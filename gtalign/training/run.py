@@ -291,6 +291,13 @@ def check_options(config) -> None:
     if config.rl[key] != off and config.rl.train_thinking:
       raise InvalidInput(f"rl.{key}={config.rl[key]} applies to the <thinking> block that RL "
                          "leaves out of its welfare's loss; set rl.train_thinking=False")
+  if config.rl.table_temperature and config.rl.max_turns > 1:
+    raise InvalidInput(f"rl.table_temperature={config.rl.table_temperature} applies to "
+                       f"single-turn rollouts; with rl.max_turns={config.rl.max_turns} set it to 0")
+  if config.rl.table_temperature < 0 or (config.rl.table_temperature
+                                         and not config.rl.temperature):
+    raise InvalidInput(f"rl.table_temperature={config.rl.table_temperature}; expected >= 0, "
+                       f"with rl.temperature > 0 (got {config.rl.temperature})")
   if config.rl.other_row_kl and config.rl.max_turns > 1:
     raise InvalidInput(f"rl.other_row_kl={config.rl.other_row_kl} applies to single-turn "
                        f"rollouts; with rl.max_turns={config.rl.max_turns} set it to 0")
@@ -345,7 +352,8 @@ def objective_config(config, num_sources: int) -> objective.ObjectiveConfig:
         thinking_kl=rl.thinking_kl, other_row_kl=rl.other_row_kl,
         grade_reading=rl.grade_reading,
         entropy_coef=rl.entropy_coef, adv_std_floor=rl.adv_std_floor,
-        temperature=rl.temperature, loss_agg=rl.loss_agg,
+        temperature=rl.temperature, span_temperature=rl.table_temperature,
+        loss_agg=rl.loss_agg,
         loss_agg_norm=float(rl.max_new_tokens), gamma=rl.gamma, lam=rl.lam,
         value_clip=rl.value_clip)
   except ValueError as e:
