@@ -93,7 +93,7 @@ def test_tiny_run_finishes_quickly_with_a_report(uninterrupted):
                                                      if "scan/loss" in r)
   # temperature 0.5, the table's tokens 0.8: the trainer's log-probs are the sampler's
   assert first_rl["sampler_logp_gap"] < 1e-3
-  assert min(r["rollout/hot_tokens"] for r in records if r.get("phase") == 1.0) > 20
+  assert min(r["rollout/hot_tokens"] for r in records if r.get("phase") == 1.0) > 4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ class Bimatrix:
     return self.points()[key]
 
 
+# what a table's numbers follow as `Bimatrix.to_json` spells them ("LLM":4.0), each cell's
+# brace too ("DQ_DA":{): the tokens that decide where the table peaks (rl.table_temperature)
+BEFORE_NUMBER = '":'
+
+
 def as_bimatrix(b: Bimatrix | Mapping[str, Mapping[str, float]]) -> Bimatrix:
   return b if isinstance(b, Bimatrix) else Bimatrix.from_dict(b)
 

@@ -58,6 +58,9 @@ class SamplingConfig:
   # T, `SampleOutput.hot` marks them): exploration where a few tokens decide, e.g. the table
   # of a game turn (rl.table_temperature). Ignored when greedy.
   span_temperature: tuple[str, str, float] | None = None
+  # with span_temperature: only the span's tokens whose text so far ends with this string
+  # (e.g. '":', a JSON number's first token) are drawn at its T; "" = all of them
+  span_after: str = ""
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -92,6 +95,7 @@ class _Program:
   pad_id: int
   stops: tuple[bytes, ...]
   span: tuple[bytes, bytes, float] | None  # SamplingConfig.span_temperature, encoded
+  span_after: bytes  # SamplingConfig.span_after, encoded
   window: int  # stop-string (and span-string) byte window
   capacity: int
   cache_windows: tuple[int, ...]
@@ -116,7 +120,7 @@ class SamplerState(flax.struct.PyTreeNode):
   forced_rf: jax.Array  # uint8 [rows, F] bytes a continued row must spell first (F = 0: none)
   forced_len_r: jax.Array  # int32 how many of them are still to spell
   hot_r: jax.Array  # bool: the row's next token is inside SamplingConfig.span_temperature's span
-  hot_rn: jax.Array  # bool [rows, max_new_tokens]: drawn inside it
+  hot_rn: jax.Array  # bool [rows, max_new_tokens]: drawn at the span's temperature
 
 
 @dataclasses.dataclass
@@ -164,8 +168,11 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
                                           table.len_v)
       return jnp.where(ok_rv, x_rv, -jnp.inf)
     logits_rv = jax.lax.cond(jnp.any(state.forced_len_r > 0), constrain, lambda x: x, logits_rv)
-  temperature_r = (jnp.where(state.hot_r, prog.span[2], prog.temperature)
-                   if prog.span else None)
+  hot_r = state.hot_r
+  if prog.span and prog.span_after:  # only where the text so far ends with span_after
+    tail = jnp.asarray(np.frombuffer(prog.span_after, np.uint8))
+    hot_r = hot_r & jnp.all(state.stop_window_rw[:, -len(prog.span_after):] == tail, axis=1)
+  temperature_r = jnp.where(hot_r, prog.span[2], prog.temperature) if prog.span else None
   token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p,
                               temperature_r)
   logits_rv = free_rv  # log-probs over the whole vocabulary, as the trainer recomputes them
@@ -180,12 +187,12 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
 
   eos_r = jnp.isin(token_r, jnp.asarray(prog.eos_ids, jnp.int32)) & running_r
   stop_window_rw, stop_r = state.stop_window_rw, jnp.zeros_like(eos_r)
-  hot_r, hot_rn = state.hot_r, state.hot_rn
+  drawn_hot_r, hot_r, hot_rn = hot_r, state.hot_r, state.hot_rn
   if prog.stops or prog.span:
     stop_window_rw, new_r = stop_lib.append(state.stop_window_rw, token_r, table)
     stop_r = stop_lib.ends_in_new(stop_window_rw, new_r, prog.stops) & running_r & ~eos_r
   if prog.span:  # this token was drawn hot or not; the next is hot once `open` ends, until
-    hot_rn = jax.lax.dynamic_update_slice(hot_rn, (hot_r & running_r)[:, None], (0, step))
+    hot_rn = jax.lax.dynamic_update_slice(hot_rn, (drawn_hot_r & running_r)[:, None], (0, step))
     opened_r = stop_lib.ends_in_new(stop_window_rw, new_r, (prog.span[0],))
     closed_r = stop_lib.ends_in_new(stop_window_rw, new_r, (prog.span[1],))
     hot_r = (hot_r & ~closed_r) | opened_r
@@ -294,8 +301,10 @@ class Sampler:
         top_p=float(sampling.top_p), num_samples=sampling.num_samples,
         eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids),
         pad_id=self.tokenizer.pad_id, stops=stops, span=span,
-        window=max(1, stop_lib.window_size(stops + (span[:2] if span else ()),
-                                           self._table.max_len)), capacity=capacity,
+        span_after=sampling.span_after.encode("utf-8") if span else b"",
+        window=max(1, stop_lib.window_size(
+            stops + (span[:2] + (sampling.span_after.encode("utf-8"),) if span else ()),
+            self._table.max_len)), capacity=capacity,
         cache_windows=_cache_windows(capacity, sampling.num_cache_windows))
 
   def generate(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
