@@ -349,12 +349,14 @@ def test_prefill_never_holds_logits_for_every_prompt_position(sampler, params):
   assert compiled.memory_analysis().temp_size_in_bytes < every_position / 4
 
 
-def _span_flags(tokens, open_id, close_id):
-  """The span rule on the host: a token is hot once `open` was written, through `close`."""
-  hot, flags = False, []
+def _span_flags(tokens, open_id, close_id, after_id=None):
+  """The span rule on the host: a token is hot once `open` was written, through `close`
+  (with `after_id`: and only right after that token)."""
+  hot, flags, last = False, [], None
   for t in tokens:
-    flags.append(hot)
+    flags.append(hot and (after_id is None or last == after_id))
     hot = (hot and t != close_id) or t == open_id
+    last = t
   return flags
 
 
@@ -397,3 +399,28 @@ def test_span_temperature_continues_hot_inside_the_span(sampler, params):
   assert [bool(h[0]) for h in out.hot] == [True, False, False]
   with pytest.raises(ValueError, match="span_temperature"):
     SamplingConfig(span_temperature=("<p>", "", 2.0))
+
+
+def test_span_after_draws_hot_only_what_follows_it(sampler, params):
+  """With `span_after`, only the span's tokens right after that string are drawn at its T (a
+  table's numbers after '\":'): the flags mark them alone, their log-probs are of logits / T."""
+  sc = SamplingConfig(max_new_tokens=40, temperature=1.0, seed=5, num_samples=2)
+  base = sampler.generate(params, PROMPTS, sc)
+  counts = np.bincount(np.concatenate(base.tokens), minlength=256)[:128]
+  open_id, close_id, after_id = (int(i) for i in np.argsort(counts)[::-1][:3])
+  hot = sampler.generate(params, PROMPTS, dataclasses_replace(
+      sc, span_temperature=(chr(open_id), chr(close_id), 4.0), span_after=chr(after_id)))
+  marked = 0
+  for row, tokens in enumerate(hot.tokens):
+    flags = _span_flags(tokens.tolist(), open_id, close_id, after_id)
+    assert hot.hot[row].tolist() == flags
+    marked += sum(flags)
+    prompt = PROMPTS[hot.prompt_index[row]]
+    logits = _full_logits(params, list(prompt) + tokens.tolist())
+    step_logits = logits[np.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))]
+    expected = np.asarray(jax.nn.log_softmax(step_logits / np.where(flags, 4.0, 1.0)[:, None],
+                                             axis=-1))
+    np.testing.assert_allclose(hot.logprobs[row],
+                               np.take_along_axis(expected, tokens[:, None], -1)[:, 0], atol=1e-5)
+  whole = sum(sum(_span_flags(t.tolist(), open_id, close_id)) for t in hot.tokens)
+  assert 0 < marked < whole

@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 
+from configs import grpo
 from gtalign.data import warm_start, world
 from gtalign.evaluation import plain, reading
 from gtalign.game import behaviour, payoff
@@ -593,3 +594,32 @@ def test_a_bad_draw_option_is_named(key, value, named):
   setattr(config.sft, key, value)
   with pytest.raises(InvalidInput, match=named):
     run_lib.check_options(config)
+
+
+def test_the_table_temperature_reaches_each_number_first_digit_on_the_real_tokenizer(
+    smollm2_gguf_path):
+  """rl.table_temperature draws hot the <payoff> tokens whose text so far ends with
+  `payoff.BEFORE_NUMBER`: on the real tokenizer, for a warm-start table in either spelling,
+  those are the first digit of each of the 12 numbers (where the peak is decided) and each
+  cell's brace, and nothing of the JSON's keys, nor anything outside the block."""
+  from gtalign.models.tokenizer import load_tokenizer
+  from gtalign.training import batches
+  tok = load_tokenizer(smollm2_gguf_path)
+  rows, _ = _rows()
+  answers = {warm_start.plain_question(r): f"Answer number {i}." for i, r in enumerate(rows)}
+  cfg = grpo.get_config("").rl
+  cfg.table_temperature = 2.0
+  span = batches.table_sampling(cfg)
+  opened, closed, _ = span["span_temperature"]
+  for tables in ("decimal", "fixed"):
+    text = warm_start.reference_trace(rows[0], "random", answers, tables=tables)
+    ids = tok.encode(text)
+    hot, so_far = [], ""
+    for t in ids:  # the sampler's rule (tests/test_sampler.py checks it on device)
+      inside = so_far.rfind(opened) > so_far.rfind(closed)
+      if inside and so_far.endswith(span["span_after"]):
+        hot.append(tok.decode([t]))
+      so_far += tok.decode([t])
+    block = text[text.index(opened):text.index(closed)]
+    assert sorted(hot) == sorted(['{"'] * 6 + [n[0] for n in re.findall(r"\d+(?:\.\d)?", block)]
+                                 ), (tables, hot)
