@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
       # priced direct answers in 96 definite rollouts, welfare 0.70 against AQ's 0.42). A
       # whole-trace temperature of 1.5 broke the format (lever tt2)
       table_temperature=0.0,
+      # with table_temperature: a hot token is drawn from this many likeliest only (0 = all);
+      # at T = 2 over the whole vocabulary a table's numbers drew "V.0" and " pericardial"
+      table_top_k=4,
       top_p=1.0,
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
       # 7e-5 moved neither row of the table in 8 steps, 2e-4 moved the DQ row and broke the VQ

@@ -424,3 +424,27 @@ def test_span_after_draws_hot_only_what_follows_it(sampler, params):
                                np.take_along_axis(expected, tokens[:, None], -1)[:, 0], atol=1e-5)
   whole = sum(sum(_span_flags(t.tolist(), open_id, close_id)) for t in hot.tokens)
   assert 0 < marked < whole
+
+
+def test_span_top_k_draws_a_hot_token_from_the_likeliest_only(sampler, params):
+  """`span_top_k` truncates only the hot tokens' distribution (k = 1: each is its logits'
+  argmax however hot the span); their log-probs stay those of logits / T."""
+  sc = SamplingConfig(max_new_tokens=40, temperature=1.0, seed=5, num_samples=2)
+  base = sampler.generate(params, PROMPTS, sc)
+  counts = np.bincount(np.concatenate(base.tokens), minlength=256)[:128]
+  open_id, close_id = (int(i) for i in np.argsort(counts)[::-1][:2])
+  out = sampler.generate(params, PROMPTS, dataclasses_replace(
+      sc, span_temperature=(chr(open_id), chr(close_id), 8.0), span_top_k=1))
+  hot = 0
+  for row, tokens in enumerate(out.tokens):
+    flags = np.asarray(out.hot[row])
+    prompt = PROMPTS[out.prompt_index[row]]
+    step_logits = _full_logits(params, list(prompt) + tokens.tolist())[
+        np.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))]
+    np.testing.assert_array_equal(tokens[flags], step_logits[flags].argmax(-1))
+    expected = np.asarray(jax.nn.log_softmax(step_logits / np.where(flags, 8.0, 1.0)[:, None],
+                                             axis=-1))
+    np.testing.assert_allclose(out.logprobs[row],
+                               np.take_along_axis(expected, tokens[:, None], -1)[:, 0], atol=1e-5)
+    hot += flags.sum()
+  assert hot >= 5

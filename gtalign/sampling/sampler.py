@@ -61,6 +61,10 @@ class SamplingConfig:
   # with span_temperature: only the span's tokens whose text so far ends with this string
   # (e.g. '":', a JSON number's first token) are drawn at its T; "" = all of them
   span_after: str = ""
+  # with span_temperature: > 0, a hot token is drawn from the `span_top_k` likeliest only (its
+  # log-prob stays that of logits / T over the whole vocabulary, as top_k's): at T = 2 a
+  # table's numbers drew "V.0" and " pericardial" from the vocabulary's tail
+  span_top_k: int = 0
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -79,6 +83,8 @@ class SamplingConfig:
       if not open_ or not close or not temperature > 0:
         raise ValueError(f"span_temperature={self.span_temperature}; expected (open, close, T) "
                          "with non-empty strings and T > 0")
+    if self.span_top_k < 0:
+      raise ValueError(f"span_top_k={self.span_top_k}; expected >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,7 @@ class _Program:
   stops: tuple[bytes, ...]
   span: tuple[bytes, bytes, float] | None  # SamplingConfig.span_temperature, encoded
   span_after: bytes  # SamplingConfig.span_after, encoded
+  span_top_k: int
   window: int  # stop-string (and span-string) byte window
   capacity: int
   cache_windows: tuple[int, ...]
@@ -173,6 +180,9 @@ def _emit(state: SamplerState, logits_rv: jax.Array, prog: _Program,
     tail = jnp.asarray(np.frombuffer(prog.span_after, np.uint8))
     hot_r = hot_r & jnp.all(state.stop_window_rw[:, -len(prog.span_after):] == tail, axis=1)
   temperature_r = jnp.where(hot_r, prog.span[2], prog.temperature) if prog.span else None
+  if prog.span and prog.span_top_k:
+    kth_r1 = jax.lax.top_k(logits_rv, prog.span_top_k)[0][:, -1:]
+    logits_rv = jnp.where(hot_r[:, None] & (logits_rv < kth_r1), -jnp.inf, logits_rv)
   token_r = strategies.sample(logits_rv, uniform_r, prog.temperature, prog.top_k, prog.top_p,
                               temperature_r)
   logits_rv = free_rv  # log-probs over the whole vocabulary, as the trainer recomputes them
@@ -302,6 +312,7 @@ class Sampler:
         eos_ids=() if sampling.ignore_eos else tuple(self.tokenizer.eos_ids),
         pad_id=self.tokenizer.pad_id, stops=stops, span=span,
         span_after=sampling.span_after.encode("utf-8") if span else b"",
+        span_top_k=sampling.span_top_k if span else 0,
         window=max(1, stop_lib.window_size(
             stops + (span[:2] + (sampling.span_after.encode("utf-8"),) if span else ()),
             self._table.max_len)), capacity=capacity,

@@ -177,7 +177,7 @@ def table_sampling(cfg) -> dict:
     return {}
   return dict(span_temperature=(trace_lib.PAYOFF_START, trace_lib.PAYOFF_END,
                                 float(cfg.table_temperature)),
-              span_after=payoff_lib.BEFORE_NUMBER)
+              span_after=payoff_lib.BEFORE_NUMBER, span_top_k=int(cfg.table_top_k))
 
 
 SCAN_KEY = "scan"  # the rollout batch's entry holding `rl.scan_rows`' batch (training.loop)

@@ -294,6 +294,8 @@ def check_options(config) -> None:
   if config.rl.table_temperature and config.rl.max_turns > 1:
     raise InvalidInput(f"rl.table_temperature={config.rl.table_temperature} applies to "
                        f"single-turn rollouts; with rl.max_turns={config.rl.max_turns} set it to 0")
+  if config.rl.table_top_k < 0:
+    raise InvalidInput(f"rl.table_top_k={config.rl.table_top_k}; expected >= 0 (0 = all)")
   if config.rl.table_temperature < 0 or (config.rl.table_temperature
                                          and not config.rl.temperature):
     raise InvalidInput(f"rl.table_temperature={config.rl.table_temperature}; expected >= 0, "
