@@ -231,7 +231,9 @@ def base_config() -> ml_collections.ConfigDict:
       # definite questions read as vague 0.19 -> 0.31 of the time); at 1.0, seed 1 read them
       # so 0.12 of the time and learned both rows (README "The default run", lever tk1; at
       # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67), and at
-      # seed 2 (tk2) RL broke the format from its fourth step
+      # seed 2 (tk2) RL broke the format from its fourth step. With sft.tables=decimal
+      # (levers tkd0, tkd1): seed 0 met every bar, seed 1 every bar but DA on DQ (0.00);
+      # seed 2 not yet measured
       thinking_kl=0.0,
       # > 0: the cells of the table's row that a sample's key does not read are held to the
       # starting policy by their KL (kl_estimator), each token weighing this much against a
