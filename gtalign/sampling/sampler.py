@@ -127,7 +127,7 @@ class SamplerState(flax.struct.PyTreeNode):
   forced_rf: jax.Array  # uint8 [rows, F] bytes a continued row must spell first (F = 0: none)
   forced_len_r: jax.Array  # int32 how many of them are still to spell
   hot_r: jax.Array  # bool: the row's next token is inside SamplingConfig.span_temperature's span
-  hot_rn: jax.Array  # bool [rows, max_new_tokens]: drawn at the span's temperature
+  hot_rn: jax.Array  # bool [rows, max_new_tokens] (no span: [rows, 0]): drawn at its T
 
 
 @dataclasses.dataclass
@@ -252,7 +252,8 @@ def _prefill(prog: _Program, params, tokens_bt, mask_bt, prompt_index_b, sample_
       prompt_index_r=repeat(prompt_index_b),
       sample_index_r=repeat(sample_offset_b) + jnp.tile(jnp.arange(g, dtype=jnp.int32), b),
       key=key, forced_rf=repeat(forced_bf), forced_len_r=repeat(forced_len_b),
-      hot_r=repeat(hot_b), hot_rn=jnp.zeros((rows, prog.max_new_tokens), bool))
+      hot_r=repeat(hot_b),
+      hot_rn=jnp.zeros((rows, prog.max_new_tokens if prog.span else 0), bool))
   return _emit(state, repeat(logits_bv), prog, table)
 
 
