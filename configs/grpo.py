@@ -143,6 +143,12 @@ def base_config() -> ml_collections.ConfigDict:
       # with table_temperature: a hot token is drawn from this many likeliest only (0 = all);
       # at T = 2 over the whole vocabulary a table's numbers drew "V.0" and " pericardial"
       table_top_k=4,
+      # with table_temperature, which numbers are hot: all (each number's first token, and each
+      # cell's brace) or lead (each row's first LLM number, payoff.BEFORE_ROW_LEAD: one draw a
+      # row, whether its first cell peaks; the rest of the row is written from that choice).
+      # With all at T = 2 (nt1), 16 of 96 definite rollouts wrote DA on a table whose pick was
+      # not DA (a tie or a second peak), paid as unpriced
+      table_numbers="all",
       top_p=1.0,
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
       # 7e-5 moved neither row of the table in 8 steps, 2e-4 moved the DQ row and broke the VQ

@@ -344,6 +344,7 @@ def test_sft_dialogue_rows_mask_the_users_reply_and_name_no_strategy_before_the_
     ({"rl.max_turns": 2, "rl.table_temperature": 2.0},
      ["rl.table_temperature=2.0", "rl.max_turns=2"]),
     ({"rl.table_temperature": -1.0}, ["rl.table_temperature=-1.0", ">= 0"]),
+    ({"rl.table_numbers": "first"}, ["rl.table_numbers='first'", "'lead'"]),
     ({"rl.table_temperature": 2.0, "rl.temperature": 0.0}, ["rl.table_temperature=2.0",
                                                             "rl.temperature"])])
 def test_bad_dialogue_options_are_one_line_naming_the_key(overrides, words):

@@ -609,17 +609,29 @@ def test_the_table_temperature_reaches_each_number_first_digit_on_the_real_token
   answers = {warm_start.plain_question(r): f"Answer number {i}." for i, r in enumerate(rows)}
   cfg = grpo.get_config("").rl
   cfg.table_temperature = 2.0
-  span = batches.table_sampling(cfg)
-  opened, closed, _ = span["span_temperature"]
-  for tables in ("decimal", "fixed"):
-    text = warm_start.reference_trace(rows[0], "random", answers, tables=tables)
-    ids = tok.encode(text)
+
+  def hot_tokens(text):
+    span = batches.table_sampling(cfg)
+    opened, closed, _ = span["span_temperature"]
     hot, so_far = [], ""
-    for t in ids:  # the sampler's rule (tests/test_sampler.py checks it on device)
+    for t in tok.encode(text):  # the sampler's rule (tests/test_sampler.py checks it on device)
       inside = so_far.rfind(opened) > so_far.rfind(closed)
       if inside and so_far.endswith(span["span_after"]):
-        hot.append(tok.decode([t]))
+        hot.append((so_far, tok.decode([t])))
       so_far += tok.decode([t])
-    block = text[text.index(opened):text.index(closed)]
-    assert sorted(hot) == sorted(['{"'] * 6 + [n[0] for n in re.findall(r"\d+(?:\.\d)?", block)]
-                                 ), (tables, hot)
+    return hot, text[text.index(opened):text.index(closed)]
+
+  for tables in ("decimal", "fixed"):
+    text = warm_start.reference_trace(rows[0], "random", answers, tables=tables)
+    cfg.table_numbers = "all"
+    hot, block = hot_tokens(text)
+    assert sorted(t for _, t in hot) == sorted(
+        ['{"'] * 6 + [n[0] for n in re.findall(r"\d+(?:\.\d)?", block)]), (tables, hot)
+    cfg.table_numbers = "lead"  # each row's first LLM number only: DQ_AQ's and VQ_AQ's
+    hot, _ = hot_tokens(text)
+    table = json.loads(block[block.index("{"):])
+    leads = [k for k in table if k.endswith("_AQ")]
+    assert [k[:2] for k in leads] == ["DQ", "VQ"] and list(table).index(leads[1]) == 3
+    assert [t for _, t in hot] == [str(table[k]["LLM"])[0] for k in leads], (tables, hot)
+    for (before, _), key in zip(hot, leads):
+      assert before.endswith(f'"{key}":{{"LLM":'), (tables, before[-20:])

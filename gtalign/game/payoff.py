@@ -68,6 +68,11 @@ class Bimatrix:
 # what a table's numbers follow as `Bimatrix.to_json` spells them ("LLM":4.0), each cell's
 # brace too ("DQ_DA":{): the tokens that decide where the table peaks (rl.table_temperature)
 BEFORE_NUMBER = '":'
+# what each row's first LLM number follows, in PAYOFF_KEYS order ("DQ_AQ":{"LLM":, and the same
+# for VQ_AQ): a one-peak table decides there first whether that cell peaks, and writes every
+# later number of the row from that choice (rl.table_numbers="lead")
+BEFORE_ROW_LEAD = f'{PAYOFF_KEYS[0][2:]}":{{"LLM":'
+NUMBERS_AFTER = {"all": BEFORE_NUMBER, "lead": BEFORE_ROW_LEAD}  # rl.table_numbers -> the text
 
 
 def as_bimatrix(b: Bimatrix | Mapping[str, Mapping[str, float]]) -> Bimatrix:

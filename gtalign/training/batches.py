@@ -170,14 +170,14 @@ def _with_priced(local: dict, priced, scored, run: Run, params, shape, prompts) 
 
 def table_sampling(cfg) -> dict:
   """rl.table_temperature as the sampler's span: inside the <payoff> block, the first token
-  of each number (what follows '":'), where the table's peak and so the move is decided, drawn
-  at its own temperature ({}: every token at rl.temperature). The whole block at T = 2 wrote
-  no table at all (the vocabulary's tail drowned the JSON: 28 of 32 rollouts invalid)."""
+  of the numbers rl.table_numbers names, where the table's peak and so the move is decided,
+  drawn at its own temperature ({}: every token at rl.temperature). The whole block at T = 2
+  wrote no table at all (the vocabulary's tail drowned the JSON: 28 of 32 rollouts invalid)."""
   if not cfg.table_temperature:
     return {}
   return dict(span_temperature=(trace_lib.PAYOFF_START, trace_lib.PAYOFF_END,
                                 float(cfg.table_temperature)),
-              span_after=payoff_lib.BEFORE_NUMBER, span_top_k=int(cfg.table_top_k))
+              span_after=payoff_lib.NUMBERS_AFTER[cfg.table_numbers], span_top_k=int(cfg.table_top_k))
 
 
 SCAN_KEY = "scan"  # the rollout batch's entry holding `rl.scan_rows`' batch (training.loop)

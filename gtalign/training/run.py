@@ -23,6 +23,7 @@ from gtalign.adapters import lora
 from gtalign.data import warm_start
 from gtalign.data import world as world_lib
 from gtalign.evaluation import steering
+from gtalign.game import payoff as payoff_lib
 from gtalign.game import prompt as prompt_lib
 from gtalign.game import trace as trace_lib
 from gtalign.models.checkpoints import load_pretrained
@@ -294,6 +295,9 @@ def check_options(config) -> None:
   if config.rl.table_temperature and config.rl.max_turns > 1:
     raise InvalidInput(f"rl.table_temperature={config.rl.table_temperature} applies to "
                        f"single-turn rollouts; with rl.max_turns={config.rl.max_turns} set it to 0")
+  if config.rl.table_numbers not in payoff_lib.NUMBERS_AFTER:
+    raise InvalidInput(f"rl.table_numbers={config.rl.table_numbers!r}; expected one of "
+                       f"{sorted(payoff_lib.NUMBERS_AFTER)}")
   if config.rl.table_top_k < 0:
     raise InvalidInput(f"rl.table_top_k={config.rl.table_top_k}; expected >= 0 (0 = all)")
   if config.rl.table_temperature < 0 or (config.rl.table_temperature
