@@ -147,7 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
       # cell's brace) or lead (each row's first LLM number, payoff.BEFORE_ROW_LEAD: one draw a
       # row, whether its first cell peaks; the rest of the row is written from that choice).
       # With all at T = 2 (nt1), 16 of 96 definite rollouts wrote DA on a table whose pick was
-      # not DA (a tie or a second peak), paid as unpriced
+      # not DA (a tie or a second peak), paid as unpriced; with lead at T = 3 (ld1), a lead
+      # drawn off its peak mostly moved the peak to the same move in the other row (9 of 18)
+      # instead of changing the move
       table_numbers="all",
       top_p=1.0,
       max_new_tokens=352,  # a warm-start-shaped trace is 275 tokens on average, 316 at most
@@ -238,8 +240,8 @@ def base_config() -> ml_collections.ConfigDict:
       # so 0.12 of the time and learned both rows (README "The default run", lever tk1; at
       # seed 0, tk0, the same bars as without it), but steered less (0.61 and 0.67), and at
       # seed 2 (tk2) RL broke the format from its fourth step. With sft.tables=decimal
-      # (levers tkd0, tkd1): seed 0 met every bar, seed 1 every bar but DA on DQ (0.00);
-      # seed 2 not yet measured
+      # (levers tkd0, tkd1, tkd2): seed 0 met every bar, seed 1 every bar but DA on DQ
+      # (0.00); seed 2 learned neither row (DA on DQ 0.00, CQ on VQ 0.26, steering 0.69)
       thinking_kl=0.0,
       # > 0: the cells of the table's row that a sample's key does not read are held to the
       # starting policy by their KL (kl_estimator), each token weighing this much against a
