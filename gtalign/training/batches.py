@@ -177,7 +177,8 @@ def table_sampling(cfg) -> dict:
     return {}
   return dict(span_temperature=(trace_lib.PAYOFF_START, trace_lib.PAYOFF_END,
                                 float(cfg.table_temperature)),
-              span_after=payoff_lib.NUMBERS_AFTER[cfg.table_numbers], span_top_k=int(cfg.table_top_k))
+              span_after=payoff_lib.NUMBERS_AFTER[cfg.table_numbers],
+              span_top_k=int(cfg.table_top_k))
 
 
 SCAN_KEY = "scan"  # the rollout batch's entry holding `rl.scan_rows`' batch (training.loop)
